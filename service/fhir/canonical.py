@@ -1,0 +1,44 @@
+"""Canonical URLs of the TOH implementation guide (fhir_profiles/) and of the code systems used."""
+from __future__ import annotations
+
+IG = "https://fhir.toh-service.org"
+
+# Local CodeSystem for concepts with no verified standard code (see shared/clinical/TOH.md).
+TOH_CODES = f"{IG}/CodeSystem/toh"
+
+# ValueSets the clinical rules read (a clinic adds codes by editing these, not code).
+VS_TOH_CONDITIONS = f"{IG}/ValueSet/toh-conditions"
+VS_TRACKED_JOINTS = f"{IG}/ValueSet/tracked-joints"
+VS_LATERALITY = f"{IG}/ValueSet/laterality"
+VS_AVN_FEATURES = f"{IG}/ValueSet/avn-features"
+VS_INSUFFICIENCY_FRACTURE = f"{IG}/ValueSet/insufficiency-fracture-findings"
+VS_BISPHOSPHONATES = f"{IG}/ValueSet/bisphosphonates"
+VS_PREGNANCY_BREASTFEEDING = f"{IG}/ValueSet/pregnancy-breastfeeding-findings"
+VS_MRI_HIP = f"{IG}/ValueSet/mri-joint-codes"
+
+# Extensions
+EXT_LATERALITY = f"{IG}/StructureDefinition/laterality"
+EXT_FLAG_DETAIL = "http://hl7.org/fhir/StructureDefinition/flag-detail"
+
+# Profiles
+SD_TOH_CONDITION = f"{IG}/StructureDefinition/toh-condition"
+SD_TOH_MRI = f"{IG}/StructureDefinition/toh-mri-observation"
+SD_PAIN_SCORE = f"{IG}/StructureDefinition/toh-pain-score"
+SD_WEIGHT_BEARING = f"{IG}/StructureDefinition/toh-weight-bearing-status"
+SD_PREGNANCY_STATUS = f"{IG}/StructureDefinition/toh-pregnancy-status"
+SD_BREASTFEEDING_STATUS = f"{IG}/StructureDefinition/toh-breastfeeding-status"
+SD_TOH_CAREPLAN = f"{IG}/StructureDefinition/toh-careplan"
+SD_TOH_FOLLOWUP_TASK = f"{IG}/StructureDefinition/toh-followup-task"
+SD_TOH_FLAG = f"{IG}/StructureDefinition/toh-flag"
+
+PD_TOH_PROTOCOL = f"{IG}/PlanDefinition/toh-follow-up-protocol"
+
+# Standard systems
+SNOMED = "http://snomed.info/sct"
+LOINC = "http://loinc.org"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+ATC = "http://www.whocc.no/atc"
+CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+CONDITION_VER_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+FLAG_CATEGORY = "http://terminology.hl7.org/CodeSystem/flag-category"
