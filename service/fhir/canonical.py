@@ -15,6 +15,10 @@ VS_INSUFFICIENCY_FRACTURE = f"{IG}/ValueSet/insufficiency-fracture-findings"
 VS_BISPHOSPHONATES = f"{IG}/ValueSet/bisphosphonates"
 VS_PREGNANCY_BREASTFEEDING = f"{IG}/ValueSet/pregnancy-breastfeeding-findings"
 VS_MRI_HIP = f"{IG}/ValueSet/mri-joint-codes"
+VS_WEIGHT_BEARING = f"{IG}/ValueSet/weight-bearing-status"
+VS_MRI_FINDINGS = f"{IG}/ValueSet/mri-findings"
+VS_TOH_FLAGS = f"{IG}/ValueSet/toh-flags"
+VS_PREGNANCY_STATUS_VALUES = f"{IG}/ValueSet/pregnancy-status-values"
 
 # Extensions
 EXT_LATERALITY = f"{IG}/StructureDefinition/laterality"
