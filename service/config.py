@@ -1,0 +1,55 @@
+"""Typed settings, read from the environment once when the application is made."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+DEFAULT_DATA_DIR = "toh-data"
+
+
+def default_database_url(data_dir: str = DEFAULT_DATA_DIR) -> str:
+    """The embedded SQLite database under ./toh-data/ (absolute, so workers agree)."""
+    return f"sqlite:///{Path(data_dir).resolve() / 'toh.db'}"
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service is configured by."""
+
+    database_url: str = field(default_factory=default_database_url)
+    base_url: str | None = None          # public FHIR base; derived from the request if unset
+    max_payload_bytes: int = 10 * 1024 * 1024
+    default_page_size: int = 50
+    max_page_size: int = 1000
+    migrate_on_start: bool = True
+    sql_echo: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read TOH_* variables; raises ValueError for a malformed value."""
+        env = os.environ if env is None else env
+        return cls(
+            database_url=env.get("TOH_DATABASE_URL") or default_database_url(env.get("TOH_DATA_DIR", DEFAULT_DATA_DIR)),
+            base_url=(env.get("TOH_BASE_URL") or None),
+            max_payload_bytes=_int(env, "TOH_MAX_PAYLOAD_BYTES", cls.max_payload_bytes),
+            default_page_size=_int(env, "TOH_DEFAULT_PAGE_SIZE", cls.default_page_size),
+            max_page_size=_int(env, "TOH_MAX_PAGE_SIZE", cls.max_page_size),
+            migrate_on_start=env.get("TOH_MIGRATE_ON_START", "1") not in ("0", "false", "no"),
+            sql_echo=env.get("TOH_SQL_ECHO", "") in ("1", "true", "yes"),
+        )
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
+        """A copy with some fields replaced (used by create_app(config=...))."""
+        return replace(self, **dict(overrides))

@@ -1,0 +1,95 @@
+"""Parsing and validating FHIR R4 JSON: the one module that imports fhir.resources.
+
+fhir.resources has no R4 package, so content is validated with its R4B models, which
+match R4 for every type the service reasons about. The R4 types that R4B replaced
+(MedicinalProduct*, Substance* details, the evidence syntheses) get the structural
+checks only.
+"""
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from typing import Any
+
+import pydantic
+from fhir.resources.R4B import get_fhir_model_class
+
+from service.fhir.errors import BadRequest, Issue, NotFound, Unprocessable
+from service.fhir.r4_types import R4_RESOURCE_TYPES
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+def check_type(resource_type: str) -> str:
+    """Return resource_type if it is an R4 resource type; raises NotFound otherwise."""
+    if resource_type not in R4_RESOURCE_TYPES:
+        raise NotFound(f"Unknown resource type '{resource_type}'", code="not-supported")
+    return resource_type
+
+
+def check_id(resource_id: str) -> str:
+    """Return resource_id if it is a valid FHIR id; raises BadRequest otherwise."""
+    if not ID_PATTERN.match(resource_id):
+        raise BadRequest(f"'{resource_id}' is not a valid FHIR id ([A-Za-z0-9-.]{{1,64}})")
+    return resource_id
+
+
+def parse_json(body: bytes | str) -> dict[str, Any]:
+    """Parse a request body as a JSON object; raises BadRequest if it is not one."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"The body is not valid JSON: {exc}", code="structure") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("The body must be a JSON object (a FHIR resource)", code="structure")
+    return data
+
+
+@lru_cache(maxsize=None)
+def _model(resource_type: str) -> type[Any] | None:
+    try:
+        return get_fhir_model_class(resource_type)
+    except (KeyError, ValueError, ImportError, AttributeError):
+        return None
+
+
+def _fhirpath(resource_type: str, loc: tuple[Any, ...]) -> str:
+    path = resource_type
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part == "resource_type":
+            path += ".resourceType"
+        else:
+            path += f".{part}"
+    return path
+
+
+def validate(resource: dict[str, Any], expected_type: str | None = None) -> str:
+    """Check resource against the R4 model and return its type.
+
+    Raises BadRequest for a missing or unexpected resourceType or id, NotFound for an
+    unknown type and Unprocessable (one issue per problem, with its FHIRPath) for content
+    that the model rejects.
+    """
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str):
+        raise BadRequest("The resource has no resourceType", code="structure")
+    if expected_type is not None and resource_type != expected_type:
+        raise BadRequest(f"resourceType '{resource_type}' does not match the URL's type '{expected_type}'")
+    check_type(resource_type)
+    if "id" in resource and (not isinstance(resource["id"], str) or not ID_PATTERN.match(resource["id"])):
+        raise BadRequest(f"'{resource['id']}' is not a valid FHIR id", expression=[f"{resource_type}.id"])
+    model = _model(resource_type)
+    if model is None:
+        return resource_type
+    try:
+        model.model_validate(resource)
+    except pydantic.ValidationError as exc:
+        issues = [Issue("error", "structure" if e["type"] == "extra_forbidden" else "value",
+                        f"{_fhirpath(resource_type, e['loc'])}: {e['msg']}".split("\n")[0],
+                        (_fhirpath(resource_type, e["loc"]),))
+                  for e in exc.errors()]
+        raise Unprocessable(issues[0].diagnostics, issues=issues) from exc
+    return resource_type

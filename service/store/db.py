@@ -1,0 +1,174 @@
+"""Database engine, migrations and the unit of work: one transaction that every part of a
+request (resources, search index, flags, later the outbox and audit) writes into."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from sqlalchemy import Connection, create_engine, event, text
+from sqlalchemy.engine import Engine, make_url
+
+from service.clock import Clock, SystemClock
+
+if TYPE_CHECKING:
+    from service.store.repository import Finder, Repository, Validator, WriteHook
+
+log = logging.getLogger(__name__)
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_MIGRATION_LOCK_KEY = 0x70_48_00_01  # pg_advisory_lock key held while migrating
+
+
+def make_engine(url: str, echo: bool = False) -> Engine:
+    """An engine for url; SQLite gets WAL, a busy timeout and explicit BEGIN control."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, echo=echo, pool_pre_ping=True, future=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, echo=echo, future=True, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # A writer takes the write lock up front, so two writers queue instead of failing
+        # with 'database is locked' when a read lock would need upgrading.
+        mode = "IMMEDIATE" if conn.get_execution_options().get("toh_write") else "DEFERRED"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+class UnitOfWork:
+    """One database transaction. Rolled back unless commit() is called."""
+
+    def __init__(self, conn: Connection, database: Database) -> None:
+        self.conn = conn
+        self.database = database
+        self.clock = database.clock
+        self._after_commit: list[Callable[[], None]] = []
+        self._repo: Repository | None = None
+        self.committed = False
+
+    @property
+    def repo(self) -> Repository:
+        """The resource repository bound to this transaction."""
+        if self._repo is None:
+            from service.store.repository import Repository
+            db = self.database
+            self._repo = Repository(self.conn, self.clock, db.hooks, db.dialect, db.validators, db.finder)
+        return self._repo
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run callback once the transaction has committed (never if it rolls back)."""
+        self._after_commit.append(callback)
+
+    def commit(self) -> None:
+        """Commit the transaction; raises the database error if it fails."""
+        self.conn.commit()
+        self.committed = True
+        for callback in self._after_commit:
+            try:
+                callback()
+            except Exception:  # a post-commit notifier must not undo a committed write
+                log.exception("after-commit callback failed")
+
+    def rollback(self) -> None:
+        """Throw the transaction's changes away."""
+        self.conn.rollback()
+
+
+class Database:
+    """The store: an engine plus the write hooks every unit of work runs."""
+
+    def __init__(self, url: str, clock: Clock | None = None, echo: bool = False,
+                 hooks: list[WriteHook] | None = None) -> None:
+        self.url = url
+        self.engine = make_engine(url, echo=echo)
+        self.dialect = self.engine.dialect.name
+        self.clock: Clock = clock or SystemClock()
+        self.hooks: list[WriteHook] = list(hooks or [])
+        self.validators: list[Validator] = []
+        from service.store.repository import id_only_finder
+        self.finder: Finder = id_only_finder
+
+    def add_hook(self, hook: WriteHook) -> None:
+        """Register a hook that runs inside the transaction of every write."""
+        self.hooks.append(hook)
+
+    def add_validator(self, validator: Validator) -> None:
+        """Register a check every written resource must pass (it raises a FhirError)."""
+        self.validators.append(validator)
+
+    def set_finder(self, finder: Finder) -> None:
+        """Set how conditional requests find matches (the search package provides one)."""
+        self.finder = finder
+
+    @contextlib.contextmanager
+    def unit_of_work(self, write: bool = True) -> Iterator[UnitOfWork]:
+        """A transaction as a context manager; rolls back unless uow.commit() was called."""
+        with self.engine.connect() as conn:
+            if write:
+                conn = conn.execution_options(toh_write=True)
+            conn.begin()
+            uow = UnitOfWork(conn, self)
+            try:
+                yield uow
+            finally:
+                if not uow.committed:
+                    conn.rollback()
+
+    def ping(self) -> None:
+        """Run a trivial query; raises if the database cannot be reached."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def migrate(self) -> None:
+        """Bring the schema to the latest alembic revision, once even if many workers start."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
+        with self._migration_lock() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[Connection]:
+        if self.dialect == "postgresql":
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+                conn.commit()
+                try:
+                    yield conn
+                    conn.commit()
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+                    conn.commit()
+            return
+        database = make_url(self.url).database
+        lock_path = Path(f"{database}.migrate.lock") if database and database != ":memory:" else None
+        with contextlib.ExitStack() as stack:
+            if lock_path is not None:
+                handle = stack.enter_context(open(lock_path, "w"))
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            conn = stack.enter_context(self.engine.connect())
+            yield conn
+            conn.commit()
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()

@@ -1,0 +1,300 @@
+"""The resource repository: create, read, vread, update, delete and history over the
+current-version and version tables, inside the unit of work's transaction.
+
+Concurrency: an update is a compare-and-set on (rid, version), so two writers that hold
+the same version cannot both win; the version table's primary key forbids a duplicate
+version number whatever happens. A PUT that creates races on the (type, id) unique key.
+See https://hl7.org/fhir/R4/http.html for the interactions.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, and_, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from service.clock import Clock
+from service.fhir import resources as fhir
+from service.fhir.errors import BadRequest, Conflict, Gone, NotFound, PreconditionFailed
+from service.store.schema import resource_versions, resources
+
+Finder = Callable[[Connection, str, list[tuple[str, str]]], list[str]]
+Validator = Callable[[dict[str, Any]], None]
+
+
+def format_instant(moment: datetime) -> str:
+    """A FHIR instant with milliseconds, in UTC ('2026-11-21T10:00:00.000Z')."""
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def dump(resource: dict[str, Any]) -> str:
+    """The compact JSON text the store keeps and serves."""
+    return json.dumps(resource, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class StoredResource:
+    """One version of a resource as stored; content is the JSON text (None if deleted)."""
+
+    res_type: str
+    res_id: str
+    version: int
+    last_updated: datetime
+    deleted: bool
+    content: str | None
+    method: str = ""
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version}"'
+
+    @property
+    def reference(self) -> str:
+        return f"{self.res_type}/{self.res_id}"
+
+    def resource(self) -> dict[str, Any]:
+        """The resource as a dict; raises Gone if this version is a deletion."""
+        if self.content is None:
+            raise Gone(f"{self.reference} was deleted (version {self.version})")
+        return json.loads(self.content)
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a write did, as write hooks see it inside the transaction."""
+
+    rid: int
+    res_type: str
+    res_id: str
+    version: int
+    last_updated: datetime
+    method: str                      # POST, PUT or DELETE
+    resource: dict[str, Any] | None  # None on delete
+    previous: StoredResource | None
+
+
+class WriteHook(Protocol):
+    """Runs in the writer's transaction after each write (search index, clinical rules...)."""
+
+    def on_write(self, conn: Connection, change: Change) -> None: ...
+
+
+def _stored(row: Any, method: str = "") -> StoredResource:
+    return StoredResource(row.res_type, row.res_id, row.version, row.last_updated, row.deleted,
+                          row.content, method)
+
+
+def id_only_finder(conn: Connection, res_type: str, params: list[tuple[str, str]]) -> list[str]:
+    """Resolve a conditional request that only uses _id; the search package replaces this."""
+    if any(name != "_id" for name, _ in params) or not params:
+        raise BadRequest("Conditional requests support only _id until search is available")
+    ids = {v for _, value in params for v in value.split(",")}
+    rows = conn.execute(select(resources.c.res_id).where(
+        resources.c.res_type == res_type, resources.c.res_id.in_(ids), resources.c.deleted.is_(False)))
+    return [r.res_id for r in rows]
+
+
+class Repository:
+    """FHIR persistence over one connection/transaction (see module docstring)."""
+
+    def __init__(self, conn: Connection, clock: Clock, hooks: Sequence[WriteHook] = (),
+                 dialect: str = "sqlite", validators: Sequence[Validator] = (),
+                 finder: Finder = id_only_finder) -> None:
+        self.conn = conn
+        self.clock = clock
+        self.hooks = hooks
+        self.dialect = dialect
+        self.validators = validators
+        self.finder = finder
+
+    # -- reads ------------------------------------------------------------------------
+    def current(self, res_type: str, res_id: str, *, for_update: bool = False) -> tuple[int, StoredResource] | None:
+        """The current row (rid, version) of a resource, deleted or not; None if never stored."""
+        query = select(resources).where(resources.c.res_type == res_type, resources.c.res_id == res_id)
+        if for_update and self.dialect == "postgresql":
+            query = query.with_for_update()
+        row = self.conn.execute(query).first()
+        return None if row is None else (row.rid, _stored(row))
+
+    def read(self, res_type: str, res_id: str) -> StoredResource:
+        """The current version; raises NotFound if never stored, Gone if deleted."""
+        found = self.current(res_type, res_id)
+        if found is None:
+            raise NotFound(f"{res_type}/{res_id} is not known")
+        stored = found[1]
+        if stored.deleted:
+            raise Gone(f"{res_type}/{res_id} was deleted")
+        return stored
+
+    def vread(self, res_type: str, res_id: str, version: int) -> StoredResource:
+        """One version; raises NotFound if that version does not exist, Gone if it is a deletion."""
+        row = self.conn.execute(select(resource_versions).where(
+            resource_versions.c.res_type == res_type, resource_versions.c.res_id == res_id,
+            resource_versions.c.version == version)).first()
+        if row is None:
+            raise NotFound(f"{res_type}/{res_id} has no version {version}")
+        if row.deleted:
+            raise Gone(f"Version {version} of {res_type}/{res_id} is a deletion")
+        return _stored(row, row.method)
+
+    def history(self, res_type: str | None = None, res_id: str | None = None, *,
+                since: datetime | None = None, at_or_before: datetime | None = None,
+                count: int = 50, offset: int = 0) -> tuple[list[StoredResource], int]:
+        """Versions newest first, with the total; raises NotFound for an unknown instance."""
+        cond = []
+        if res_type is not None:
+            cond.append(resource_versions.c.res_type == res_type)
+        if res_id is not None:
+            cond.append(resource_versions.c.res_id == res_id)
+            if self.current(res_type or "", res_id) is None:
+                raise NotFound(f"{res_type}/{res_id} is not known")
+        if since is not None:
+            cond.append(resource_versions.c.last_updated >= since)
+        if at_or_before is not None:
+            cond.append(resource_versions.c.last_updated <= at_or_before)
+        where = and_(*cond) if cond else None
+        total_q = select(func.count()).select_from(resource_versions)
+        rows_q = select(resource_versions).order_by(
+            resource_versions.c.last_updated.desc(), resource_versions.c.res_type,
+            resource_versions.c.res_id, resource_versions.c.version.desc()).limit(count).offset(offset)
+        if where is not None:
+            total_q, rows_q = total_q.where(where), rows_q.where(where)
+        total = self.conn.execute(total_q).scalar_one()
+        return [_stored(r, r.method) for r in self.conn.execute(rows_q)], total
+
+    # -- writes -----------------------------------------------------------------------
+    def validate(self, resource: dict[str, Any], expected_type: str | None = None) -> str:
+        """Check a resource against R4 and the registered validators; returns its type."""
+        res_type = fhir.validate(resource, expected_type)
+        for validator in self.validators:
+            validator(resource)
+        return res_type
+
+    def create(self, resource: dict[str, Any], *, if_none_exist: list[tuple[str, str]] | None = None,
+               res_id: str | None = None) -> tuple[StoredResource, bool]:
+        """Store a new resource under a server-assigned id (client id ignored, as FHIR says).
+
+        With if_none_exist, returns (existing, False) when exactly one resource matches and
+        raises PreconditionFailed when several do. Raises what validate() raises.
+        """
+        res_type = self.validate(resource)
+        if if_none_exist is not None:
+            self._serialise_conditional(res_type, if_none_exist)
+            matches = self.finder(self.conn, res_type, if_none_exist)
+            if len(matches) > 1:
+                raise PreconditionFailed(f"If-None-Exist matched {len(matches)} {res_type} resources")
+            if matches:
+                return self.read(res_type, matches[0]), False
+        return self._insert(res_type, res_id or str(uuid.uuid4()), resource, "POST"), True
+
+    def update(self, res_type: str, res_id: str, resource: dict[str, Any], *,
+               if_match: int | None = None) -> tuple[StoredResource, bool]:
+        """Store a new version, or create with the client's id; returns (stored, created).
+
+        Raises BadRequest if the body's id differs from res_id, PreconditionFailed if
+        if_match is not the current version, plus what validate() raises.
+        """
+        fhir.check_id(res_id)
+        if resource.get("id") is None:
+            raise BadRequest("The resource in an update must carry its id", expression=[f"{res_type}.id"])
+        if resource.get("id") != res_id:
+            raise BadRequest(f"The body's id '{resource.get('id')}' does not match the URL's id '{res_id}'",
+                             expression=[f"{res_type}.id"])
+        self.validate(resource, res_type)
+        found = self.current(res_type, res_id, for_update=True)
+        if found is None:
+            if if_match is not None:
+                raise PreconditionFailed(f"{res_type}/{res_id} does not exist, so If-Match cannot match")
+            try:
+                with self.conn.begin_nested():
+                    return self._insert(res_type, res_id, resource, "PUT"), True
+            except IntegrityError:  # another writer created it first: update theirs
+                found = self.current(res_type, res_id, for_update=True)
+                assert found is not None
+        rid, previous = found
+        if if_match is not None and if_match != previous.version:
+            raise PreconditionFailed(
+                f"If-Match version {if_match} is not the current version {previous.version} of {res_type}/{res_id}")
+        return self._new_version(rid, previous, resource, "PUT"), False
+
+    def delete(self, res_type: str, res_id: str, *, if_match: int | None = None) -> StoredResource | None:
+        """Delete (a new version marked deleted); None if it was already deleted.
+
+        Raises NotFound if it never existed and PreconditionFailed on a stale if_match.
+        """
+        found = self.current(res_type, res_id, for_update=True)
+        if found is None:
+            raise NotFound(f"{res_type}/{res_id} is not known")
+        rid, previous = found
+        if if_match is not None and if_match != previous.version:
+            raise PreconditionFailed(
+                f"If-Match version {if_match} is not the current version {previous.version} of {res_type}/{res_id}")
+        if previous.deleted:
+            return None
+        return self._new_version(rid, previous, None, "DELETE")
+
+    # -- internals --------------------------------------------------------------------
+    def _serialise_conditional(self, res_type: str, params: list[tuple[str, str]]) -> None:
+        # Two conditional creates with the same criteria must not both create: on PostgreSQL
+        # hold a transaction lock on the criteria; SQLite writers are serialised already.
+        if self.dialect == "postgresql":
+            key = zlib.crc32(repr((res_type, sorted(params))).encode()) - 2**31
+            self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
+    def _stamp(self, res_type: str, res_id: str, version: int, resource: dict[str, Any],
+               moment: datetime) -> dict[str, Any]:
+        meta = dict(resource.get("meta") or {})
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = format_instant(moment)
+        body = {k: v for k, v in resource.items() if k not in ("resourceType", "id", "meta")}
+        return {"resourceType": res_type, "id": res_id, "meta": meta, **body}
+
+    def _insert(self, res_type: str, res_id: str, resource: dict[str, Any], method: str) -> StoredResource:
+        moment = self.clock.now()
+        stamped = self._stamp(res_type, res_id, 1, resource, moment)
+        content = dump(stamped)
+        rid = self.conn.execute(insert(resources).values(
+            res_type=res_type, res_id=res_id, version=1, last_updated=moment, deleted=False,
+            content=content).returning(resources.c.rid)).scalar_one()
+        stored = StoredResource(res_type, res_id, 1, moment, False, content, method)
+        self._record(rid, stored, stamped, None)
+        return stored
+
+    def _new_version(self, rid: int, previous: StoredResource, resource: dict[str, Any] | None,
+                     method: str) -> StoredResource:
+        moment = self.clock.now()
+        version = previous.version + 1
+        stamped = None if resource is None else self._stamp(previous.res_type, previous.res_id, version,
+                                                            resource, moment)
+        content = None if stamped is None else dump(stamped)
+        result = self.conn.execute(update(resources).where(
+            resources.c.rid == rid, resources.c.version == previous.version).values(
+            version=version, last_updated=moment, deleted=stamped is None, content=content))
+        if result.rowcount != 1:
+            raise PreconditionFailed(
+                f"{previous.reference} changed while it was being written (was version {previous.version})")
+        stored = StoredResource(previous.res_type, previous.res_id, version, moment, stamped is None,
+                                content, method)
+        self._record(rid, stored, stamped, previous)
+        return stored
+
+    def _record(self, rid: int, stored: StoredResource, resource: dict[str, Any] | None,
+                previous: StoredResource | None) -> None:
+        try:
+            with self.conn.begin_nested():
+                self.conn.execute(insert(resource_versions).values(
+                    res_type=stored.res_type, res_id=stored.res_id, version=stored.version, rid=rid,
+                    last_updated=stored.last_updated, method=stored.method, deleted=stored.deleted,
+                    content=stored.content))
+        except IntegrityError as exc:
+            raise Conflict(f"Version {stored.version} of {stored.reference} was written concurrently") from exc
+        change = Change(rid, stored.res_type, stored.res_id, stored.version, stored.last_updated,
+                        stored.method, resource, previous)
+        for hook in self.hooks:
+            hook.on_write(self.conn, change)
