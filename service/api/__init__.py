@@ -1,0 +1,27 @@
+"""The HTTP edge: Flask blueprints for the FHIR REST API, its operations and errors."""
+from __future__ import annotations
+
+from flask import Flask, Response, json
+
+from service.api import context, errors, metadata, negotiation, rest
+
+
+def init_app(app: Flask) -> None:
+    """Register the FHIR API, error handling and the per-request transaction."""
+    errors.init_app(app)
+    context.init_app(app)
+
+    @app.before_request
+    def _negotiate() -> None:
+        from flask import request
+        if request.path.startswith("/fhir"):
+            negotiation.check_accept()
+
+    app.register_blueprint(metadata.bp, url_prefix="/fhir")
+    rest.init_app(app)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        """Answers 200 when the service and its database are up (503 otherwise)."""
+        context.services().database.ping()
+        return Response(json.dumps({"status": "ok"}), mimetype="application/json")

@@ -1,0 +1,77 @@
+"""Per-request access to the application's services and the request's unit of work.
+
+Each request gets one transaction (opened on first use, write-locked for methods that
+write), committed after the view succeeds and rolled back otherwise, so everything a
+request writes — resources, index rows, flags, later the outbox and audit rows — lands
+together or not at all.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, Response, current_app, g, request
+
+from service.clock import Clock
+from service.config import Settings
+from service.fhir.errors import FhirError
+from service.store import Database, UnitOfWork
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass
+class Services:
+    """What the application is made of; stored in app.extensions['toh']."""
+
+    settings: Settings
+    database: Database
+    clock: Clock
+    conformance: Any = None       # service.fhir.profiles.Conformance, when loaded
+    search: Any = None            # the search engine, when registered
+
+
+def services() -> Services:
+    """The current application's services."""
+    return current_app.extensions["toh"]
+
+
+def current_uow() -> UnitOfWork:
+    """The request's unit of work, opened on first use."""
+    uow = g.get("toh_uow")
+    if uow is None:
+        stack = contextlib.ExitStack()
+        g.toh_uow_stack = stack
+        write = request.method not in READ_METHODS or bool(g.get("toh_write"))
+        uow = stack.enter_context(services().database.unit_of_work(write=write))
+        g.toh_uow = uow
+    return uow
+
+
+def base_url() -> str:
+    """The FHIR base URL clients use (configured, or from the request)."""
+    configured = services().settings.base_url
+    return configured.rstrip("/") if configured else request.url_root.rstrip("/") + "/fhir"
+
+
+def init_app(app: Flask) -> None:
+    """Commit the request's transaction after a successful view; roll back otherwise."""
+
+    @app.after_request
+    def _commit(response: Response) -> Response:
+        uow: UnitOfWork | None = g.get("toh_uow")
+        if uow is not None and response.status_code < 400 and not uow.committed:
+            try:
+                uow.commit()
+            except FhirError as exc:
+                from service.api.errors import outcome_response
+                return outcome_response(exc)
+        return response
+
+    @app.teardown_request
+    def _close(_exc: BaseException | None) -> None:
+        stack: contextlib.ExitStack | None = g.pop("toh_uow_stack", None)
+        g.pop("toh_uow", None)
+        if stack is not None:
+            stack.close()

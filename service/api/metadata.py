@@ -1,0 +1,99 @@
+"""GET [base]/metadata: a CapabilityStatement generated from what the app implements.
+
+Interactions come from the REST table, operations from the registered `$` routes,
+search parameters from the search engine and profiles from the loaded conformance
+resources; nothing here is written by hand per type.
+"""
+from __future__ import annotations
+
+import re
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from flask import Blueprint, Response, current_app
+
+from service.api.context import base_url, services
+from service.api.negotiation import json_response
+from service.api.rest import INTERACTIONS
+from service.fhir.r4_types import R4_RESOURCE_TYPES
+
+bp = Blueprint("fhir_metadata", __name__)
+_OPERATION = re.compile(r"/\$([A-Za-z][\w-]*)")
+
+
+def _software_version() -> str:
+    try:
+        return version("toh-service")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _operations() -> dict[str, set[str]]:
+    """Operation name -> resource types it is routed for ('*' for any type or system)."""
+    found: dict[str, set[str]] = {}
+    for rule in current_app.url_map.iter_rules():
+        match = _OPERATION.search(rule.rule)
+        if match and rule.rule.startswith("/fhir"):
+            parts = rule.rule.split("/")
+            res_type = parts[2] if len(parts) > 2 and not parts[2].startswith("<") else "*"
+            found.setdefault(match.group(1), set()).add(res_type)
+    return found
+
+
+def capability_statement() -> dict[str, Any]:
+    """Build the CapabilityStatement for the running application."""
+    svc = services()
+    type_codes = [i.code for i in INTERACTIONS if i.level == "type"]
+    system_codes = [i.code for i in INTERACTIONS if i.level == "system"]
+    search = svc.search
+    profiles_by_type: dict[str, list[str]] = {}
+    if svc.conformance is not None:
+        for sd in svc.conformance.profiles():
+            profiles_by_type.setdefault(sd["type"], []).append(sd["url"])
+    operations = _operations()
+    resources = []
+    for res_type in sorted(R4_RESOURCE_TYPES):
+        entry: dict[str, Any] = {
+            "type": res_type,
+            "interaction": [{"code": c} for c in type_codes]
+            + ([{"code": "search-type"}] if search is not None else []),
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": True,
+            "conditionalUpdate": False,
+            "conditionalDelete": "not-supported",
+        }
+        if res_type in profiles_by_type:
+            entry["supportedProfile"] = sorted(profiles_by_type[res_type])
+        if search is not None:
+            params = search.capability_params(res_type)
+            if params:
+                entry["searchParam"] = params
+        ops = [{"name": name, "definition": f"http://hl7.org/fhir/OperationDefinition/{res_type}-{name}"}
+               for name, types in sorted(operations.items()) if res_type in types or "*" in types]
+        if ops:
+            entry["operation"] = ops
+        resources.append(entry)
+    rest: dict[str, Any] = {
+        "mode": "server",
+        "resource": resources,
+        "interaction": [{"code": c} for c in system_codes],
+    }
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": svc.clock.now().date().isoformat(),
+        "kind": "instance",
+        "software": {"name": "toh-service", "version": _software_version()},
+        "implementation": {"description": "TOH follow-up FHIR service", "url": base_url()},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [rest],
+    }
+
+
+@bp.get("/metadata")
+def metadata() -> Response:
+    """GET [base]/metadata."""
+    return json_response(capability_statement())

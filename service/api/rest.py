@@ -1,0 +1,175 @@
+"""The FHIR RESTful interactions on resources (https://hl7.org/fhir/R4/http.html).
+
+Each interaction is a short view over the repository; INTERACTIONS is the table the
+routes are registered from, and the CapabilityStatement is generated from it.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from flask import Blueprint, Flask, Response, request
+
+from service.api.context import base_url, current_uow, services
+from service.api.negotiation import if_match, json_response, request_resource, resource_response
+from service.fhir.errors import BadRequest
+from service.fhir.resources import check_id, check_type
+from service.store import StoredResource
+from service.store.repository import format_instant
+
+bp = Blueprint("fhir_rest", __name__)
+
+
+def _location(stored: StoredResource) -> str:
+    return f"{base_url()}/{stored.reference}/_history/{stored.version}"
+
+
+def create(res_type: str) -> Response:
+    """POST [base]/[type]: create with a server-assigned id (conditional with If-None-Exist)."""
+    check_type(res_type)
+    resource = request_resource()
+    if resource.get("resourceType") != res_type:
+        raise BadRequest(f"resourceType '{resource.get('resourceType')}' does not match the URL's type '{res_type}'")
+    condition = request.headers.get("If-None-Exist")
+    criteria = parse_qsl(condition.lstrip("?"), keep_blank_values=True) if condition else None
+    if condition is not None and not criteria:
+        raise BadRequest("If-None-Exist must carry search parameters")
+    stored, created = current_uow().repo.create(resource, if_none_exist=criteria)
+    return resource_response(stored, 201 if created else 200, location=_location(stored), honour_prefer=True)
+
+
+def read(res_type: str, res_id: str) -> Response:
+    """GET [base]/[type]/[id]: the current version; 404 if unknown, 410 if deleted."""
+    check_type(res_type)
+    check_id(res_id)
+    return resource_response(current_uow().repo.read(res_type, res_id))
+
+
+def vread(res_type: str, res_id: str, version: str) -> Response:
+    """GET [base]/[type]/[id]/_history/[vid]: one version."""
+    check_type(res_type)
+    if not version.isdigit():
+        raise BadRequest(f"'{version}' is not a version number")
+    return resource_response(current_uow().repo.vread(res_type, res_id, int(version)))
+
+
+def update(res_type: str, res_id: str) -> Response:
+    """PUT [base]/[type]/[id]: a new version, or create with this id; If-Match honoured."""
+    check_type(res_type)
+    resource = request_resource()
+    if resource.get("resourceType") != res_type:
+        raise BadRequest(f"resourceType '{resource.get('resourceType')}' does not match the URL's type '{res_type}'")
+    stored, created = current_uow().repo.update(res_type, res_id, resource, if_match=if_match())
+    return resource_response(stored, 201 if created else 200, location=_location(stored), honour_prefer=True)
+
+
+def delete(res_type: str, res_id: str) -> Response:
+    """DELETE [base]/[type]/[id]: later reads give 410 Gone; If-Match honoured."""
+    check_type(res_type)
+    check_id(res_id)
+    stored = current_uow().repo.delete(res_type, res_id, if_match=if_match())
+    response = Response(status=204)
+    if stored is not None:
+        response.headers["ETag"] = stored.etag
+    return response
+
+
+def _history(res_type: str | None = None, res_id: str | None = None) -> Response:
+    if res_type is not None:
+        check_type(res_type)
+    settings = services().settings
+    args = request.args
+    try:
+        count = min(int(args.get("_count", settings.default_page_size)), settings.max_page_size)
+        offset = int(args.get("_offset", 0))
+        since = datetime.fromisoformat(args["_since"].replace("Z", "+00:00")) if "_since" in args else None
+        at = datetime.fromisoformat(args["_at"].replace("Z", "+00:00")) if "_at" in args else None
+    except ValueError as exc:
+        raise BadRequest(f"Bad history parameter: {exc}") from exc
+    if count < 0 or offset < 0:
+        raise BadRequest("_count and _offset must not be negative")
+    for moment in (since, at):
+        if moment is not None and moment.tzinfo is None:
+            raise BadRequest("_since and _at need a time zone")
+    versions, total = current_uow().repo.history(res_type, res_id, since=since, at_or_before=at,
+                                                 count=count, offset=offset)
+    return json_response(history_bundle(versions, total, count, offset))
+
+
+def history_bundle(versions: list[StoredResource], total: int, count: int, offset: int) -> dict[str, Any]:
+    """A history Bundle with request/response per entry and paging links."""
+    base = base_url()
+    path = request.base_url
+    kept = [(k, v) for k, v in request.args.items(multi=True) if k not in ("_offset", "_count")]
+
+    def page(at: int) -> str:
+        return f"{path}?{urlencode(kept + [('_count', str(count)), ('_offset', str(at))])}"
+
+    links = [{"relation": "self", "url": page(offset)}]
+    if offset + count < total:
+        links.append({"relation": "next", "url": page(offset + count)})
+    if offset > 0:
+        links.append({"relation": "previous", "url": page(max(offset - count, 0))})
+    entries = []
+    for v in versions:
+        entry: dict[str, Any] = {"fullUrl": f"{base}/{v.reference}"}
+        if v.deleted:
+            entry["request"] = {"method": "DELETE", "url": v.reference}
+            entry["response"] = {"status": "204", "etag": v.etag, "lastModified": format_instant(v.last_updated)}
+        else:
+            entry["resource"] = v.resource()
+            url = v.res_type if v.method == "POST" else v.reference
+            entry["request"] = {"method": v.method or "PUT", "url": url}
+            entry["response"] = {"status": "201" if v.version == 1 else "200", "etag": v.etag,
+                                 "lastModified": format_instant(v.last_updated)}
+        entries.append(entry)
+    return {"resourceType": "Bundle", "type": "history", "total": total, "link": links, "entry": entries}
+
+
+def history_instance(res_type: str, res_id: str) -> Response:
+    """GET [base]/[type]/[id]/_history: every version of one resource, newest first."""
+    return _history(res_type, res_id)
+
+
+def history_type(res_type: str) -> Response:
+    """GET [base]/[type]/_history: every version of every resource of a type."""
+    return _history(res_type)
+
+
+def history_system() -> Response:
+    """GET [base]/_history: every version of everything."""
+    return _history()
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """One FHIR interaction: its CapabilityStatement code, URL rule, HTTP method and view."""
+
+    code: str
+    rule: str
+    method: str
+    view: Callable[..., Response]
+    level: str = "type"   # 'type' (listed per resource) or 'system'
+
+
+INTERACTIONS: tuple[Interaction, ...] = (
+    Interaction("create", "/<res_type>", "POST", create),
+    Interaction("read", "/<res_type>/<res_id>", "GET", read),
+    Interaction("vread", "/<res_type>/<res_id>/_history/<version>", "GET", vread),
+    Interaction("update", "/<res_type>/<res_id>", "PUT", update),
+    Interaction("delete", "/<res_type>/<res_id>", "DELETE", delete),
+    Interaction("history-instance", "/<res_type>/<res_id>/_history", "GET", history_instance),
+    Interaction("history-type", "/<res_type>/_history", "GET", history_type),
+    Interaction("history-system", "/_history", "GET", history_system, level="system"),
+)
+
+for _interaction in INTERACTIONS:
+    bp.add_url_rule(_interaction.rule, f"{_interaction.code}", _interaction.view, methods=[_interaction.method])
+
+
+def init_app(app: Flask, url_prefix: str = "/fhir") -> None:
+    """Register the REST interactions under the FHIR base path."""
+    app.register_blueprint(bp, url_prefix=url_prefix)
