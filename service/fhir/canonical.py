@@ -19,6 +19,7 @@ VS_WEIGHT_BEARING = f"{IG}/ValueSet/weight-bearing-status"
 VS_MRI_FINDINGS = f"{IG}/ValueSet/mri-findings"
 VS_TOH_FLAGS = f"{IG}/ValueSet/toh-flags"
 VS_PREGNANCY_STATUS_VALUES = f"{IG}/ValueSet/pregnancy-status-values"
+VS_FOLLOWUP_TASK_CODES = f"{IG}/ValueSet/followup-task-codes"
 
 # Extensions
 EXT_LATERALITY = f"{IG}/StructureDefinition/laterality"
