@@ -1,0 +1,152 @@
+"""Value helpers shared by extraction and query parsing: string normalisation, FHIR dates as
+UTC ranges by precision, numbers as ranges by significant digits, and references.
+
+All ranges are half-open [low, high). Dates are timezone-aware UTC datetimes; an open end
+of a Period is LOW_END / HIGH_END. See https://hl7.org/fhir/R4/search.html#date and
+https://hl7.org/fhir/R4/search.html#number.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+
+from dateutil.relativedelta import relativedelta
+
+UTC = timezone.utc
+LOW_END = datetime(1, 1, 1, tzinfo=UTC)
+HIGH_END = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+
+_DATE = re.compile(
+    r"^(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
+    r"(?:T(?P<H>\d{2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:\.(?P<f>\d+))?)?"
+    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$")
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+_PREFIXED = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)(?=[-+.\d])")
+
+
+def normalize(text: str) -> str:
+    """Case- and accent-insensitive form of a string: NFKD, combining marks dropped, casefold."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold().strip()
+
+
+def split_prefix(value: str) -> tuple[str, str]:
+    """'ge2026' -> ('ge', '2026'); no prefix means 'eq'."""
+    m = _PREFIXED.match(value)
+    return (m.group(1), value[2:]) if m else ("eq", value)
+
+
+def date_range(value: str) -> tuple[datetime, datetime]:
+    """The UTC range [low, high) a FHIR date/dateTime/instant covers, by its precision.
+
+    '2026' -> [2026-01-01, 2027-01-01); '2026-03-01T10:00Z' -> one minute. A time without
+    a zone is taken as UTC. Raises ValueError for anything that is not a FHIR date.
+    """
+    m = _DATE.match(value.strip())
+    if not m:
+        raise ValueError(f"not a FHIR date: {value!r}")
+    g = m.groupdict()
+    y, mo, d = int(g["y"]), int(g["m"] or 1), int(g["d"] or 1)
+    if g["H"] is None:
+        low = datetime(y, mo, d, tzinfo=UTC)
+        step = relativedelta(years=1) if g["m"] is None else (
+            relativedelta(months=1) if g["d"] is None else relativedelta(days=1))
+        return low, _add(low, step)
+    frac = g["f"] or ""
+    micro = int((frac + "000000")[:6]) if frac else 0
+    tz = UTC
+    if g["tz"] and g["tz"] != "Z":
+        sign = 1 if g["tz"][0] == "+" else -1
+        hh, mm = int(g["tz"][1:3]), int(g["tz"][4:6])
+        tz = timezone(sign * timedelta(hours=hh, minutes=mm))
+    local = datetime(y, mo, d, int(g["H"]), int(g["M"]), int(g["S"] or 0), micro, tzinfo=tz)
+    low = local.astimezone(UTC)
+    if g["S"] is None:
+        step = timedelta(minutes=1)
+    elif not frac:
+        step = timedelta(seconds=1)
+    else:
+        step = timedelta(microseconds=10 ** max(0, 6 - len(frac)))
+    return low, _add(low, step)
+
+
+def _add(moment: datetime, step: timedelta | relativedelta) -> datetime:
+    try:
+        return moment + step
+    except OverflowError:
+        return HIGH_END
+
+
+def instant_range(moment: datetime) -> tuple[datetime, datetime]:
+    """A stored timestamp (e.g. meta.lastUpdated) as a one-microsecond range."""
+    low = moment.astimezone(UTC)
+    return low, low + timedelta(microseconds=1)
+
+
+def number_range(text: str) -> tuple[Decimal, Decimal, Decimal]:
+    """(value, low, high) of a search number by its significant digits: '5.4' -> 5.35..5.45.
+
+    Raises ValueError if text is not a decimal number.
+    """
+    try:
+        value = Decimal(text)
+    except InvalidOperation as exc:
+        raise ValueError(f"not a number: {text!r}") from exc
+    if not value.is_finite():
+        raise ValueError(f"not a finite number: {text!r}")
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)
+    half = Decimal(5).scaleb(exponent - 1)
+    return value, value - half, value + half
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A parsed reference: a local target (type and id) and/or an absolute URL."""
+
+    target_type: str | None = None
+    target_id: str | None = None
+    url: str | None = None
+
+
+def parse_reference(ref: str, base_urls: tuple[str, ...] = ()) -> Ref | None:
+    """Parse a Reference.reference (or a canonical/uri) into a Ref.
+
+    'Patient/1', 'Patient/1/_history/2' and '<one of base_urls>/Patient/1' are local;
+    other absolute URLs and 'urn:uuid:...' are kept as url; '#contained' gives None.
+    """
+    ref = ref.strip()
+    if not ref or ref.startswith("#"):
+        return None
+    for base in base_urls:
+        b = base.rstrip("/") + "/"
+        if ref.startswith(b):
+            local = _local(ref[len(b):])
+            if local:
+                return local
+    if ":" in ref.split("/", 1)[0]:      # a scheme: http:, urn:, ...
+        return Ref(url=ref.split("|", 1)[0])
+    return _local(ref) or Ref(url=ref)
+
+
+def _local(path: str) -> Ref | None:
+    bits = path.split("/")
+    if len(bits) in (2, 4) and _TYPE.match(bits[0]) and _ID.match(bits[1]) and (
+            len(bits) == 2 or bits[2] == "_history"):
+        return Ref(bits[0], bits[1])
+    return None
+
+
+def is_id(text: str) -> bool:
+    """True if text is a valid FHIR logical id."""
+    return bool(_ID.match(text))
+
+
+def is_type_name(text: str) -> bool:
+    return bool(_TYPE.match(text))
