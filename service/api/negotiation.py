@@ -31,7 +31,7 @@ def check_accept() -> None:
     accept = request.accept_mimetypes
     if not accept or accept.provided is False:
         return
-    if any(accept[t] for t in JSON_TYPES) or accept["*/*"]:
+    if any(q > 0 and (value in JSON_TYPES or value in ("*/*", "application/*")) for value, q in accept):
         return
     raise NotAcceptable(f"Cannot produce {request.headers.get('Accept')}; this server speaks application/fhir+json")
 

@@ -1,0 +1,89 @@
+"""The `toh` command: `toh serve` runs the service under gunicorn; `toh migrate` upgrades the schema."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from service.config import Settings
+
+
+def _gunicorn_app(factory: Callable[[], Any], options: dict[str, Any]) -> Any:
+    from gunicorn.app.base import BaseApplication
+
+    class TohGunicorn(BaseApplication):  # type: ignore[misc]
+        """gunicorn with our options and the application factory, no config files read."""
+
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return factory()
+
+    return TohGunicorn()
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Migrate once, then start gunicorn workers that build the app from the environment."""
+    if args.database_url:
+        os.environ["TOH_DATABASE_URL"] = args.database_url
+    settings = Settings.from_env()
+    from service.store import Database
+    database = Database(settings.database_url)
+    database.migrate()
+    database.dispose()
+    os.environ["TOH_MIGRATE_ON_START"] = "0"  # done above, once, before the workers fork
+
+    def factory() -> Any:
+        from service import create_app
+        return create_app()
+
+    options = {
+        "bind": f"{args.host}:{args.port}",
+        "workers": args.workers,
+        "worker_class": "gthread",
+        "threads": args.threads,
+        "timeout": 60,
+        "accesslog": "-" if args.access_log else None,
+        "errorlog": "-",
+        "loglevel": "info",
+    }
+    print(f"TOH service: FHIR at http://{args.host}:{args.port}/fhir  database {settings.database_url}",
+          file=sys.stderr, flush=True)
+    _gunicorn_app(factory, options).run()
+    return 0
+
+
+def migrate(args: argparse.Namespace) -> int:
+    """Bring the database schema up to date and exit."""
+    from service.store import Database
+    url = args.database_url or Settings.from_env().database_url
+    Database(url).migrate()
+    print(f"database at {url} is up to date")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `toh` console script."""
+    parser = argparse.ArgumentParser(prog="toh", description="TOH follow-up FHIR service")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve", help="run the FHIR service")
+    p_serve.add_argument("--host", default=os.environ.get("TOH_HOST", "127.0.0.1"))
+    p_serve.add_argument("--port", type=int, default=int(os.environ.get("TOH_PORT", "8080")))
+    p_serve.add_argument("--database-url", default=None, help="default: $TOH_DATABASE_URL or SQLite in ./toh-data/")
+    p_serve.add_argument("--workers", type=int, default=int(os.environ.get("TOH_WORKERS", "2")))
+    p_serve.add_argument("--threads", type=int, default=int(os.environ.get("TOH_THREADS", "4")))
+    p_serve.add_argument("--access-log", action="store_true")
+    p_serve.set_defaults(run=serve)
+    p_migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
+    p_migrate.add_argument("--database-url", default=None)
+    p_migrate.set_defaults(run=migrate)
+    args = parser.parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
