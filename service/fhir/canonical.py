@@ -38,6 +38,10 @@ SD_TOH_FLAG = f"{IG}/StructureDefinition/toh-flag"
 
 PD_TOH_PROTOCOL = f"{IG}/PlanDefinition/toh-follow-up-protocol"
 
+# Identifier system of the stable key of a rule-raised Flag (service/clinical reconcile_flags):
+# one Flag per patient and key.
+FLAG_KEY_SYSTEM = f"{IG}/NamingSystem/toh-flag-key"
+
 # Standard systems
 SNOMED = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
