@@ -1,0 +1,338 @@
+"""Read plain FHIR JSON resources into the facts the rules reason about.
+
+One pass over the resources, as of a clinical date: a resource whose clinical date is after
+`as_of` did not exist yet and is skipped; entered-in-error / refuted data is skipped. Every
+choice made here is listed in the module README of the report (see service/clinical/__init__).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Iterable
+
+from service.fhir.canonical import (
+    CONDITION_CLINICAL, CONDITION_VER_STATUS, LOINC, OBSERVATION_CATEGORY, SNOMED, TOH_CODES, VS_AVN_FEATURES,
+    VS_BISPHOSPHONATES, VS_INSUFFICIENCY_FRACTURE, VS_MRI_HIP, VS_PREGNANCY_BREASTFEEDING,
+    VS_TOH_CONDITIONS,
+)
+
+from . import codes
+from .anatomy import Site, read_site
+from .dates import choice_date, observation_date, parse_date, period_end, period_start
+from .model import AssessmentIssue
+from .terminology import Terminology, normalise
+
+_RESOLVED_STATUSES = {"resolved", "remission", "inactive"}
+_EXCLUDED_VERIFICATION = {"refuted", "entered-in-error"}
+_EXCLUDED_OBS_STATUS = {"entered-in-error", "cancelled"}
+_MEDREQ_STATUSES = {"active", "draft", "on-hold", "completed"}
+_CAREPLAN_STATUSES = {"active", "draft", "on-hold", "completed"}
+_EXCLUDED_ACTIVITY_STATUS = {"cancelled", "stopped", "entered-in-error"}
+_ABSENT_WORDS = {"absent", "not present", "negative", "no", "not seen", "none"}
+
+
+@dataclass(frozen=True)
+class ConditionFact:
+    """A TOH (or AVN / fracture / pregnancy) Condition as known on as_of."""
+
+    ref: str
+    site: Site
+    onset: date | None
+    recorded: date | None
+    resolved: bool               # clinicalStatus resolved/remission/inactive by as_of
+    resolved_on: date | None     # abatement date (None if resolved without a date, or active)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One imaging finding: `name` present (True) or reported absent (False) at a site."""
+
+    ref: str
+    day: date
+    site: Site
+    name: str
+    present: bool
+    imaging: bool                # an MRI coded in mri-joint-codes, or category imaging
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """A bisphosphonate ordered or planned, from `start` to `end` (None: open-ended)."""
+
+    ref: str
+    drug: str
+    start: date
+    end: date | None
+
+
+@dataclass(frozen=True)
+class StatusPoint:
+    """A dated status Observation: pregnancy, breastfeeding or weight-bearing."""
+
+    ref: str
+    day: date
+    positive: bool
+
+
+@dataclass(frozen=True)
+class Window:
+    """A pregnancy Condition: from start to end (None: ongoing)."""
+
+    ref: str
+    start: date
+    end: date | None
+
+
+@dataclass
+class Facts:
+    """Everything the rules need, read from one patient's resources."""
+
+    toh: list[ConditionFact] = field(default_factory=list)
+    avn_conditions: list[ConditionFact] = field(default_factory=list)
+    fracture_conditions: list[ConditionFact] = field(default_factory=list)
+    oedema: list[Finding] = field(default_factory=list)        # MRI diffuse oedema present/absent
+    avn: list[Finding] = field(default_factory=list)           # present only
+    fracture: list[Finding] = field(default_factory=list)      # present only
+    exposures: list[Exposure] = field(default_factory=list)
+    pregnancy: list[StatusPoint] = field(default_factory=list)
+    breastfeeding: list[StatusPoint] = field(default_factory=list)
+    pregnancy_conditions: list[Window] = field(default_factory=list)
+    weight_bearing: list[StatusPoint] = field(default_factory=list)  # positive = full
+    issues: list[AssessmentIssue] = field(default_factory=list)
+
+
+def _ref(resource: dict[str, Any]) -> str:
+    return f"{resource.get('resourceType')}/{resource.get('id', '?')}"
+
+
+def _codes(concept: Any, system: str) -> set[str]:
+    if not isinstance(concept, dict):
+        return set()
+    return {c.get("code") for c in concept.get("coding") or () if c.get("system") == system}
+
+
+def _has_code(concept: Any, system: str, code: str) -> bool:
+    if not isinstance(concept, dict):
+        return False
+    return any(c.get("system") == system and c.get("code") == code
+               for c in concept.get("coding") or ())
+
+
+def _concept_name(concept: Any) -> str:
+    if not isinstance(concept, dict):
+        return "?"
+    for coding in concept.get("coding") or ():
+        if coding.get("display"):
+            return coding["display"]
+    if concept.get("text"):
+        return concept["text"]
+    for coding in concept.get("coding") or ():
+        if coding.get("code"):
+            return coding["code"].replace("-", " ")
+    return "?"
+
+
+class _Reader:
+    def __init__(self, as_of: date, terminology: Terminology) -> None:
+        self.as_of = as_of
+        self.t = terminology
+        self.facts = Facts()
+        self.medications: dict[str, dict[str, Any]] = {}
+
+    def issue(self, code: str, text: str, where: str = "", severity: str = "warning") -> None:
+        self.facts.issues.append(AssessmentIssue(code, text, where, severity))
+
+    # -- Condition ------------------------------------------------------------------------
+    def condition(self, res: dict[str, Any]) -> None:
+        if _codes(res.get("verificationStatus"), CONDITION_VER_STATUS) & _EXCLUDED_VERIFICATION:
+            return
+        code = res.get("code")
+        t = self.t
+        kinds = [
+            (t.contains(VS_TOH_CONDITIONS, code), self.facts.toh),
+            (t.contains(VS_AVN_FEATURES, code), self.facts.avn_conditions),
+            (t.contains(VS_INSUFFICIENCY_FRACTURE, code), self.facts.fracture_conditions),
+        ]
+        pregnant = t.contains(VS_PREGNANCY_BREASTFEEDING, code)
+        if not pregnant and not any(hit for hit, _ in kinds):
+            return
+        ref = _ref(res)
+        onset = choice_date(res, "onset")
+        recorded = parse_date(res.get("recordedDate"))
+        start = onset or recorded
+        if start is not None and start > self.as_of:
+            return
+        status = _codes(res.get("clinicalStatus"), CONDITION_CLINICAL)
+        abatement = choice_date(res, "abatement")
+        if abatement is not None and abatement > self.as_of:
+            abatement = None                       # resolved later: still active on as_of
+            resolved = False
+        elif status & _RESOLVED_STATUSES or (not status and abatement is not None):
+            resolved = True
+        else:
+            resolved = False
+            if abatement is not None:
+                self.issue("abated-but-active", "abatement date given but clinicalStatus is "
+                           "not resolved/remission/inactive: treated as active", ref)
+                abatement = None
+        if pregnant and start is not None and not (resolved and abatement is None):
+            self.facts.pregnancy_conditions.append(Window(ref, start, abatement if resolved else None))
+        if not any(hit for hit, _ in kinds):
+            return
+        site = read_site(res, t)
+        fact = ConditionFact(ref, site, onset, recorded, resolved, abatement if resolved else None)
+        for hit, bucket in kinds:
+            if hit:
+                bucket.append(fact)
+
+    # -- Observation ----------------------------------------------------------------------
+    def observation(self, res: dict[str, Any]) -> None:
+        if res.get("status") in _EXCLUDED_OBS_STATUS:
+            return
+        code = res.get("code")
+        day = observation_date(res)
+        if day is None:
+            self.issue("missing-date", "Observation without effective[x] or issued: ignored", _ref(res))
+            return
+        if day > self.as_of:
+            return
+        ref = _ref(res)
+        loinc = _codes(code, LOINC)
+        if codes.LOINC_PREGNANCY_STATUS in loinc or codes.LOINC_BREASTFEEDING_STATUS in loinc:
+            positive = self.t.contains(VS_PREGNANCY_BREASTFEEDING, res.get("valueCodeableConcept"))
+            point = StatusPoint(ref, day, positive)
+            if codes.LOINC_PREGNANCY_STATUS in loinc:
+                self.facts.pregnancy.append(point)
+            else:
+                self.facts.breastfeeding.append(point)
+            return
+        if _has_code(code, TOH_CODES, codes.WEIGHT_BEARING_STATUS):
+            value = res.get("valueCodeableConcept")
+            full = _has_code(value, TOH_CODES, codes.FULL_WEIGHT_BEARING) or (
+                isinstance(value, dict) and normalise(value.get("text") or "") == "full weight bearing")
+            self.facts.weight_bearing.append(StatusPoint(ref, day, full))
+            return
+        self._findings(res, ref, day)
+
+    def _findings(self, res: dict[str, Any], ref: str, day: date) -> None:
+        t = self.t
+        imaging = t.contains(VS_MRI_HIP, res.get("code"), text="none") or any(
+            "imaging" in _codes(cat, OBSERVATION_CATEGORY) for cat in res.get("category") or ())
+        pairs: list[tuple[Any, bool]] = []
+        for comp in res.get("component") or ():
+            value = comp.get("valueBoolean")
+            if isinstance(value, bool):
+                pairs.append((comp.get("code"), value))
+        # An Observation coded as the finding itself, or valued with it.
+        own = res.get("valueBoolean")
+        value = res.get("valueCodeableConcept")
+        if isinstance(own, bool):
+            pairs.append((res.get("code"), own))
+        elif isinstance(value, dict):
+            absent = normalise(_concept_name(value)) in _ABSENT_WORDS or _has_code(value, SNOMED, "2667000")
+            pairs.append((res.get("code"), not absent))
+            pairs.append((value, True))
+        else:
+            pairs.append((res.get("code"), True))
+        site: Site | None = None
+        for concept, present in pairs:
+            is_avn = t.contains(VS_AVN_FEATURES, concept)
+            is_fracture = t.contains(VS_INSUFFICIENCY_FRACTURE, concept)
+            is_oedema = imaging and _has_code(concept, TOH_CODES, codes.FINDING_OEDEMA)
+            if not (is_avn or is_fracture or is_oedema):
+                continue
+            if site is None:
+                site = read_site(res, t)
+            if site.joint is None and not imaging:
+                self.issue("joint-unknown", "finding at no tracked joint: ignored", ref, "information")
+                return
+            finding = Finding(ref, day, site, _concept_name(concept), present, imaging)
+            if is_oedema:
+                self.facts.oedema.append(finding)
+            if present and is_avn:
+                self.facts.avn.append(finding)
+            if present and is_fracture:
+                self.facts.fracture.append(finding)
+
+    # -- Medication orders and care plans -------------------------------------------------
+    def _medication(self, owner: dict[str, Any], concept: Any, reference: Any) -> Any:
+        if isinstance(concept, dict):
+            return concept
+        target = reference.get("reference") if isinstance(reference, dict) else None
+        if not target:
+            return None
+        if target.startswith("#"):
+            for contained in owner.get("contained") or ():
+                if contained.get("id") == target[1:]:
+                    return contained.get("code")
+            return None
+        med = self.medications.get(target.split("/_history")[0].split("/")[-1])
+        return med.get("code") if med else None
+
+    def medication_request(self, res: dict[str, Any]) -> None:
+        if res.get("status") not in _MEDREQ_STATUSES:
+            return
+        concept = self._medication(res, res.get("medicationCodeableConcept"), res.get("medicationReference"))
+        if not self.t.contains(VS_BISPHOSPHONATES, concept, text="words"):
+            return
+        ref = _ref(res)
+        bounds: dict[str, Any] = {}
+        for dosage in res.get("dosageInstruction") or ():
+            bounds = ((dosage.get("timing") or {}).get("repeat") or {}).get("boundsPeriod") or {}
+            if bounds:
+                break
+        validity = (res.get("dispenseRequest") or {}).get("validityPeriod")
+        start = parse_date(res.get("authoredOn")) or period_start(bounds) or period_start(validity)
+        end = period_end(validity) or period_end(bounds)
+        self._exposure(ref, concept, start, end, res.get("status") == "completed")
+
+    def care_plan(self, res: dict[str, Any]) -> None:
+        if res.get("status") not in _CAREPLAN_STATUSES:
+            return
+        plan_start = period_start(res.get("period")) or parse_date(res.get("created"))
+        plan_end = period_end(res.get("period"))
+        for activity in res.get("activity") or ():
+            detail = activity.get("detail") or {}
+            if detail.get("status") in _EXCLUDED_ACTIVITY_STATUS:
+                continue
+            concept = self._medication(res, detail.get("productCodeableConcept"), detail.get("productReference"))
+            if not self.t.contains(VS_BISPHOSPHONATES, concept, text="words"):
+                continue
+            scheduled = detail.get("scheduledPeriod")
+            start = period_start(scheduled) or parse_date(detail.get("scheduledString")) or plan_start
+            end = period_end(scheduled) or plan_end
+            self._exposure(_ref(res), concept, start, end,
+                           res.get("status") == "completed" or detail.get("status") == "completed")
+
+    def _exposure(self, ref: str, concept: Any, start: date | None, end: date | None,
+                  completed: bool) -> None:
+        if start is None:
+            self.issue("missing-date", "bisphosphonate with no authoredOn or period start: "
+                       "cannot be placed in time", ref)
+            return
+        if start > self.as_of:
+            return
+        if completed and end is None:
+            end = start
+        self.facts.exposures.append(Exposure(ref, _concept_name(concept), start, end))
+
+
+def read_facts(resources: Iterable[dict[str, Any]], as_of: date, terminology: Terminology) -> Facts:
+    """The Facts of one patient's resources as of `as_of` (order of the input does not matter)."""
+    reader = _Reader(as_of, terminology)
+    buckets: dict[str, list[dict[str, Any]]] = {}
+    for res in resources:
+        if isinstance(res, dict):
+            buckets.setdefault(res.get("resourceType", ""), []).append(res)
+    for med in buckets.get("Medication", ()):
+        if med.get("id"):
+            reader.medications[med["id"]] = med
+    for res in buckets.get("Condition", ()):
+        reader.condition(res)
+    for res in buckets.get("Observation", ()):
+        reader.observation(res)
+    for res in buckets.get("MedicationRequest", ()):
+        reader.medication_request(res)
+    for res in buckets.get("CarePlan", ()):
+        reader.care_plan(res)
+    return reader.facts

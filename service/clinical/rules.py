@@ -1,0 +1,229 @@
+"""The flag rules: pure functions of episodes, facts and the assessment date.
+
+Each rule returns the FlagFindings that hold on `as_of` (and may add issues). A finding's key
+names the situation, so the same situation always maps to the same stored Flag.
+"""
+from __future__ import annotations
+
+from datetime import date
+from . import codes
+from .anatomy import site_label
+from .dates import add_months, whole_months
+from .episodes import same_site
+from .facts import ConditionFact, Exposure, Facts, Finding, StatusPoint
+from .model import ACTIVE, AssessmentIssue, Episode, FlagFinding
+
+
+def _finding(code: str, start: date, text: str, evidence: list[str], *key_parts: object) -> FlagFinding:
+    key = "|".join([code, *("" if p is None else str(p) for p in key_parts)])
+    return FlagFinding(code, codes.FLAG_DISPLAY[code], start, text,
+                       tuple(dict.fromkeys(evidence)), key)
+
+
+def _months(n: int) -> str:
+    return "1 month" if n == 1 else f"{n} months"
+
+
+def _conditions(episode: Episode) -> list[str]:
+    return [r for r in episode.evidence if r.startswith("Condition/")]
+
+
+# -- migration and recurrence ---------------------------------------------------------------
+def migration_and_recurrence(episodes: list[Episode], as_of: date,
+                             issues: list[AssessmentIssue]) -> list[FlagFinding]:
+    """Migration: an active episode whose onset follows an earlier episode at a definitely
+    different joint or side, with no earlier episode at its own site. Recurrence: an active
+    episode at the site of an earlier episode that had resolved. Same-day onsets are not
+    "earlier". When a comparison depends on an unknown side or joint, no flag, an issue."""
+    out: list[FlagFinding] = []
+    dated = [e for e in episodes if e.onset is not None]
+    for episode in dated:
+        if episode.status != ACTIVE:
+            continue
+        assert episode.onset is not None
+        priors = [p for p in dated if p.onset is not None and p.onset < episode.onset]
+        if not priors:
+            continue
+        relation = [(p, same_site(p, episode)) for p in priors]
+        same = [p for p, r in relation if r is True]
+        if same:
+            before = max(same, key=lambda p: p.onset or date.min)
+            if before.resolution_date is not None:
+                gap = whole_months(before.resolution_date, episode.onset)
+                out.append(_finding(
+                    codes.RECURRENCE, episode.onset,
+                    f"Bone marrow oedema has returned in the {episode.site} on {episode.onset}, "
+                    f"{_months(gap)} after it resolved there on {before.resolution_date}: "
+                    "recurrence of transient osteoporosis",
+                    _conditions(episode) + _conditions(before),
+                    episode.joint, episode.side, episode.onset))
+            continue
+        if any(r is None for _, r in relation):
+            issues.append(AssessmentIssue(
+                "migration-undetermined",
+                f"Episode at the {episode.site} from {episode.onset}: cannot tell whether it is a "
+                "migration or a recurrence because a joint or side is not recorded",
+                ";".join(_conditions(episode))))
+            continue
+        before = max(priors, key=lambda p: (p.onset or date.min, p.joint or "", p.side or ""))
+        assert before.onset is not None
+        gap = whole_months(before.onset, episode.onset)
+        out.append(_finding(
+            codes.MIGRATION, episode.onset,
+            f"Bone marrow oedema now in the {episode.site}, {_months(gap)} after the "
+            f"{before.site}: suspected regional migratory osteoporosis",
+            _conditions(episode) + _conditions(before),
+            episode.joint, episode.side, episode.onset))
+    return out
+
+
+# -- time to resolution -----------------------------------------------------------------------
+def unresolved_too_long(episodes: list[Episode], as_of: date) -> list[FlagFinding]:
+    """delayed-resolution from 12 months after onset and failure-to-resolve from 24 months, while
+    the episode is unresolved; both fire on the day the months complete (onset + relativedelta).
+    Without an onset, counted from recordedDate (the onset was no later), worded "at least"."""
+    out: list[FlagFinding] = []
+    for episode in episodes:
+        if episode.status != ACTIVE:
+            continue
+        start, exact = (episode.onset, True) if episode.onset else (episode.recorded, False)
+        if start is None:
+            continue
+        for months, code, advice in (
+                (12, codes.DELAYED_RESOLUTION, "expected to resolve within 6-12 months"),
+                (24, codes.FAILURE_TO_RESOLVE, "review the diagnosis (AVN, neoplasm) and "
+                                               "consider core decompression")):
+            due = add_months(start, months)
+            if as_of < due:
+                continue
+            since = (f"{whole_months(start, as_of)} months after onset on {start}" if exact else
+                     f"at least {whole_months(start, as_of)} months (onset unknown, recorded {start})")
+            out.append(_finding(
+                code, due, f"{episode.site.capitalize()} still unresolved {since}: {advice}",
+                list(episode.evidence), episode.joint, episode.side, start))
+    return out
+
+
+# -- imaging findings -------------------------------------------------------------------------
+def _by_site(findings: list[Finding], conditions: list[ConditionFact], as_of: date
+             ) -> dict[tuple[str | None, str | None], tuple[date, list[str], list[str]]]:
+    """(joint, side) -> (first date, evidence refs, finding names); bilateral/unknown side of a
+    finding is kept as one group with side None."""
+    groups: dict[tuple[str | None, str | None], tuple[date, list[str], list[str]]] = {}
+
+    def add(joint: str | None, sides: frozenset[str], day: date, ref: str, name: str) -> None:
+        side = next(iter(sides)) if len(sides) == 1 else None
+        first, refs, names = groups.get((joint, side), (day, [], []))
+        refs.append(ref)
+        if name not in names:
+            names.append(name)
+        groups[(joint, side)] = (min(first, day), refs, names)
+
+    for f in sorted(findings, key=lambda f: (f.day, f.ref)):
+        add(f.site.joint, f.site.sides, f.day, f.ref, f.name)
+    for c in sorted(conditions, key=lambda c: c.ref):
+        day = c.onset or c.recorded
+        if day is None or c.resolved:
+            continue
+        add(c.site.joint, c.site.sides, day, c.ref, "recorded diagnosis")
+    return groups
+
+
+def imaging_flags(facts: Facts, as_of: date) -> list[FlagFinding]:
+    """avn-features: focal subchondral lesion / double-line / crescent sign reported present
+    (valueBoolean true) at a joint, or a Condition coded in the avn-features ValueSet.
+    insufficiency-fracture: a subchondral fracture line reported present, or a Condition in the
+    insufficiency-fracture-findings ValueSet. Findings reported absent are not findings."""
+    out: list[FlagFinding] = []
+    for code, findings, conditions, meaning in (
+            (codes.AVN_FEATURES, facts.avn, facts.avn_conditions,
+             "features of avascular necrosis, not of transient osteoporosis: review the diagnosis "
+             "and weight-bearing"),
+            (codes.INSUFFICIENCY_FRACTURE, facts.fracture, facts.fracture_conditions,
+             "subchondral insufficiency fracture: keep protected weight-bearing and review")):
+        for (joint, side), (first, refs, names) in sorted(
+                _by_site(findings, conditions, as_of).items(), key=lambda kv: (kv[1][0], str(kv[0]))):
+            label = site_label(joint, side)
+            out.append(_finding(code, first, f"{', '.join(names).capitalize()} at the {label} "
+                                f"since {first}: {meaning}", refs, joint, side))
+    return out
+
+
+# -- bisphosphonate in pregnancy or breastfeeding -----------------------------------------------
+def _latest_positive(points: list[StatusPoint], day: date) -> tuple[bool, str | None]:
+    """Whether the latest status on or before `day` is positive (same-day ties: positive wins)."""
+    latest: StatusPoint | None = None
+    for p in points:
+        if p.day <= day and (latest is None or (p.day, p.positive) > (latest.day, latest.positive)):
+            latest = p
+    return (latest.positive, latest.ref) if latest else (False, None)
+
+
+def _pregnant_or_breastfeeding(facts: Facts, day: date) -> list[str]:
+    """References proving pregnancy or breastfeeding on `day` ([] if neither)."""
+    refs = []
+    for points in (facts.pregnancy, facts.breastfeeding):
+        positive, ref = _latest_positive(points, day)
+        if positive and ref:
+            refs.append(ref)
+    refs += [w.ref for w in facts.pregnancy_conditions
+             if w.start <= day and (w.end is None or w.end > day)]
+    return refs
+
+
+def bisphosphonate_in_pregnancy(facts: Facts, as_of: date) -> list[FlagFinding]:
+    """A bisphosphonate exposure (order or plan period) overlapping a time the patient was
+    pregnant or breastfeeding. Holds while the exposure is still open or the patient is still
+    pregnant or breastfeeding on as_of; starts on the first overlapping day."""
+    out: list[FlagFinding] = []
+    changes = sorted({p.day for p in facts.pregnancy + facts.breastfeeding}
+                     | {w.start for w in facts.pregnancy_conditions})
+    for exp in sorted(facts.exposures, key=lambda e: (e.start, e.ref)):
+        last = min(exp.end, as_of) if exp.end else as_of
+        candidates = [exp.start] + [d for d in changes if exp.start < d <= last]
+        for day in candidates:
+            proof = _pregnant_or_breastfeeding(facts, day)
+            if not proof:
+                continue
+            still_open = exp.end is None or exp.end >= as_of
+            if not still_open and not _pregnant_or_breastfeeding(facts, as_of):
+                break
+            out.append(_finding(
+                codes.BISPHOSPHONATE_IN_PREGNANCY, day,
+                f"{exp.drug.capitalize()} ordered or planned ({exp.ref}, from {exp.start}) while "
+                f"the patient is pregnant or breastfeeding (since {day} at the latest): "
+                "bisphosphonates are avoided in pregnancy and breastfeeding",
+                [exp.ref] + proof, exp.ref))
+            break
+    return out
+
+
+# -- weight-bearing -----------------------------------------------------------------------------
+def full_weight_bearing(facts: Facts, episodes: list[Episode], as_of: date) -> list[FlagFinding]:
+    """The latest weight-bearing status on or before as_of is full, it (or the unbroken run of
+    "full" statuses it ends) was recorded while an episode was active, and an episode is still
+    active on as_of. Starts at the first "full" record of the run made during an active episode."""
+    points = sorted(facts.weight_bearing, key=lambda p: (p.day, not p.positive, p.ref))
+    if not points or not points[-1].positive:
+        return []
+    active_now = [e for e in episodes if e.status == ACTIVE and e.onset is not None]
+    if not active_now:
+        return []
+    run: list[StatusPoint] = []
+    for p in reversed(points):
+        if not p.positive:
+            break
+        run.append(p)
+    run.reverse()
+    during = [p for p in run if any(e.active_on(p.day) for e in episodes)]
+    if not during:
+        return []
+    start = during[0].day
+    sites = ", ".join(e.site for e in active_now)
+    evidence = [p.ref for p in during] + [r for e in active_now for r in _conditions(e)]
+    return [_finding(
+        codes.FULL_WEIGHT_BEARING_ACTIVE_OEDEMA, start,
+        f"Full weight-bearing recorded on {during[-1].day} while bone marrow oedema is active in "
+        f"the {sites}: risk of subchondral insufficiency fracture, advise protected weight-bearing",
+        evidence, start)]
+
