@@ -2,8 +2,8 @@
 
 fhir.resources has no R4 package, so content is validated with its R4B models, which
 match R4 for every type the service reasons about. The R4 types that R4B replaced
-(MedicinalProduct*, Substance* details, the evidence syntheses) get the structural
-checks only.
+(MedicinalProduct*, Substance* details, the evidence syntheses) or redefined
+(Evidence, EvidenceVariable) get the structural checks only.
 """
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ from service.fhir.errors import BadRequest, Issue, NotFound, Unprocessable
 from service.fhir.r4_types import R4_RESOURCE_TYPES
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+# R4 types whose R4B model was redefined, so R4 content would be wrongly rejected by it.
+R4B_REDEFINED = frozenset({"Evidence", "EvidenceVariable"})
 
 
 def check_type(resource_type: str) -> str:
@@ -81,7 +84,7 @@ def validate(resource: dict[str, Any], expected_type: str | None = None) -> str:
     check_type(resource_type)
     if "id" in resource and (not isinstance(resource["id"], str) or not ID_PATTERN.match(resource["id"])):
         raise BadRequest(f"'{resource['id']}' is not a valid FHIR id", expression=[f"{resource_type}.id"])
-    model = _model(resource_type)
+    model = None if resource_type in R4B_REDEFINED else _model(resource_type)
     if model is None:
         return resource_type
     try:

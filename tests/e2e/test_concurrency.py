@@ -1,0 +1,56 @@
+"""Two or more clients racing on the same version against a real multi-worker server."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.slow
+HEADERS = {"Content-Type": "application/fhir+json"}
+
+
+def test_same_if_match_exactly_one_update_wins(live_server) -> None:  # type: ignore[no-untyped-def]
+    url = f"{live_server.base}/Patient/race"
+    assert requests.put(url, json={"resourceType": "Patient", "id": "race"}, headers=HEADERS, timeout=10).status_code == 201
+    for round_no in range(1, 6):  # several rounds, each racing 8 writers on the current version
+        barrier = threading.Barrier(8)
+        statuses: list[int] = []
+
+        def writer(n: int) -> None:
+            session = requests.Session()
+            body = {"resourceType": "Patient", "id": "race", "name": [{"family": f"writer-{n}"}]}
+            barrier.wait()
+            response = session.put(url, json=body, headers={**HEADERS, "If-Match": f'W/"{round_no}"'}, timeout=30)
+            statuses.append(response.status_code)
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(statuses) == [200] + [412] * 7, statuses
+    history = requests.get(f"{url}/_history?_count=100", timeout=10).json()
+    versions = [int(e["resource"]["meta"]["versionId"]) for e in history["entry"]]
+    assert sorted(versions) == [1, 2, 3, 4, 5, 6]  # no lost update, no duplicate version
+    assert requests.get(url, timeout=10).headers["ETag"] == 'W/"6"'
+
+
+def test_concurrent_creates_under_load_all_land(live_server) -> None:  # type: ignore[no-untyped-def]
+    created: list[str] = []
+
+    def creator() -> None:
+        session = requests.Session()
+        for _ in range(10):
+            response = session.post(f"{live_server.base}/Observation", headers=HEADERS, timeout=30, json={
+                "resourceType": "Observation", "status": "final", "code": {"text": "pain"}})
+            assert response.status_code == 201
+            created.append(response.json()["id"])
+
+    threads = [threading.Thread(target=creator) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(created) == len(set(created)) == 60
+    assert requests.get(f"{live_server.base}/Observation/_history", timeout=10).json()["total"] == 60
