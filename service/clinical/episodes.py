@@ -3,7 +3,7 @@
 - A Condition on both sides ("Right and left", "both hips") gives one episode per side.
 - Conditions at the same joint and side whose onset falls before the earlier episode resolved
   are one episode (a second code for the same illness); an onset after the resolution starts a
-  new episode (a recurrence).
+  new episode (a recurrence; also after a resolution without a date).
 - A Condition without onset is its own episode with onset None (never merged, never ordered).
 - An MRI is attached to the episode at its joint and side whose onset is the latest on or before
   the MRI date (the first episode if it precedes them all). An MRI whose side is unknown is
@@ -41,11 +41,12 @@ class _Draft:
         return max(c.resolved_on for c in self.conditions if c.resolved_on)
 
     def absorbs(self, onset: date) -> bool:
-        """A Condition with this onset is the same illness (not yet resolved by then)."""
+        """A Condition with this onset is the same illness: this episode had not resolved by
+        then (a resolution without a date ends the episode: a later onset is a new one)."""
         if not self.resolved:
             return True
         end = self.resolution_date
-        return end is None or onset <= end
+        return end is not None and onset <= end
 
 
 def _sides(site: Site) -> list[str | None]:

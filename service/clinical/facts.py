@@ -246,13 +246,24 @@ class _Reader:
             if site.joint is None and not imaging:
                 self.issue("joint-unknown", "finding at no tracked joint: ignored", ref, "information")
                 return
-            finding = Finding(ref, day, site, _concept_name(concept), present, imaging)
+            finding = Finding(ref, day, site, self._finding_name(concept), present, imaging)
             if is_oedema:
                 self.facts.oedema.append(finding)
             if present and is_avn:
                 self.facts.avn.append(finding)
             if present and is_fracture:
                 self.facts.fracture.append(finding)
+
+    def _finding_name(self, concept: dict[str, Any]) -> str:
+        """Coding.display, else the display the AVN / fracture ValueSet gives, else text or code."""
+        for coding in concept.get("coding") or ():
+            if coding.get("display"):
+                return str(coding["display"])
+            for url in (VS_AVN_FEATURES, VS_INSUFFICIENCY_FRACTURE):
+                shown = self.t.display(url, coding.get("system"), coding.get("code"))
+                if shown:
+                    return shown
+        return _concept_name(concept)
 
     # -- Medication orders and care plans -------------------------------------------------
     def _medication(self, owner: dict[str, Any], concept: Any, reference: Any) -> Any:
