@@ -1,0 +1,445 @@
+"""Parsing a search request — a list of (name, value) pairs — into a SearchQuery.
+
+    SearchQuery      the whole request: criteria (AND), sort, count, total, summary,
+                     elements, includes, compartment, paging cursor, issues
+     +-- Criterion   one parameter occurrence; its values are ORed (comma-separated)
+          +-- TokenValue, TextValue, RefValue, DateValue, NumberValue, QuantityValue, UriValue
+          +-- Chain  a chained reference parameter: target types + the criterion on them
+
+A parameter that is unknown, unsupported or malformed is left out of the query and recorded
+in ``issues`` (OperationOutcome issues); the caller reports them in the Bundle, or raises
+BadRequest with them under ``Prefer: handling=strict`` (see ``raise_if_strict``).
+No SQL here: parameter names are only ever looked up in the registry.
+https://hl7.org/fhir/R4/search.html
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Union
+
+from service.fhir.errors import BadRequest, Issue
+from service.fhir.search.definitions import SearchParameterRegistry, TypeParam
+from service.fhir.search.values import (date_range, is_id, is_type_name, normalize,
+                                        number_range, parse_reference, split_prefix)
+
+MAX_CHAIN_DEPTH = 3
+# Result-shaping parameters; the paging cursor is ours (opaque to clients).
+CURSOR = "_cursor"
+_IGNORED = frozenset({"_format", "_pretty"})
+_SORTABLE_TYPES = frozenset({"date", "string", "token", "number", "quantity", "uri"})
+_MODIFIERS = {
+    "token": {"not", "missing", "text"},
+    "string": {"exact", "contains", "missing"},
+    "reference": {"missing"},
+    "date": {"missing"},
+    "number": {"missing"},
+    "quantity": {"missing"},
+    "uri": {"below", "above", "missing"},
+}
+
+
+@dataclass(frozen=True)
+class TokenValue:
+    """system|code, |code (system_given, system None), system| (code None) or code."""
+
+    system: str | None
+    code: str | None
+    system_given: bool
+
+
+@dataclass(frozen=True)
+class TextValue:
+    """A string to match (normalised unless :exact), or a token's :text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class RefValue:
+    """A local target (type may be None: any of the parameter's targets) or an absolute URL."""
+
+    target_type: str | None
+    target_id: str | None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class DateValue:
+    prefix: str
+    low: datetime
+    high: datetime
+
+
+@dataclass(frozen=True)
+class NumberValue:
+    prefix: str
+    value: Decimal
+    low: Decimal
+    high: Decimal
+
+
+@dataclass(frozen=True)
+class QuantityValue:
+    prefix: str
+    value: Decimal
+    low: Decimal
+    high: Decimal
+    system: str | None
+    code: str | None
+
+
+@dataclass(frozen=True)
+class UriValue:
+    uri: str
+
+
+Value = Union[TokenValue, TextValue, RefValue, DateValue, NumberValue, QuantityValue, UriValue]
+
+
+@dataclass(frozen=True)
+class Chain:
+    """subject:Patient.identifier=x -> Chain(('Patient',), <identifier criterion on Patient>)."""
+
+    target_types: tuple[str, ...]
+    criteria: tuple[Criterion, ...]   # one per target type, ORed
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One parameter occurrence. values are ORed; missing is set for :missing."""
+
+    res_type: str
+    name: str
+    type: str
+    modifier: str | None = None
+    values: tuple[Value, ...] = ()
+    missing: bool | None = None
+    chain: Chain | None = None
+    targets: tuple[str, ...] = ()     # for references: the parameter's target types
+
+
+@dataclass(frozen=True)
+class SortKey:
+    name: str
+    type: str
+    descending: bool = False
+
+
+@dataclass(frozen=True)
+class Include:
+    """_include=Source:param[:Target] (reverse=False) or _revinclude (reverse=True)."""
+
+    source_type: str
+    param: str
+    target_type: str | None
+    reverse: bool
+    iterate: bool = False
+
+
+@dataclass
+class SearchQuery:
+    res_type: str | None                  # None: every type ($everything)
+    criteria: list[Criterion] = field(default_factory=list)
+    sort: list[SortKey] = field(default_factory=list)
+    count: int = 50
+    total: str = "none"                   # none | estimate | accurate
+    summary: str | None = None            # None | count
+    elements: tuple[str, ...] | None = None
+    includes: list[Include] = field(default_factory=list)
+    compartment: tuple[str, str] | None = None   # ('Patient', id)
+    cursor: str | None = None
+    used: list[tuple[str, str]] = field(default_factory=list)   # applied params, for links
+    issues: list[Issue] = field(default_factory=list)
+
+    def raise_if_strict(self, strict: bool) -> None:
+        """Under Prefer: handling=strict, any issue is an error: raises BadRequest."""
+        if strict and self.issues:
+            raise BadRequest(issues=[Issue("error", i.code, i.diagnostics, i.expression)
+                                     for i in self.issues])
+
+
+class _Malformed(ValueError):
+    """A parameter that cannot be applied; the message goes into the OperationOutcome."""
+
+    def __init__(self, message: str, code: str = "invalid") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def split_escaped(text: str, sep: str) -> list[str]:
+    """Split on sep except where escaped with a backslash; unescape \\, \\| \\$ and \\\\."""
+    out, cur, i = [], [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            nxt = text[i + 1]
+            cur.append(nxt if nxt in ",|$\\" else ch + nxt)
+            i += 2
+            continue
+        if ch == sep:
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+        i += 1
+    out.append("".join(cur))
+    return out
+
+
+def _split_first(text: str, sep: str) -> list[str]:
+    """Split on unescaped separators, keeping escapes for a later split."""
+    out, cur, i = [], [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            cur.append(text[i:i + 2])
+            i += 2
+            continue
+        if ch == sep:
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+        i += 1
+    out.append("".join(cur))
+    return out
+
+
+def _unescape(text: str) -> str:
+    return split_escaped(text, ",")[0]
+
+
+class SearchParser:
+    """Turns request parameters into a SearchQuery against one registry."""
+
+    def __init__(self, registry: SearchParameterRegistry, *, base_urls: tuple[str, ...] = (),
+                 default_count: int = 50, max_count: int = 1000) -> None:
+        self.registry = registry
+        self.base_urls = base_urls
+        self.default_count = default_count
+        self.max_count = max_count
+
+    def parse(self, res_type: str | None, params: list[tuple[str, str]], *,
+              compartment: tuple[str, str] | None = None) -> SearchQuery:
+        """Parse params for res_type (None for any type). Never raises: problems become issues."""
+        q = SearchQuery(res_type, count=self.default_count, compartment=compartment)
+        for name, value in params:
+            try:
+                if self._control(q, name, value):
+                    continue
+                if res_type is None:
+                    raise _Malformed(f"parameter {name!r} is not supported here", "not-supported")
+                q.criteria.append(self.criterion(res_type, name, value))
+                q.used.append((name, value))
+            except _Malformed as exc:
+                q.issues.append(Issue("warning", exc.code, f"{name}={value}: {exc} (ignored)", (name,)))
+        return q
+
+    # --- result parameters -------------------------------------------------------------------
+
+    def _control(self, q: SearchQuery, name: str, value: str) -> bool:
+        if name in _IGNORED:
+            return True
+        if name == CURSOR:
+            q.cursor = value
+            return True
+        if name == "_count":
+            try:
+                n = int(value)
+            except ValueError:
+                raise _Malformed("_count must be a non-negative integer") from None
+            if n < 0:
+                raise _Malformed("_count must be a non-negative integer")
+            q.count = min(n, self.max_count)
+        elif name == "_total":
+            if value not in ("none", "estimate", "accurate"):
+                raise _Malformed("_total must be none, estimate or accurate")
+            q.total = value
+        elif name == "_summary":
+            if value == "count":
+                q.summary = "count"
+            elif value != "false":
+                raise _Malformed("only _summary=count and _summary=false are supported", "not-supported")
+        elif name == "_elements":
+            q.elements = tuple(e.strip() for e in value.split(",") if e.strip())
+        elif name == "_sort":
+            q.sort = [self._sort_key(q.res_type, s.strip()) for s in value.split(",") if s.strip()]
+        elif name.split(":")[0] in ("_include", "_revinclude"):
+            q.includes.append(self._include(name, value))
+        else:
+            return False
+        q.used.append((name, value))
+        return True
+
+    def _sort_key(self, res_type: str | None, spec: str) -> SortKey:
+        desc = spec.startswith("-")
+        name = spec[1:] if desc else spec
+        if name in ("_lastUpdated", "_id"):
+            return SortKey(name, "date" if name == "_lastUpdated" else "token", desc)
+        param = self.registry.get(res_type, name) if res_type else None
+        if param is None or param.type not in _SORTABLE_TYPES:
+            raise _Malformed(f"cannot sort by {name!r}", "not-supported")
+        return SortKey(name, param.type, desc)
+
+    def _include(self, name: str, value: str) -> Include:
+        reverse = name.startswith("_revinclude")
+        modifier = name.partition(":")[2]
+        if modifier not in ("", "iterate", "recurse"):
+            raise _Malformed(f"unknown modifier {modifier!r}")
+        bits = value.split(":")
+        if len(bits) not in (2, 3) or not is_type_name(bits[0]):
+            raise _Malformed("expected Type:parameter[:TargetType]")
+        param = self.registry.get(bits[0], bits[1])
+        if param is None or param.type != "reference":
+            raise _Malformed(f"{bits[0]} has no reference parameter {bits[1]!r}")
+        target = bits[2] if len(bits) == 3 else None
+        if target is not None and not is_type_name(target):
+            raise _Malformed(f"bad target type {target!r}")
+        return Include(bits[0], bits[1], target, reverse, bool(modifier))
+
+    # --- criteria ----------------------------------------------------------------------------
+
+    def criterion(self, res_type: str, name: str, value: str, depth: int = 0) -> Criterion:
+        """One parameter occurrence on res_type; raises _Malformed."""
+        head, dot, rest = name.partition(".")
+        code, _, modifier = head.partition(":")
+        mod = modifier or None
+        if code == "_id":
+            return self._id(res_type, mod, value)
+        if code == "_lastUpdated":
+            if mod is not None:
+                raise _Malformed(f"unsupported modifier :{mod}", "not-supported")
+            return Criterion(res_type, code, "date", values=self._values(value, self._date))
+        param = self.registry.get(res_type, code)
+        if param is None:
+            raise _Malformed(f"unknown search parameter for {res_type}", "not-supported")
+        if dot:
+            return self._chain(res_type, param, mod, rest, value, depth)
+        if mod == "missing":
+            if value not in ("true", "false"):
+                raise _Malformed(":missing takes true or false")
+            return Criterion(res_type, code, param.type, "missing", missing=value == "true",
+                             targets=param.targets)
+        if param.type == "reference":
+            return self._reference(res_type, param, mod, value)
+        allowed = _MODIFIERS.get(param.type)
+        if allowed is None:
+            raise _Malformed(f"{param.type} parameters are not supported", "not-supported")
+        if mod is not None and mod not in allowed:
+            raise _Malformed(f"unsupported modifier :{mod}", "not-supported")
+        parse_one = {
+            "token": self._text if mod == "text" else self._token,
+            "string": (lambda v: TextValue(_unescape(v))) if mod == "exact" else self._text,
+            "date": self._date, "number": self._number, "quantity": self._quantity,
+            "uri": lambda v: UriValue(_unescape(v)),
+        }[param.type]
+        return Criterion(res_type, code, param.type, mod, self._values(value, parse_one))
+
+    @staticmethod
+    def _values(value: str, parse_one: Any) -> tuple[Value, ...]:
+        parts = [p for p in _split_first(value, ",") if p != ""]
+        if not parts:
+            raise _Malformed("empty value")
+        try:
+            return tuple(parse_one(p) for p in parts)
+        except ValueError as exc:
+            raise _Malformed(str(exc)) from None
+
+    def _id(self, res_type: str, mod: str | None, value: str) -> Criterion:
+        if mod not in (None, "not"):
+            raise _Malformed(f"unsupported modifier :{mod}", "not-supported")
+        values = tuple(TokenValue(None, v, False) for v in split_escaped(value, ",") if v)
+        if not values or not all(is_id(v.code or "") for v in values):
+            raise _Malformed("not a valid id")
+        return Criterion(res_type, "_id", "token", mod, values)
+
+    @staticmethod
+    def _token(text: str) -> TokenValue:
+        bits = split_escaped(text, "|")
+        if len(bits) == 1:
+            return TokenValue(None, bits[0], False)
+        if len(bits) != 2:
+            raise ValueError(f"bad token {text!r}")
+        system, code = bits
+        if not system and not code:
+            raise ValueError("empty token")
+        return TokenValue(system or None, code or None, True)
+
+    @staticmethod
+    def _text(text: str) -> TextValue:
+        t = normalize(_unescape(text))
+        if not t:
+            raise ValueError("empty string")
+        return TextValue(t)
+
+    @staticmethod
+    def _date(text: str) -> DateValue:
+        prefix, rest = split_prefix(text)
+        low, high = date_range(rest.replace(" ", "+"))  # '+' arrives as ' ' in query strings
+        return DateValue(prefix, low, high)
+
+    @staticmethod
+    def _number(text: str) -> NumberValue:
+        prefix, rest = split_prefix(text)
+        value, low, high = number_range(rest)
+        return NumberValue(prefix, value, low, high)
+
+    @staticmethod
+    def _quantity(text: str) -> QuantityValue:
+        prefix, rest = split_prefix(text)
+        bits = split_escaped(rest, "|")
+        if len(bits) not in (1, 3):
+            raise ValueError(f"bad quantity {text!r}: expected number|system|code")
+        value, low, high = number_range(bits[0])
+        system = bits[1] or None if len(bits) == 3 else None
+        code = bits[2] or None if len(bits) == 3 else None
+        return QuantityValue(prefix, value, low, high, system, code)
+
+    def _reference(self, res_type: str, param: TypeParam, mod: str | None, value: str) -> Criterion:
+        type_mod = None
+        if mod is not None:
+            if not is_type_name(mod):
+                raise _Malformed(f"unsupported modifier :{mod}", "not-supported")
+            if param.targets and mod not in param.targets:
+                raise _Malformed(f"{mod} is not a target of {param.code}")
+            type_mod = mod
+
+        def one(text: str) -> RefValue:
+            text = _unescape(text)
+            ref = parse_reference(text, self.base_urls)
+            if ref is None:
+                raise ValueError(f"bad reference {text!r}")
+            if ref.url is None:
+                if type_mod and ref.target_type != type_mod:
+                    raise ValueError(f"{text!r} is not a {type_mod}")
+                return RefValue(ref.target_type, ref.target_id)
+            if is_id(text):          # a bare id, e.g. 'patient=123'
+                return RefValue(type_mod, text)
+            return RefValue(None, None, ref.url)
+
+        return Criterion(res_type, param.code, "reference", type_mod,
+                         self._values(value, one), targets=param.targets)
+
+    def _chain(self, res_type: str, param: TypeParam, mod: str | None, rest: str, value: str,
+               depth: int) -> Criterion:
+        if param.type != "reference":
+            raise _Malformed(f"{param.code} is not a reference; it cannot be chained")
+        if depth >= MAX_CHAIN_DEPTH:
+            raise _Malformed("chain too deep", "too-costly")
+        if mod is not None and not is_type_name(mod):
+            raise _Malformed(f"unsupported modifier :{mod} in a chain", "not-supported")
+        candidates = (mod,) if mod else param.targets
+        types, criteria = [], []
+        for target in candidates:
+            try:
+                criteria.append(self.criterion(target, rest, value, depth + 1))
+                types.append(target)
+            except _Malformed:
+                if mod:
+                    raise
+        if not criteria:
+            raise _Malformed(f"no target of {param.code} has a parameter {rest.split(':')[0]!r}")
+        return Criterion(res_type, param.code, "reference", mod,
+                         chain=Chain(tuple(types), tuple(criteria)), targets=param.targets)

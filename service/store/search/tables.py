@@ -1,0 +1,70 @@
+"""The search index tables: one per value type, keyed by the resource's rid, its type and the
+parameter code. Rows hold the current version only (the indexer replaces them on each write).
+
+Indexes lead with (res_type, param, value...) so a criterion is a range scan of one index, and
+end with rid so PostgreSQL can answer it from the index alone; search_reference also has
+(target_type, target_id) for _revinclude and compartments. Created by the alembic revision
+0002_search_index (kept in step with this module by tests).
+"""
+from __future__ import annotations
+
+from sqlalchemy import Column, Float, Index, MetaData, String, Table
+
+from service.store.schema import RowId, UTCDateTime
+
+metadata = MetaData()
+
+VALUE = 255   # the extractor cuts strings to this length
+# Byte-order ("C") collation on PostgreSQL so a prefix search is a plain index range scan.
+Sortable = String(VALUE).with_variant(String(VALUE, collation="C"), "postgresql")
+
+
+def _table(name: str, *columns: Column) -> Table:  # type: ignore[type-arg]
+    return Table(name, metadata,
+                 Column("rid", RowId, nullable=False),
+                 Column("res_type", String(64), nullable=False),
+                 Column("param", String(64), nullable=False),
+                 *columns)
+
+
+search_token = _table("search_token",
+                      Column("system", String(VALUE)), Column("code", String(VALUE)),
+                      Column("text", Sortable))
+search_string = _table("search_string",
+                       Column("norm", Sortable, nullable=False),
+                       Column("exact", String(VALUE), nullable=False))
+search_reference = _table("search_reference",
+                          Column("target_type", String(64)), Column("target_id", String(64)),
+                          Column("url", String(VALUE)))
+search_date = _table("search_date",
+                     Column("low", UTCDateTime(), nullable=False),
+                     Column("high", UTCDateTime(), nullable=False))
+search_quantity = _table("search_quantity",
+                         Column("value", Float, nullable=False), Column("system", String(VALUE)),
+                         Column("code", String(VALUE)), Column("unit", String(VALUE)))
+search_number = _table("search_number", Column("value", Float, nullable=False))
+search_uri = _table("search_uri", Column("uri", Sortable, nullable=False))
+
+TABLES: dict[str, Table] = {
+    "token": search_token, "string": search_string, "reference": search_reference,
+    "date": search_date, "quantity": search_quantity, "number": search_number, "uri": search_uri,
+}
+
+# (index name, table, columns)
+INDEXES: list[tuple[str, Table, tuple[str, ...]]] = [
+    ("ix_search_token_code", search_token, ("res_type", "param", "code", "system", "rid")),
+    ("ix_search_token_system", search_token, ("res_type", "param", "system", "rid")),
+    ("ix_search_string_norm", search_string, ("res_type", "param", "norm", "rid")),
+    ("ix_search_reference_target", search_reference,
+     ("res_type", "param", "target_id", "target_type", "rid")),
+    ("ix_search_reference_url", search_reference, ("res_type", "param", "url", "rid")),
+    ("ix_search_reference_rev", search_reference, ("target_type", "target_id", "res_type", "param", "rid")),
+    ("ix_search_date_range", search_date, ("res_type", "param", "low", "high", "rid")),
+    ("ix_search_quantity_value", search_quantity, ("res_type", "param", "value", "rid")),
+    ("ix_search_number_value", search_number, ("res_type", "param", "value", "rid")),
+    ("ix_search_uri_uri", search_uri, ("res_type", "param", "uri", "rid")),
+]
+INDEXES += [(f"ix_{t.name}_rid", t, ("rid",)) for t in TABLES.values()]
+
+for _name, _table_, _cols in INDEXES:
+    Index(_name, *(_table_.c[c] for c in _cols))
