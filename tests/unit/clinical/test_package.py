@@ -1,0 +1,33 @@
+"""The clinical package stays pure, and reads the repository's own examples."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import date
+
+import pytest
+
+from service.clinical import Terminology, assess
+from service.clinical.terminology import profiles_dir
+
+
+def test_imports_no_framework():
+    code = ("import sys, service.clinical; bad = [m for m in ('flask', 'sqlalchemy', 'fhir.resources', "
+            "'service.store', 'service.api') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+EXAMPLES = profiles_dir() / "examples"
+
+
+@pytest.mark.skipif(not EXAMPLES.is_dir(), reason="fhir_profiles/examples not present")
+def test_profile_examples_are_read():
+    resources = [json.loads(p.read_text()) for p in sorted(EXAMPLES.glob("*.json"))]
+    a = assess(resources, date(2024, 6, 1), Terminology.default())
+    hips = [e for e in a.episodes if (e.joint, e.side) == ("hip", "left")]
+    assert len(hips) == 1, a.episodes
+    assert "Observation/toh-mri-left-hip" in hips[0].evidence      # MRI side from the LOINC code
+    assert "avn-features" not in a.flag_codes()                      # reported absent
+    assert not [i for i in a.issues if i.severity == "error"], a.issues
