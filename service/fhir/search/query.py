@@ -149,6 +149,7 @@ class SearchQuery:
     elements: tuple[str, ...] | None = None
     includes: list[Include] = field(default_factory=list)
     compartment: tuple[str, str] | None = None   # ('Patient', id)
+    types: tuple[str, ...] | None = None          # _type, when res_type is None
     cursor: str | None = None
     used: list[tuple[str, str]] = field(default_factory=list)   # applied params, for links
     issues: list[Issue] = field(default_factory=list)
@@ -262,6 +263,11 @@ class SearchParser:
                 q.summary = "count"
             elif value != "false":
                 raise _Malformed("only _summary=count and _summary=false are supported", "not-supported")
+        elif name == "_type" and q.res_type is None:
+            types = tuple(t.strip() for t in value.split(",") if t.strip())
+            if not types or not all(is_type_name(t) for t in types):
+                raise _Malformed("_type takes a comma-separated list of resource types")
+            q.types = types
         elif name == "_elements":
             q.elements = tuple(e.strip() for e in value.split(",") if e.strip())
         elif name == "_sort":

@@ -216,6 +216,8 @@ class SearchEngine:
         where: list[ColumnElement[bool]] = [resources.c.deleted.is_(False)]
         if query.res_type is not None:
             where.append(resources.c.res_type == query.res_type)
+        elif query.types is not None:
+            where.append(resources.c.res_type.in_(query.types))
         if snapshot is not None:
             where.append(resources.c.rid <= snapshot)
         if query.compartment is not None:
