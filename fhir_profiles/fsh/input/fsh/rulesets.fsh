@@ -26,7 +26,7 @@ RuleSet: PatientObservation
 Invariant: toh-bodysite-1
 Description: "The side of the body site should be given: a laterality extension, a laterality coding, or bodySite.text naming the side"
 Severity: #warning
-Expression: "extension('https://fhir.toh-service.org/StructureDefinition/laterality').exists() or coding.where(system = 'http://snomed.info/sct' and (code = '7771000' or code = '24028007' or code = '51440002')).exists() or text.lower().matches('left|right|bilateral|both')"
+Expression: "extension('https://fhir.toh-service.org/StructureDefinition/laterality').exists() or coding.where(system = 'http://snomed.info/sct' and (code = '7771000' or code = '24028007' or code = '51440002')).exists() or (text.exists() and text.lower().matches('left|right|bilateral|both'))"
 
 Invariant: toh-cond-1
 Description: "A resolved TOH condition must carry its abatement (the date of resolution)"
