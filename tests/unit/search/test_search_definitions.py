@@ -1,0 +1,70 @@
+"""The vendored R4 search parameter definitions and how they apply per type."""
+from __future__ import annotations
+
+import pytest
+
+from service.fhir.search.definitions import (SearchParameterRegistry, parts_for_type, split_union,
+                                             supported_search_params)
+
+
+@pytest.fixture(scope="module")
+def registry() -> SearchParameterRegistry:
+    return SearchParameterRegistry.load()
+
+
+def test_all_official_definitions_are_vendored(registry: SearchParameterRegistry) -> None:
+    assert len(registry.definitions) > 1350
+    assert registry.by_url("http://hl7.org/fhir/SearchParameter/clinical-patient").type == "reference"
+
+
+@pytest.mark.parametrize("res_type,codes", [
+    ("Patient", ["identifier", "name", "family", "given", "birthdate", "gender"]),
+    ("Condition", ["patient", "subject", "code", "clinical-status", "verification-status", "category",
+                   "body-site", "onset-date", "abatement-date", "recorded-date"]),
+    ("Observation", ["patient", "subject", "code", "category", "date", "status", "value-quantity",
+                     "value-concept", "focus", "derived-from"]),
+    ("CarePlan", ["patient", "subject", "status", "intent", "category", "date", "activity-date",
+                  "condition", "based-on", "instantiates-canonical"]),
+    ("MedicationRequest", ["patient", "code", "status", "intent", "authoredon"]),
+    ("Flag", ["patient", "subject", "date"]),
+    ("Task", ["patient", "subject", "status", "code", "based-on", "focus", "owner", "period"]),
+    ("Communication", ["patient", "subject", "status", "based-on"]),
+    ("Subscription", ["status", "criteria", "type", "url"]),
+])
+def test_every_type_has_its_standard_parameters(registry: SearchParameterRegistry, res_type: str,
+                                                codes: list[str]) -> None:
+    params = registry.for_type(res_type)
+    for code in codes + ["_id", "_lastUpdated", "_profile", "_tag", "_security"]:
+        assert code in params, code
+
+
+def test_union_expressions_keep_only_the_type_s_part(registry: SearchParameterRegistry) -> None:
+    patient = registry.get("Observation", "patient")
+    assert [p.expression for p in patient.parts] == ["Observation.subject"]
+    assert patient.targets == ("Patient",)          # from .where(resolve() is Patient)
+    assert registry.get("Condition", "subject").targets == ("Group", "Patient")
+
+
+def test_generic_and_as_expressions_are_rewritten_for_fhirpathpy(registry: SearchParameterRegistry) -> None:
+    assert registry.get("Condition", "_profile").parts[0].expression == "Condition.meta.profile"
+    parts = registry.get("Observation", "value-quantity").parts
+    assert parts[0].expression == "Observation.value.ofType(Quantity)"
+    assert parts[0].root == "value"
+
+
+def test_split_union_respects_parentheses_and_quotes() -> None:
+    assert split_union("(A.b as C) | A.c.where(x = 'a|b') | B.d") == [
+        "(A.b as C)", "A.c.where(x = 'a|b')", "B.d"]
+    assert parts_for_type("Patient.name | Person.name", "Person")[0].expression == "Person.name"
+
+
+def test_patient_compartment(registry: SearchParameterRegistry) -> None:
+    assert registry.compartment_params("Patient", "Condition") == ("patient", "asserter")
+    assert "Observation" in registry.compartment_members("Patient")
+
+
+def test_capability_lists_name_type_definition_documentation() -> None:
+    params = {p["name"]: p for p in supported_search_params("Condition")}
+    assert params["onset-date"]["type"] == "date"
+    assert params["onset-date"]["definition"] == "http://hl7.org/fhir/SearchParameter/Condition-onset-date"
+    assert params["patient"]["documentation"] == "Who has the condition?"

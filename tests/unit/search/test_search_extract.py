@@ -1,0 +1,121 @@
+"""Write-time extraction of index rows with fhirpathpy."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from service.fhir.search.definitions import SearchParameterRegistry
+from service.fhir.search.extract import (DateRow, Extractor, NumberRow, QuantityRow, ReferenceRow,
+                                         StringRow, TokenRow, UriRow)
+from service.fhir.search.values import HIGH_END, LOW_END
+
+UTC = timezone.utc
+R4_EXAMPLES = Path("/tmp/r4ex/package")
+
+
+@pytest.fixture(scope="module")
+def extractor() -> Extractor:
+    return Extractor(SearchParameterRegistry.load(), ["http://toh.test/fhir"])
+
+
+def test_tokens_from_codeable_concept_identifier_code_boolean_and_meta(extractor: Extractor) -> None:
+    rows = extractor.extract({
+        "resourceType": "Patient", "id": "p1", "active": True, "gender": "female",
+        "meta": {"tag": [{"system": "http://toh/tags", "code": "cohort-a"}], "profile": ["http://toh/SD/p"]},
+        "identifier": [{"system": "urn:mrn", "value": "M1"}],
+        "telecom": [{"system": "email", "value": "a@b.org"}],
+    }).token
+    assert TokenRow("gender", None, "female", None) in rows
+    assert TokenRow("active", None, "true", None) in rows
+    assert TokenRow("identifier", "urn:mrn", "M1", None) in rows
+    assert TokenRow("_tag", "http://toh/tags", "cohort-a", None) in rows
+    assert TokenRow("email", "email", "a@b.org", None) in rows
+    cond = extractor.extract({"resourceType": "Condition", "subject": {"reference": "Patient/p1"},
+                              "code": {"coding": [{"system": "http://snomed.info/sct", "code": "1",
+                                                   "display": "Ostéoporose"}], "text": "TOH Left"}}).token
+    assert TokenRow("code", "http://snomed.info/sct", "1", "osteoporose") in cond
+    assert TokenRow("code", None, None, "toh left") in cond
+
+
+def test_strings_are_normalised_and_exact(extractor: Extractor) -> None:
+    rows = extractor.extract({"resourceType": "Patient", "name": [
+        {"family": "Müller", "given": ["Ánna", "Maria"], "text": "Ánna Müller"}],
+        "address": [{"city": "Zürich", "line": ["Bahnhofstr. 1"]}]}).string
+    assert StringRow("family", "muller", "Müller") in rows
+    assert StringRow("given", "anna", "Ánna") in rows
+    assert {r.norm for r in rows if r.param == "name"} == {"muller", "anna", "maria", "anna muller"}
+    assert StringRow("address-city", "zurich", "Zürich") in rows
+
+
+def test_references_relative_absolute_urn_and_resolve_filter(extractor: Extractor) -> None:
+    rows = extractor.extract({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                              "subject": {"reference": "http://toh.test/fhir/Group/g1"},
+                              "focus": [{"reference": "Condition/c1/_history/2"}],
+                              "derivedFrom": [{"reference": "urn:uuid:abc"}],
+                              "basedOn": [{"reference": "#contained"}]}).reference
+    assert ReferenceRow("subject", "Group", "g1", None) in rows
+    assert ReferenceRow("focus", "Condition", "c1", None) in rows
+    assert ReferenceRow("derived-from", None, None, "urn:uuid:abc") in rows
+    # 'patient' is Observation.subject.where(resolve() is Patient): a Group subject is not one
+    assert not [r for r in rows if r.param == "patient"]
+    assert not [r for r in rows if r.param == "based-on"]
+
+
+def test_canonical_references_and_uris(extractor: Extractor) -> None:
+    rows = extractor.extract({"resourceType": "CarePlan", "status": "active", "intent": "plan",
+                              "subject": {"reference": "Patient/p1"},
+                              "instantiatesCanonical": ["https://fhir.toh-service.org/PlanDefinition/p|1"],
+                              "instantiatesUri": ["http://example.org/protocol"]})
+    assert ReferenceRow("instantiates-canonical", None, None,
+                        "https://fhir.toh-service.org/PlanDefinition/p") in rows.reference
+    assert UriRow("instantiates-uri", "http://example.org/protocol") in rows.uri
+
+
+def test_dates_as_ranges(extractor: Extractor) -> None:
+    rows = extractor.extract({"resourceType": "Condition", "subject": {"reference": "Patient/p1"},
+                              "onsetDateTime": "2026", "abatementPeriod": {"start": "2026-06-01"},
+                              "recordedDate": "2026-02-11T10:15:00+01:00"}).date
+    assert DateRow("onset-date", datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)) in rows
+    assert DateRow("abatement-date", datetime(2026, 6, 1, tzinfo=UTC), HIGH_END) in rows
+    assert DateRow("recorded-date", datetime(2026, 2, 11, 9, 15, tzinfo=UTC),
+                   datetime(2026, 2, 11, 9, 15, 1, tzinfo=UTC)) in rows
+    plan = extractor.extract({"resourceType": "CarePlan", "status": "active", "intent": "plan",
+                              "subject": {"reference": "Patient/p1"}, "period": {"end": "2026-08"}}).date
+    assert DateRow("date", LOW_END, datetime(2026, 9, 1, tzinfo=UTC)) in plan
+
+
+def test_quantities_and_numbers(extractor: Extractor) -> None:
+    obs = extractor.extract({"resourceType": "Observation", "status": "final", "code": {"text": "w"},
+                             "valueQuantity": {"value": 70.5, "unit": "kg", "system": "http://unitsofmeasure.org",
+                                               "code": "kg"}})
+    assert QuantityRow("value-quantity", 70.5, "http://unitsofmeasure.org", "kg", "kg") in obs.quantity
+    risk = extractor.extract({"resourceType": "RiskAssessment", "status": "final",
+                              "subject": {"reference": "Patient/p1"},
+                              "prediction": [{"probabilityDecimal": 0.25}]})
+    assert NumberRow("probability", 0.25) in risk.number
+
+
+def test_bad_values_are_skipped_not_raised(extractor: Extractor) -> None:
+    rows = extractor.extract({"resourceType": "Condition", "subject": {"reference": "Patient/p1"},
+                              "onsetDateTime": "not a date", "code": {"coding": [{}]}})
+    assert not [r for r in rows.date if r.param == "onset-date"]
+    assert not [r for r in rows.token if r.param == "code"]
+
+
+@pytest.mark.skipif(not R4_EXAMPLES.exists(), reason="R4 examples not unpacked at /tmp/r4ex")
+@pytest.mark.parametrize("prefix", ["Patient-", "Condition-", "Observation-", "CarePlan-",
+                                    "MedicationRequest-", "Flag-", "Task-", "Communication-", "Subscription-"])
+def test_official_examples_extract_without_failures(extractor: Extractor, prefix: str,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    n = 0
+    for path in sorted(R4_EXAMPLES.glob(prefix + "*.json")):
+        resource = json.loads(path.read_text())
+        if resource.get("resourceType") != prefix[:-1]:
+            continue
+        extractor.extract(resource)
+        n += 1
+    assert n > 0
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
