@@ -15,7 +15,9 @@ from sqlalchemy.engine import Engine, make_url
 from service.clock import Clock, SystemClock
 
 if TYPE_CHECKING:
-    from service.store.repository import Finder, Repository, Validator, WriteHook
+    from service.store.repository import Change, Finder, Repository, Validator, WriteHook
+
+BeforeCommit = Callable[["UnitOfWork"], None]
 
 log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -59,6 +61,7 @@ class UnitOfWork:
         self.clock = database.clock
         self._after_commit: list[Callable[[], None]] = []
         self._repo: Repository | None = None
+        self.changes: list[Change] = []  # every write of this transaction, in order
         self.committed = False
 
     @property
@@ -67,7 +70,8 @@ class UnitOfWork:
         if self._repo is None:
             from service.store.repository import Repository
             db = self.database
-            self._repo = Repository(self.conn, self.clock, db.hooks, db.dialect, db.validators, db.finder)
+            self._repo = Repository(self.conn, self.clock, db.hooks, db.dialect, db.validators, db.finder,
+                                    journal=self.changes)
         return self._repo
 
     def after_commit(self, callback: Callable[[], None]) -> None:
@@ -75,7 +79,9 @@ class UnitOfWork:
         self._after_commit.append(callback)
 
     def commit(self) -> None:
-        """Commit the transaction; raises the database error if it fails."""
+        """Run the before-commit steps, then commit; raises what a step or the database raises."""
+        for step in self.database.before_commit:
+            step(self)
         self.conn.commit()
         self.committed = True
         for callback in self._after_commit:
@@ -102,6 +108,7 @@ class Database:
         self.validators: list[Validator] = []
         from service.store.repository import id_only_finder
         self.finder: Finder = id_only_finder
+        self.before_commit: list[BeforeCommit] = []
 
     def add_hook(self, hook: WriteHook) -> None:
         """Register a hook that runs inside the transaction of every write."""
@@ -110,6 +117,10 @@ class Database:
     def add_validator(self, validator: Validator) -> None:
         """Register a check every written resource must pass (it raises a FhirError)."""
         self.validators.append(validator)
+
+    def add_before_commit(self, step: BeforeCommit) -> None:
+        """Register a step run in every unit of work just before it commits (it may write)."""
+        self.before_commit.append(step)
 
     def set_finder(self, finder: Finder) -> None:
         """Set how conditional requests find matches (the search package provides one)."""

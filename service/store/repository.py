@@ -105,8 +105,9 @@ class Repository:
 
     def __init__(self, conn: Connection, clock: Clock, hooks: Sequence[WriteHook] = (),
                  dialect: str = "sqlite", validators: Sequence[Validator] = (),
-                 finder: Finder = id_only_finder) -> None:
+                 finder: Finder = id_only_finder, journal: list[Change] | None = None) -> None:
         self.conn = conn
+        self.journal = journal if journal is not None else []
         self.clock = clock
         self.hooks = hooks
         self.dialect = dialect
@@ -131,6 +132,15 @@ class Repository:
         if stored.deleted:
             raise Gone(f"{res_type}/{res_id} was deleted")
         return stored
+
+    def read_many(self, res_type: str, res_ids: Sequence[str]) -> list[StoredResource]:
+        """The current, not deleted, versions of the given ids (unknown ones left out)."""
+        if not res_ids:
+            return []
+        rows = self.conn.execute(select(resources).where(
+            resources.c.res_type == res_type, resources.c.res_id.in_(list(res_ids)),
+            resources.c.deleted.is_(False)).order_by(resources.c.rid))
+        return [_stored(row) for row in rows]
 
     def vread(self, res_type: str, res_id: str, version: int) -> StoredResource:
         """One version; raises NotFound if that version does not exist, Gone if it is a deletion."""
@@ -296,5 +306,6 @@ class Repository:
             raise Conflict(f"Version {stored.version} of {stored.reference} was written concurrently") from exc
         change = Change(rid, stored.res_type, stored.res_id, stored.version, stored.last_updated,
                         stored.method, resource, previous)
+        self.journal.append(change)
         for hook in self.hooks:
             hook.on_write(self.conn, change)
