@@ -66,7 +66,8 @@ class Conformance:
         for resource in self.resources:
             url = resource.get("url")
             if not url:
-                raise ConformanceError(f"{resource.get('resourceType')}/{resource.get('id')}: no url")
+                name = f"{resource.get('resourceType')}/{resource.get('id')}"
+                raise ConformanceError(f"{name}: no url")
             if url in self._by_url:
                 raise ConformanceError(f"duplicate canonical URL {url}")
             self._by_url[url] = resource
@@ -158,8 +159,8 @@ class Conformance:
             return [Issue(unknown_profile, "not-supported",
                           f"Profile {url} is not known to this server", (where,))]
         if profile_type != resource_type:
-            return [Issue("error", "invalid",
-                          f"Profile {url} constrains {profile_type}, not {resource_type}", (where,))]
+            return [Issue("error", "invalid", f"Profile {url} constrains {profile_type}, "
+                          f"not {resource_type}", (where,))]
         return Walker(self, resource).run(tree)
 
 

@@ -170,7 +170,8 @@ class Terminology:
                 return False
             if inc.codes is not None and code not in inc.codes:
                 return False
-            if inc.codes is None and system in self._systems and code not in self._systems[system].codes:
+            local = self._systems.get(system)
+            if inc.codes is None and local is not None and code not in local.codes:
                 return False
             if not self._passes_filters(inc, code):
                 return False
@@ -188,5 +189,5 @@ class Terminology:
                 and not any(self._include_has(e, system, code) for e in excludes))
 
     def contains_code(self, valueset_url: str, code: str) -> bool:
-        """True if a bare `code` (system implied, as for FHIR `code` elements) is in the ValueSet."""
+        """True if a bare `code` (system implied, as in FHIR `code` elements) is in the ValueSet."""
         return any(c == code for _, c in self.expand(valueset_url))

@@ -55,7 +55,8 @@ def _codes(value: Any, type_code: str | None) -> list[tuple[str | None, str | No
         return [(None, value)] if type_code in (None, "code") else None
     if not isinstance(value, dict):
         return None
-    if type_code == "CodeableConcept" or "coding" in value or (type_code is None and "text" in value):
+    if type_code == "CodeableConcept" or "coding" in value or (
+            type_code is None and "text" in value):
         return [(c.get("system"), c.get("code")) for c in value.get("coding", ())]
     if type_code in (None, "Coding", "Quantity"):
         return [(value.get("system"), value.get("code"))]
@@ -161,9 +162,9 @@ class Walker:
         name = child.name
         if child.is_choice:
             prefix = name[:-3]
-            return [(v, choice_type(k[len(prefix):]), f"{loc}.{prefix}.ofType({choice_type(k[len(prefix):])})")
-                    for k, v in value.items()
-                    if k.startswith(prefix) and len(k) > len(prefix) and k[len(prefix)].isupper()]
+            types = [(k, choice_type(k[len(prefix):])) for k in value
+                     if k.startswith(prefix) and len(k) > len(prefix) and k[len(prefix)].isupper()]
+            return [(value[k], t, f"{loc}.{prefix}.ofType({t})") for k, t in types]
         raw = value.get(name)
         if raw is None:
             return [(None, None, f"{loc}.{name}")] if f"_{name}" in value else []
