@@ -249,13 +249,18 @@ class Repository:
             return None
         return self._new_version(rid, previous, None, "DELETE")
 
+    def lock(self, name: str) -> None:
+        """Hold a named lock until this transaction ends, so two processes doing the same
+        work one after the other see each other's result. PostgreSQL: an advisory
+        transaction lock; SQLite: writers are serialised by BEGIN IMMEDIATE already."""
+        if self.dialect == "postgresql":
+            key = zlib.crc32(name.encode()) - 2**31
+            self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
     # -- internals --------------------------------------------------------------------
     def _serialise_conditional(self, res_type: str, params: list[tuple[str, str]]) -> None:
-        # Two conditional creates with the same criteria must not both create: on PostgreSQL
-        # hold a transaction lock on the criteria; SQLite writers are serialised already.
-        if self.dialect == "postgresql":
-            key = zlib.crc32(repr((res_type, sorted(params))).encode()) - 2**31
-            self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+        # Two conditional creates with the same criteria must not both create.
+        self.lock(repr((res_type, sorted(params))))
 
     def _stamp(self, res_type: str, res_id: str, version: int, resource: dict[str, Any],
                moment: datetime) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""What happens on a write or a clock tick: rules -> flags (-> plans -> reminders, later)."""
