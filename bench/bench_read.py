@@ -1,0 +1,88 @@
+"""How long a FHIR read takes, against re-serialising the same resource through the R4 model.
+
+Reads serve the stored JSON text as stored. This prints p50/p95 of:
+  - repo.read (the store alone) and GET [base]/Observation/[id] (Flask, in-process),
+  - baseline: parsing + re-serialising that resource with fhir.resources (what a read would
+    cost on top if it went through the model),
+and their ratios, all measured in the same run.
+
+    python bench/bench_read.py [--database-url URL] [--n 2000]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+
+from fhir.resources.R4B import get_fhir_model_class
+
+from service import create_app
+
+OBSERVATION = {
+    "resourceType": "Observation", "status": "final",
+    "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                              "code": "survey"}]}],
+    "code": {"coding": [{"system": "http://loinc.org", "code": "72514-3"}], "text": "Pain severity 0-10"},
+    "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2026-03-01T10:00:00Z",
+    "valueQuantity": {"value": 6, "unit": "{score}", "system": "http://unitsofmeasure.org", "code": "{score}"},
+    "bodySite": {"coding": [{"system": "http://snomed.info/sct", "code": "24136001"}], "text": "Left hip"},
+}
+
+
+def timings(fn: Callable[[], object], n: int) -> list[float]:
+    for _ in range(min(200, n)):
+        fn()
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - start) * 1e6)
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--n", type=int, default=2000)
+    args = parser.parse_args()
+    url = args.database_url or f"sqlite:///{tempfile.mkdtemp()}/bench.db"
+    app = create_app({"database_url": url})
+    client = app.test_client()
+    created = client.post("/fhir/Observation", json=OBSERVATION, headers={"Content-Type": "application/fhir+json"})
+    obs_id = created.get_json()["id"]
+    database = app.extensions["toh"].database
+    model = get_fhir_model_class("Observation")
+    stored_text = created.get_data(as_text=True)
+
+    def store_read() -> object:
+        with database.unit_of_work(write=False) as uow:
+            return uow.repo.read("Observation", obs_id).content
+
+    def http_read() -> object:
+        response = client.get(f"/fhir/Observation/{obs_id}")
+        assert response.status_code == 200
+        return response.data
+
+    def reserialise() -> object:
+        return model.model_validate(json.loads(stored_text)).model_dump_json()
+
+    results = {"baseline: model parse + re-serialise": timings(reserialise, args.n),
+               "store read (repo.read)": timings(store_read, args.n),
+               "GET Observation/[id] (Flask in-process)": timings(http_read, args.n)}
+    base = statistics.median(results["baseline: model parse + re-serialise"])
+    print(f"database: {database.dialect}, n={args.n}")
+    for name, values in results.items():
+        p50 = statistics.median(values)
+        print(f"{name:42s} p50 {p50:8.1f} us  p95 {pct(values, 95):8.1f} us  p50/baseline {p50 / base:5.2f}")
+    database.dispose()
+
+
+if __name__ == "__main__":
+    main()
