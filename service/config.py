@@ -33,6 +33,7 @@ class Settings:
     max_payload_bytes: int = 10 * 1024 * 1024
     default_page_size: int = 50
     max_page_size: int = 1000
+    max_bundle_entries: int = 1000       # entries in one batch/transaction Bundle
     migrate_on_start: bool = True
     sql_echo: bool = False
 
@@ -46,6 +47,7 @@ class Settings:
             max_payload_bytes=_int(env, "TOH_MAX_PAYLOAD_BYTES", cls.max_payload_bytes),
             default_page_size=_int(env, "TOH_DEFAULT_PAGE_SIZE", cls.default_page_size),
             max_page_size=_int(env, "TOH_MAX_PAGE_SIZE", cls.max_page_size),
+            max_bundle_entries=_int(env, "TOH_MAX_BUNDLE_ENTRIES", cls.max_bundle_entries),
             migrate_on_start=env.get("TOH_MIGRATE_ON_START", "1") not in ("0", "false", "no"),
             sql_echo=env.get("TOH_SQL_ECHO", "") in ("1", "true", "yes"),
         )
