@@ -28,6 +28,8 @@ _EXCLUDED_OBS_STATUS = {"entered-in-error", "cancelled"}
 _MEDREQ_STATUSES = {"active", "draft", "on-hold", "completed"}
 _CAREPLAN_STATUSES = {"active", "draft", "on-hold", "completed"}
 _EXCLUDED_ACTIVITY_STATUS = {"cancelled", "stopped", "entered-in-error"}
+_CONDITION_SETS = (VS_TOH_CONDITIONS, VS_AVN_FEATURES, VS_INSUFFICIENCY_FRACTURE, VS_PREGNANCY_BREASTFEEDING)
+_FINDING_SETS = (VS_AVN_FEATURES, VS_INSUFFICIENCY_FRACTURE)
 _ABSENT_WORDS = {"absent", "not present", "negative", "no", "not seen", "none"}
 
 
@@ -111,6 +113,13 @@ def _codes(concept: Any, system: str) -> set[str]:
     return {c.get("code") for c in concept.get("coding") or () if c.get("system") == system}
 
 
+def _keys(concept: Any) -> set[tuple[Any, Any]]:
+    """{(system, code)} of a CodeableConcept's codings."""
+    if not isinstance(concept, dict):
+        return set()
+    return {(c.get("system"), c.get("code")) for c in concept.get("coding") or ()}
+
+
 def _has_code(concept: Any, system: str, code: str) -> bool:
     if not isinstance(concept, dict):
         return False
@@ -148,12 +157,9 @@ class _Reader:
             return
         code = res.get("code")
         t = self.t
-        kinds = [
-            (t.contains(VS_TOH_CONDITIONS, code), self.facts.toh),
-            (t.contains(VS_AVN_FEATURES, code), self.facts.avn_conditions),
-            (t.contains(VS_INSUFFICIENCY_FRACTURE, code), self.facts.fracture_conditions),
-        ]
-        pregnant = t.contains(VS_PREGNANCY_BREASTFEEDING, code)
+        toh, avn, fracture, pregnant = t.memberships(code, _CONDITION_SETS)
+        kinds = [(toh, self.facts.toh), (avn, self.facts.avn_conditions),
+                 (fracture, self.facts.fracture_conditions)]
         if not pregnant and not any(hit for hit, _ in kinds):
             return
         ref = _ref(res)
@@ -197,16 +203,14 @@ class _Reader:
         if day > self.as_of:
             return
         ref = _ref(res)
-        loinc = _codes(code, LOINC)
-        if codes.LOINC_PREGNANCY_STATUS in loinc or codes.LOINC_BREASTFEEDING_STATUS in loinc:
+        keys = _keys(code)
+        pregnancy = (LOINC, codes.LOINC_PREGNANCY_STATUS) in keys
+        if pregnancy or (LOINC, codes.LOINC_BREASTFEEDING_STATUS) in keys:
             positive = self.t.contains(VS_PREGNANCY_BREASTFEEDING, res.get("valueCodeableConcept"))
             point = StatusPoint(ref, day, positive)
-            if codes.LOINC_PREGNANCY_STATUS in loinc:
-                self.facts.pregnancy.append(point)
-            else:
-                self.facts.breastfeeding.append(point)
+            (self.facts.pregnancy if pregnancy else self.facts.breastfeeding).append(point)
             return
-        if _has_code(code, TOH_CODES, codes.WEIGHT_BEARING_STATUS):
+        if (TOH_CODES, codes.WEIGHT_BEARING_STATUS) in keys:
             value = res.get("valueCodeableConcept")
             full = _has_code(value, TOH_CODES, codes.FULL_WEIGHT_BEARING) or (
                 isinstance(value, dict) and normalise(value.get("text") or "") == "full weight bearing")
@@ -236,17 +240,17 @@ class _Reader:
             pairs.append((res.get("code"), True))
         site: Site | None = None
         for concept, present in pairs:
-            is_avn = t.contains(VS_AVN_FEATURES, concept)
-            is_fracture = t.contains(VS_INSUFFICIENCY_FRACTURE, concept)
-            is_oedema = imaging and _has_code(concept, TOH_CODES, codes.FINDING_OEDEMA)
-            if not (is_avn or is_fracture or is_oedema):
-                continue
+            is_avn, is_fracture = t.memberships(concept, _FINDING_SETS)
+            is_oedema = imaging and (TOH_CODES, codes.FINDING_OEDEMA) in _keys(concept)
+            if not (is_oedema or (present and (is_avn or is_fracture))):
+                continue                        # absent AVN/fracture findings are not findings
             if site is None:
                 site = read_site(res, t)
             if site.joint is None and not imaging:
                 self.issue("joint-unknown", "finding at no tracked joint: ignored", ref, "information")
                 return
-            finding = Finding(ref, day, site, self._finding_name(concept), present, imaging)
+            name = self._finding_name(concept) if present and (is_avn or is_fracture) else ""
+            finding = Finding(ref, day, site, name, present, imaging)
             if is_oedema:
                 self.facts.oedema.append(finding)
             if present and is_avn:
@@ -284,7 +288,7 @@ class _Reader:
         if res.get("status") not in _MEDREQ_STATUSES:
             return
         concept = self._medication(res, res.get("medicationCodeableConcept"), res.get("medicationReference"))
-        if not self.t.contains(VS_BISPHOSPHONATES, concept, text="words"):
+        if not self.t.memberships(concept, (VS_BISPHOSPHONATES,), "words")[0]:
             return
         ref = _ref(res)
         bounds: dict[str, Any] = {}
@@ -307,7 +311,7 @@ class _Reader:
             if detail.get("status") in _EXCLUDED_ACTIVITY_STATUS:
                 continue
             concept = self._medication(res, detail.get("productCodeableConcept"), detail.get("productReference"))
-            if not self.t.contains(VS_BISPHOSPHONATES, concept, text="words"):
+            if not self.t.memberships(concept, (VS_BISPHOSPHONATES,), "words")[0]:
                 continue
             scheduled = detail.get("scheduledPeriod")
             start = period_start(scheduled) or parse_date(detail.get("scheduledString")) or plan_start

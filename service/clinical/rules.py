@@ -5,6 +5,7 @@ names the situation, so the same situation always maps to the same stored Flag.
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from datetime import date
 from . import codes
 from .anatomy import site_label
@@ -150,22 +151,26 @@ def imaging_flags(facts: Facts, as_of: date) -> list[FlagFinding]:
 
 
 # -- bisphosphonate in pregnancy or breastfeeding -----------------------------------------------
-def _latest_positive(points: list[StatusPoint], day: date) -> tuple[bool, str | None]:
-    """Whether the latest status on or before `day` is positive (same-day ties: positive wins)."""
-    latest: StatusPoint | None = None
-    for p in points:
-        if p.day <= day and (latest is None or (p.day, p.positive) > (latest.day, latest.positive)):
-            latest = p
-    return (latest.positive, latest.ref) if latest else (False, None)
+class _Timeline:
+    """A status over time from dated points: the latest on or before a day holds (same-day
+    ties: positive wins)."""
+
+    def __init__(self, points: list[StatusPoint]) -> None:
+        self.points = sorted(points, key=lambda p: (p.day, p.positive, p.ref))
+        self.days = [p.day for p in self.points]
+
+    def positive_on(self, day: date) -> str | None:
+        """The reference proving a positive status on `day`, or None."""
+        i = bisect_right(self.days, day)
+        if i == 0:
+            return None
+        latest = self.points[i - 1]
+        return latest.ref if latest.positive else None
 
 
-def _pregnant_or_breastfeeding(facts: Facts, day: date) -> list[str]:
+def _pregnant_or_breastfeeding(facts: Facts, timelines: list[_Timeline], day: date) -> list[str]:
     """References proving pregnancy or breastfeeding on `day` ([] if neither)."""
-    refs = []
-    for points in (facts.pregnancy, facts.breastfeeding):
-        positive, ref = _latest_positive(points, day)
-        if positive and ref:
-            refs.append(ref)
+    refs = [ref for ref in (t.positive_on(day) for t in timelines) if ref]
     refs += [w.ref for w in facts.pregnancy_conditions
              if w.start <= day and (w.end is None or w.end > day)]
     return refs
@@ -176,17 +181,21 @@ def bisphosphonate_in_pregnancy(facts: Facts, as_of: date) -> list[FlagFinding]:
     pregnant or breastfeeding. Holds while the exposure is still open or the patient is still
     pregnant or breastfeeding on as_of; starts on the first overlapping day."""
     out: list[FlagFinding] = []
-    changes = sorted({p.day for p in facts.pregnancy + facts.breastfeeding}
+    if not facts.exposures:
+        return out
+    timelines = [_Timeline(facts.pregnancy), _Timeline(facts.breastfeeding)]
+    # The state can only become positive on a positive record or a pregnancy Condition's start.
+    changes = sorted({p.day for p in facts.pregnancy + facts.breastfeeding if p.positive}
                      | {w.start for w in facts.pregnancy_conditions})
     for exp in sorted(facts.exposures, key=lambda e: (e.start, e.ref)):
         last = min(exp.end, as_of) if exp.end else as_of
         candidates = [exp.start] + [d for d in changes if exp.start < d <= last]
         for day in candidates:
-            proof = _pregnant_or_breastfeeding(facts, day)
+            proof = _pregnant_or_breastfeeding(facts, timelines, day)
             if not proof:
                 continue
             still_open = exp.end is None or exp.end >= as_of
-            if not still_open and not _pregnant_or_breastfeeding(facts, as_of):
+            if not still_open and not _pregnant_or_breastfeeding(facts, timelines, as_of):
                 break
             out.append(_finding(
                 codes.BISPHOSPHONATE_IN_PREGNANCY, day,

@@ -30,6 +30,7 @@ TextMatch = Literal["exact", "words", "none"]
 _NON_WORD = re.compile(r"[^0-9a-z]+")
 
 
+@lru_cache(maxsize=8192)
 def normalise(text: str) -> str:
     """Lower case, punctuation to single spaces, trimmed: "Left  Hip," -> "left hip"."""
     return _NON_WORD.sub(" ", text.lower()).strip()
@@ -58,6 +59,9 @@ class Terminology:
                 self._sets[vs["url"]] = _compile(vs)
         self._resolve_imports()
         self._memo: dict[tuple[str, str, str], bool] = {}
+        self._text_memo: dict[tuple[str, str, str], bool] = {}
+        self._concept_memo: dict[tuple[Any, ...], tuple[bool, ...]] = {}
+        self._display_memo: dict[tuple[str, str | None, str | None], str | None] = {}
 
     @classmethod
     def default(cls) -> Terminology:
@@ -95,21 +99,43 @@ class Terminology:
                 return True
         if text == "none":
             return False
-        names = self._names(url)
-        if not names:
-            return False
-        candidates = [concept.get("text")] + [c.get("display") for c in codings]
-        for candidate in candidates:
-            if not isinstance(candidate, str) or not candidate:
-                continue
-            norm = normalise(candidate)
-            if norm in names:
+        candidate = concept.get("text")
+        if isinstance(candidate, str) and candidate and self._names_match(url, candidate, text):
+            return True
+        for coding in codings:
+            candidate = coding.get("display")
+            if isinstance(candidate, str) and candidate and self._names_match(url, candidate, text):
                 return True
-            if text == "words":
-                padded = f" {norm} "
-                if any(f" {name} " in padded for name in names):
-                    return True
         return False
+
+    def memberships(self, concept: Any, urls: tuple[str, ...], text: TextMatch = "exact"
+                    ) -> tuple[bool, ...]:
+        """contains(url, concept, text) for each url at once, remembered per distinct concept
+        (the same finding codes recur in every MRI)."""
+        if not isinstance(concept, dict):
+            return (False,) * len(urls)
+        key = (urls, text, concept.get("text"),
+               tuple((c.get("system"), c.get("code"), c.get("display")) for c in concept.get("coding") or ()))
+        hit = self._concept_memo.get(key)
+        if hit is None:
+            hit = tuple(self.contains(url, concept, text) for url in urls)
+            if len(self._concept_memo) < 100_000:
+                self._concept_memo[key] = hit
+        return hit
+
+    def _names_match(self, url: str, candidate: str, text: TextMatch) -> bool:
+        key = (url, candidate, text)
+        hit = self._text_memo.get(key)
+        if hit is None:
+            names = self._names(url)
+            norm = normalise(candidate)
+            hit = norm in names
+            if not hit and text == "words":
+                padded = f" {norm} "
+                hit = any(f" {name} " in padded for name in names)
+            if len(self._text_memo) < 100_000:        # free text: bound the memo
+                self._text_memo[key] = hit
+        return hit
 
     def member_codings(self, url: str, concept: Any) -> list[dict[str, Any]]:
         """The codings of a CodeableConcept that are members of ValueSet `url`."""
@@ -120,6 +146,12 @@ class Terminology:
 
     def display(self, url: str, system: str | None, code: str | None) -> str | None:
         """The display the ValueSet gives system|code, if it lists one."""
+        key = (url, system, code)
+        if key not in self._display_memo:
+            self._display_memo[key] = self._display(url, system, code)
+        return self._display_memo[key]
+
+    def _display(self, url: str, system: str | None, code: str | None) -> str | None:
         seen: set[str] = set()
         stack = [url]
         while stack:
