@@ -108,6 +108,7 @@ def _attach_mris(drafts: list[_Draft], mris: Iterable[Finding], issues: list[Ass
     for group in by_site.values():
         group.sort(key=lambda d: d.onset or date.min)
     unplaced: set[str] = set()
+    undiagnosed: set[tuple[str, str]] = set()
     for mri in mris:
         placed = False
         for side in _sides(mri.site):
@@ -120,11 +121,19 @@ def _attach_mris(drafts: list[_Draft], mris: Iterable[Finding], issues: list[Ass
                     target = d
             target.mris.append(mri)
             placed = True
-        if not placed and not mri.site.sides and mri.site.joint is not None:
+        if placed or mri.site.joint is None:
+            continue
+        if not mri.site.sides:
             unplaced.add(mri.ref)
+        elif mri.present:
+            undiagnosed.add((mri.ref, mri.site.label()))
     for ref in sorted(unplaced):
         issues.append(AssessmentIssue("side-unknown", "MRI side not recorded: not attached to "
                                       "an episode", ref, "information"))
+    for ref, label in sorted(undiagnosed):
+        issues.append(AssessmentIssue(
+            "oedema-without-condition", f"MRI shows bone marrow oedema at the {label} where no TOH "
+            "Condition is recorded: not an episode (no migration flag) until it is diagnosed", ref))
 
 
 def _finish(d: _Draft, as_of: date) -> Episode:

@@ -1,8 +1,33 @@
 """Read plain FHIR JSON resources into the facts the rules reason about.
 
-One pass over the resources, as of a clinical date: a resource whose clinical date is after
-`as_of` did not exist yet and is skipped; entered-in-error / refuted data is skipped. Every
-choice made here is listed in the module README of the report (see service/clinical/__init__).
+One pass, as of a clinical date: a resource whose clinical date is after `as_of` did not exist
+yet and is skipped. How each resource is read:
+
+- Condition: skipped if verificationStatus is refuted / entered-in-error. code is matched against
+  toh-conditions (an episode), avn-features, insufficiency-fracture-findings and
+  pregnancy-breastfeeding-findings (codings, else text/display equal to a member's display).
+  Date: onset[x] (dateTime, Period.start, string), else recordedDate. Resolved when
+  clinicalStatus is resolved/remission/inactive (or absent with an abatement); resolution date
+  = abatement[x]; an abatement after as_of means still active on as_of; an abatement with an
+  active status is ignored with an issue. Joint and side: see anatomy.
+- Observation: skipped if entered-in-error / cancelled or without effective[x]/issued.
+  * LOINC 82810-3 / 63895-7: pregnancy / breastfeeding status, positive when
+    valueCodeableConcept is in pregnancy-breastfeeding-findings.
+  * TOH weight-bearing-status: value TOH full-weight-bearing (or text "full weight bearing").
+  * anything else: findings. Each component with valueBoolean (true present, false reported
+    absent) whose code is in avn-features / insufficiency-fracture-findings, or TOH
+    bone-marrow-oedema-diffuse on an imaging Observation (code in mri-joint-codes or category
+    imaging); also an Observation coded as the finding itself (valueBoolean, or no value =
+    present) or valued with it (valueCodeableConcept in the set). Reported-absent AVN/fracture
+    findings are dropped; reported-absent oedema is kept (resolution suggested).
+- MedicationRequest: status active/draft/on-hold/completed; medicationCodeableConcept, or
+  medicationReference to a Medication in the input or contained, in bisphosphonates (codes,
+  ATC is-a, or drug name as words of text/display). From authoredOn (else dosage boundsPeriod /
+  validityPeriod start) to dispenseRequest.validityPeriod.end (else boundsPeriod.end);
+  completed without an end = that day only.
+- CarePlan: status active/draft/on-hold/completed; each activity.detail (not cancelled/stopped/
+  entered-in-error) with productCodeableConcept / productReference in bisphosphonates, from
+  scheduledPeriod (else CarePlan.period, else created).
 """
 from __future__ import annotations
 

@@ -244,3 +244,9 @@ def test_as_of_must_be_a_date(terminology):
     from service.fhir.errors import BadRequest
     with pytest.raises(BadRequest):
         assess([], "2024-01-01", terminology)  # type: ignore[arg-type]
+
+
+def test_mri_oedema_without_a_condition_is_reported_not_flagged(terminology):
+    a = assess([condition("left hip"), mri(day(4), "right", "knee", oedema=True)], day(5), terminology)
+    assert not a.flags and len(a.episodes) == 1
+    assert "oedema-without-condition" in {i.code for i in a.issues}
