@@ -1,0 +1,391 @@
+"""Batch and transaction Bundles over a Repository (https://hl7.org/fhir/R4/http.html#transaction).
+
+    process_bundle(repo, bundle, base_url=..., max_entries=...) -> the response Bundle
+
+A transaction is one unit of work. Every entry is parsed first; then identities are fixed
+before anything is written: a POST gets its id up front (so entries can refer to entries
+processed later), a conditional create (ifNoneExist) or update (PUT Type?search) is
+matched through the repository's finder, and each urn:uuid:/urn:oid: fullUrl is mapped to
+the id it will have. Every ``reference`` in the bundle, at any depth, is rewritten to those
+ids, as are conditional references (``Organization?identifier=s|v``, matched against the
+bundle's own conditional entries first, then the store). The entries then run in the R4
+order DELETE, POST, PUT, GET/HEAD on the caller's transaction. The first failing entry
+raises EntryFailed (its own status, saying which entry failed and why) and the caller
+rolls everything back.
+
+A batch runs its entries in their own order, each inside a savepoint: a failing entry rolls
+back only itself and is reported in its response.outcome. A batch entry may refer to the
+fullUrl of an earlier entry that succeeded.
+
+No web framework here: the caller passes the base URL and the client's Prefer choice.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qsl
+
+from service.fhir.errors import (BadRequest, Conflict, FhirError, Issue, MethodNotAllowed, PayloadTooLarge,
+                                 PreconditionFailed, operation_outcome)
+from service.fhir.resources import check_id, check_type
+from service.store.repository import Repository, StoredResource, format_instant
+
+log = logging.getLogger(__name__)
+
+KINDS = ("batch", "transaction")
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
+_PROCESSING_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3, "HEAD": 3}  # http.html#trules
+_LOCAL_PREFIXES = ("urn:uuid:", "urn:oid:")
+_CONDITIONAL_REFERENCE = re.compile(r"^([A-Z][A-Za-z]+)\?(.+)$")
+_ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
+
+Criteria = list[tuple[str, str]]
+
+
+class EntryFailed(FhirError):
+    """A transaction entry failed: the entry's own status, and issues that name the entry."""
+
+    def __init__(self, index: int, full_url: str | None, cause: FhirError) -> None:
+        where = f"Bundle.entry[{index}]"
+        label = f"{where}" + (f" ({full_url})" if full_url else "")
+        first, *others = cause.issues or [Issue("error", cause.default_code, str(cause))]
+        lead = Issue(first.severity, first.code, f"{label} failed: {first.diagnostics or cause.diagnostics}",
+                     (where, *(_within(where, e) for e in first.expression)))
+        issues = [lead] + [Issue(i.severity, i.code, i.diagnostics, tuple(_within(where, e) for e in i.expression))
+                           for i in others]
+        super().__init__(lead.diagnostics, issues=issues)
+        self.status = cause.status
+        self.index, self.full_url, self.cause = index, full_url, cause
+
+
+def _within(where: str, expression: str) -> str:
+    """An issue's FHIRPath, moved inside the entry ('Patient.birthDate' -> '...resource.birthDate')."""
+    head, dot, rest = expression.partition(".")
+    if head[:1].isupper() and "[" not in head:
+        return f"{where}.resource{dot}{rest}"
+    return f"{where}.{expression}"
+
+
+@dataclass
+class Entry:
+    """One request of the bundle, parsed; res_id is fixed before any write runs."""
+
+    index: int
+    full_url: str | None
+    method: str
+    res_type: str
+    res_id: str | None = None
+    version: int | None = None
+    criteria: Criteria | None = None        # PUT Type?search: a conditional update
+    if_none_exist: Criteria | None = None   # POST with ifNoneExist: a conditional create
+    if_match: int | None = None
+    resource: dict[str, Any] | None = None
+    matched: bool = False                   # a conditional create found its resource: no write
+
+    @property
+    def writes(self) -> bool:
+        return self.method in ("PUT", "DELETE") or (self.method == "POST" and not self.matched)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one entry did: its HTTP status and the version it stored or read."""
+
+    status: int
+    stored: StoredResource | None = None
+    with_resource: bool = True
+
+
+def process_bundle(repo: Repository, bundle: Any, *, base_url: str, max_entries: int,
+                   minimal: bool = False) -> dict[str, Any]:
+    """Process a batch or transaction Bundle; returns the batch-response/transaction-response.
+
+    Raises BadRequest if bundle is not a batch or transaction Bundle, PayloadTooLarge if it
+    has more than max_entries entries, and for a transaction EntryFailed when any entry fails.
+    """
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise BadRequest("POST [base] takes a Bundle of type batch or transaction", code="structure")
+    kind = bundle.get("type")
+    if kind not in KINDS:
+        raise BadRequest(f"Bundle.type must be batch or transaction, not {kind!r}", expression=["Bundle.type"])
+    raw_entries = bundle.get("entry") or []
+    if not isinstance(raw_entries, list):
+        raise BadRequest("Bundle.entry must be a list", code="structure", expression=["Bundle.entry"])
+    if len(raw_entries) > max_entries:
+        raise PayloadTooLarge(f"The Bundle has {len(raw_entries)} entries; this server takes at most {max_entries}",
+                              expression=["Bundle.entry"])
+    processor = _Processor(repo, base_url.rstrip("/"), minimal)
+    responses = processor.transaction(raw_entries) if kind == "transaction" else processor.batch(raw_entries)
+    return {"resourceType": "Bundle", "type": f"{kind}-response", "entry": responses}
+
+
+class _Processor:
+    def __init__(self, repo: Repository, base: str, minimal: bool) -> None:
+        self.repo = repo
+        self.base = base
+        self.minimal = minimal
+        self.local: dict[str, str] = {}                           # fullUrl -> Type/id
+        self.conditional: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}  # entry criteria -> Type/id
+        self.found: dict[str, str] = {}                           # conditional reference -> Type/id
+        self.in_batch = False
+
+    # -- the two kinds ----------------------------------------------------------------
+    def transaction(self, raw_entries: list[Any]) -> list[dict[str, Any]]:
+        """Resolve every identity, then run the entries in R4 order; raises EntryFailed."""
+        entries = [self._guarded(i, raw, lambda i=i, raw=raw: self._parse(i, raw)) for i, raw in enumerate(raw_entries)]
+        seen: dict[str, int] = {}
+        for entry in entries:
+            if entry.full_url is not None:
+                if entry.full_url in seen:
+                    self._fail(entry, BadRequest(f"fullUrl {entry.full_url} is also the fullUrl of entry "
+                                                 f"{seen[entry.full_url]}", code="duplicate"))
+                seen[entry.full_url] = entry.index
+        for entry in entries:
+            self._guarded(entry.index, entry, lambda e=entry: self._resolve(e))
+        written: dict[tuple[str, str | None], int] = {}
+        for entry in entries:
+            if entry.writes:
+                key = (entry.res_type, entry.res_id)
+                if key in written:
+                    self._fail(entry, BadRequest(f"{entry.res_type}/{entry.res_id} is also written by entry "
+                                                 f"{written[key]}; a transaction writes a resource once",
+                                                 code="duplicate"))
+                written[key] = entry.index
+            self._claim(entry)
+        results: dict[int, Result] = {}
+        for entry in sorted(entries, key=lambda e: _PROCESSING_ORDER[e.method]):
+            results[entry.index] = self._guarded(entry.index, entry, lambda e=entry: self._run(e))
+        return [self._response(entry, results[entry.index]) for entry in entries]
+
+    def batch(self, raw_entries: list[Any]) -> list[dict[str, Any]]:
+        """Run each entry in order in its own savepoint; a failure is that entry's outcome only."""
+        self.in_batch = True
+        seen: set[str] = set()
+        responses = []
+        for index, raw in enumerate(raw_entries):
+            try:
+                with self.repo.conn.begin_nested():
+                    entry = self._parse(index, raw)
+                    if entry.full_url is not None and entry.full_url in seen:
+                        raise BadRequest(f"fullUrl {entry.full_url} was used by an earlier entry", code="duplicate")
+                    self._resolve(entry)
+                    result = self._run(entry)
+                if entry.full_url is not None:
+                    seen.add(entry.full_url)
+                self._claim(entry)
+                responses.append(self._response(entry, result))
+            except FhirError as exc:
+                responses.append(_failure(exc.status, exc.outcome()))
+            except Exception:  # one broken entry must not take the others down
+                log.exception("batch entry %d failed", index)
+                issue = Issue("fatal", "exception", "Internal error while processing this entry")
+                responses.append(_failure(500, operation_outcome([issue])))
+        return responses
+
+    # -- steps ------------------------------------------------------------------------
+    def _parse(self, index: int, raw: Any) -> Entry:
+        """One entry's request; raises BadRequest, NotFound (type), MethodNotAllowed (PATCH)."""
+        here = f"Bundle.entry[{index}]"
+        if not isinstance(raw, dict):
+            raise BadRequest("The entry is not a JSON object", code="structure", expression=[here])
+        request = raw.get("request")
+        if not isinstance(request, dict) or not request.get("method") or not request.get("url"):
+            raise BadRequest("The entry needs request.method and request.url", code="required",
+                             expression=[f"{here}.request"])
+        method = str(request["method"]).upper()
+        if method == "PATCH":
+            raise MethodNotAllowed("PATCH is not supported; send a PUT with the whole resource",
+                                   expression=[f"{here}.request.method"])
+        if method not in METHODS:
+            raise BadRequest(f"request.method {method!r} is not one of {', '.join(METHODS)}",
+                             expression=[f"{here}.request.method"])
+        url = str(request["url"])
+        path, _, query = self._relative(url).partition("?")
+        parts = path.strip("/").split("/")
+        full_url = raw.get("fullUrl") if isinstance(raw.get("fullUrl"), str) else None
+        entry = Entry(index, full_url, method, check_type(parts[0]), if_match=_version(request.get("ifMatch")))
+        if method == "POST" and len(parts) == 1 and not query:
+            condition = request.get("ifNoneExist")
+            if condition is not None:
+                entry.if_none_exist = _criteria(str(condition).split("?", 1)[-1], "ifNoneExist")
+        elif method == "PUT" and len(parts) == 1 and query:
+            entry.criteria = _criteria(query, "The conditional update")
+        elif method in ("PUT", "DELETE", "GET", "HEAD") and len(parts) == 2 and not query:
+            entry.res_id = check_id(parts[1])
+        elif method in ("GET", "HEAD") and len(parts) == 4 and parts[2] == "_history" and not query:
+            if not parts[3].isdigit():
+                raise BadRequest(f"'{parts[3]}' is not a version number", expression=[f"{here}.request.url"])
+            entry.res_id, entry.version = check_id(parts[1]), int(parts[3])
+        else:
+            raise BadRequest(f"{method} {url} is not supported in a bundle (read, vread, create, update, "
+                             "conditional create/update and delete are)", code="not-supported",
+                             expression=[f"{here}.request.url"])
+        if method in ("POST", "PUT"):
+            resource = raw.get("resource")
+            if not isinstance(resource, dict):
+                raise BadRequest(f"A {method} entry needs a resource", code="required", expression=[f"{here}.resource"])
+            if resource.get("resourceType") != entry.res_type:
+                raise BadRequest(f"resourceType '{resource.get('resourceType')}' does not match the request's "
+                                 f"type '{entry.res_type}'", expression=[f"{here}.resource.resourceType"])
+            entry.resource = resource
+        return entry
+
+    def _relative(self, url: str) -> str:
+        if url.startswith(("http://", "https://")):
+            if not url.startswith(self.base + "/"):
+                raise BadRequest(f"request.url {url} is not on this server ({self.base})")
+            return url[len(self.base) + 1:]
+        return url
+
+    def _resolve(self, entry: Entry) -> None:
+        """Fix the id the entry will write: a new one, the matched one, or the URL's."""
+        if entry.method == "POST":
+            found = None if entry.if_none_exist is None else self._find(entry.res_type, entry.if_none_exist,
+                                                                        "ifNoneExist")
+            entry.res_id, entry.matched = (found, True) if found else (str(uuid.uuid4()), False)
+        elif entry.method == "PUT" and entry.criteria is not None:
+            assert entry.resource is not None
+            body_id = entry.resource.get("id")
+            found = self._find(entry.res_type, entry.criteria, "The conditional update")
+            if found and body_id is not None and body_id != found:
+                raise BadRequest(f"The conditional update matched {entry.res_type}/{found} but the resource's id "
+                                 f"is '{body_id}'")
+            entry.res_id = found or (check_id(body_id) if isinstance(body_id, str) else str(uuid.uuid4()))
+
+    def _claim(self, entry: Entry) -> None:
+        """Record where the entry's fullUrl and conditional criteria point, for references."""
+        if entry.method not in ("POST", "PUT") or entry.res_id is None:
+            return
+        reference = f"{entry.res_type}/{entry.res_id}"
+        if entry.full_url is not None:
+            self.local[entry.full_url] = reference
+        for criteria in (entry.if_none_exist, entry.criteria):
+            if criteria is not None:
+                self.conditional[(entry.res_type, _key(criteria))] = reference
+
+    def _run(self, entry: Entry) -> Result:
+        """Perform the entry on the repository; raises what the repository raises."""
+        repo = self.repo
+        assert entry.res_id is not None
+        if entry.method == "DELETE":
+            return Result(204, repo.delete(entry.res_type, entry.res_id, if_match=entry.if_match), False)
+        if entry.method in ("GET", "HEAD"):
+            stored = (repo.read(entry.res_type, entry.res_id) if entry.version is None
+                      else repo.vread(entry.res_type, entry.res_id, entry.version))
+            return Result(200, stored, entry.method == "GET")
+        assert entry.resource is not None
+        resource = self._localised(entry.resource)
+        if entry.method == "POST":
+            stored, created = repo.create(resource, if_none_exist=entry.if_none_exist, res_id=entry.res_id)
+            if created == entry.matched or stored.res_id != entry.res_id:
+                raise Conflict(f"ifNoneExist matched {stored.reference} only after the bundle's ids were "
+                               "assigned (another entry of the bundle changed what it matches)")
+            return Result(201 if created else 200, stored)
+        if entry.criteria is not None:
+            resource["id"] = entry.res_id
+        stored, created = repo.update(entry.res_type, entry.res_id, resource, if_match=entry.if_match)
+        return Result(201 if created else 200, stored)
+
+    # -- references -------------------------------------------------------------------
+    def _localised(self, value: Any) -> Any:
+        """A copy of value with every 'reference' pointing at the ids this bundle assigned."""
+        if isinstance(value, dict):
+            return {key: self._reference(item) if key == "reference" and isinstance(item, str)
+                    else self._localised(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self._localised(item) for item in value]
+        return value
+
+    def _reference(self, reference: str) -> str:
+        """Raises BadRequest for a urn: that no entry has, PreconditionFailed for a conditional
+        reference that does not match exactly one resource."""
+        if reference in self.local:
+            return self.local[reference]
+        if reference.startswith(_LOCAL_PREFIXES):
+            where = "an earlier entry that succeeded" if self.in_batch else "any entry"
+            raise BadRequest(f"The reference {reference} is not the fullUrl of {where} in the bundle",
+                             code="not-found")
+        match = _CONDITIONAL_REFERENCE.match(reference)
+        if match is None:
+            return reference
+        if reference not in self.found:
+            res_type, criteria = check_type(match.group(1)), _criteria(match.group(2), "A conditional reference")
+            in_bundle = self.conditional.get((res_type, _key(criteria)))
+            found = in_bundle or self._find(res_type, criteria, f"The conditional reference {reference}")
+            if found is None:
+                raise PreconditionFailed(f"The conditional reference {reference} matches no resource")
+            self.found[reference] = found if in_bundle else f"{res_type}/{found}"
+        return self.found[reference]
+
+    def _find(self, res_type: str, criteria: Criteria, what: str) -> str | None:
+        """The one id matching criteria, or None; raises PreconditionFailed if several match."""
+        matches = self.repo.finder(self.repo.conn, res_type, criteria)
+        if len(matches) > 1:
+            raise PreconditionFailed(f"{what} matched {len(matches)} {res_type} resources")
+        return matches[0] if matches else None
+
+    # -- responses --------------------------------------------------------------------
+    def _response(self, entry: Entry, result: Result) -> dict[str, Any]:
+        response: dict[str, Any] = {"status": _status(result.status)}
+        out: dict[str, Any] = {}
+        stored = result.stored
+        if stored is not None:
+            out["fullUrl"] = f"{self.base}/{stored.reference}"
+            if entry.method in ("POST", "PUT"):
+                response["location"] = f"{self.base}/{stored.reference}/_history/{stored.version}"
+            response["etag"] = stored.etag
+            response["lastModified"] = format_instant(stored.last_updated)
+            if result.with_resource and not self.minimal:
+                out["resource"] = stored.resource()
+        out["response"] = response
+        return out
+
+    def _guarded(self, index: int, entry: Any, step: Callable[[], Any]) -> Any:
+        try:
+            return step()
+        except FhirError as exc:
+            full_url = entry.full_url if isinstance(entry, Entry) else (
+                entry.get("fullUrl") if isinstance(entry, dict) else None)
+            raise EntryFailed(index, full_url, exc) from exc
+
+    def _fail(self, entry: Entry, error: FhirError) -> None:
+        raise EntryFailed(entry.index, entry.full_url, error)
+
+
+def _failure(status: int, outcome: dict[str, Any]) -> dict[str, Any]:
+    return {"response": {"status": _status(status), "outcome": outcome}}
+
+
+def _status(code: int) -> str:
+    """'201 Created', '412 Precondition Failed'..."""
+    try:
+        return f"{code} {HTTPStatus(code).phrase}"
+    except ValueError:
+        return str(code)
+
+
+def _criteria(query: str, what: str) -> Criteria:
+    """Search parameters of a conditional request; raises BadRequest if there are none."""
+    criteria = parse_qsl(query, keep_blank_values=True)
+    if not criteria:
+        raise BadRequest(f"{what} must carry search parameters")
+    return criteria
+
+
+def _key(criteria: Criteria) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(criteria))
+
+
+def _version(etag: Any) -> int | None:
+    """The version in an entry's ifMatch (W/"3" or "3"); raises BadRequest if malformed."""
+    if etag is None:
+        return None
+    match = _ETAG.match(str(etag))
+    if not match:
+        raise BadRequest(f"ifMatch '{etag}' is not a version ETag like W/\"3\"")
+    return int(match.group(1))
