@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from flask import Blueprint, Flask, Response, request
 
+from service.api.bundles import batch_or_transaction
 from service.api.context import base_url, current_uow, services
 from service.api.negotiation import if_match, json_response, request_resource, resource_response
 from service.fhir.errors import BadRequest
@@ -164,10 +165,18 @@ INTERACTIONS: tuple[Interaction, ...] = (
     Interaction("history-instance", "/<res_type>/<res_id>/_history", "GET", history_instance),
     Interaction("history-type", "/<res_type>/_history", "GET", history_type),
     Interaction("history-system", "/_history", "GET", history_system, level="system"),
+    Interaction("batch", "", "POST", batch_or_transaction, level="system"),
+    Interaction("transaction", "", "POST", batch_or_transaction, level="system"),
 )
 
+_routed: set[tuple[str, str]] = set()
 for _interaction in INTERACTIONS:
-    bp.add_url_rule(_interaction.rule, f"{_interaction.code}", _interaction.view, methods=[_interaction.method])
+    if (_interaction.rule, _interaction.method) in _routed:
+        continue  # batch and transaction share POST [base]; the Bundle's type tells them apart
+    _routed.add((_interaction.rule, _interaction.method))
+    # [base] answers with or without a trailing slash (fhirpy and fhirclient post to [base]/)
+    bp.add_url_rule(_interaction.rule, f"{_interaction.code}", _interaction.view, methods=[_interaction.method],
+                    strict_slashes=_interaction.rule != "")
 
 
 def init_app(app: Flask, url_prefix: str = "/fhir") -> None:
