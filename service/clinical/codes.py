@@ -7,8 +7,6 @@ CodeSystem, no clinic maps them), and the LOINC question codes of the status Obs
 """
 from __future__ import annotations
 
-from service.fhir.canonical import LOINC, TOH_CODES
-
 # Flag codes (local CodeSystem TOH_CODES) and the display the Flag carries.
 MIGRATION = "migration"
 RECURRENCE = "recurrence"
@@ -40,5 +38,3 @@ FULL_WEIGHT_BEARING = "full-weight-bearing"
 LOINC_PREGNANCY_STATUS = "82810-3"
 LOINC_BREASTFEEDING_STATUS = "63895-7"
 LOINC_PAIN_SEVERITY = "72514-3"
-
-__all__ = [name for name in dir() if name.isupper()] + ["TOH_CODES", "LOINC"]

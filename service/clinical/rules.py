@@ -11,7 +11,7 @@ from . import codes
 from .anatomy import site_label
 from .dates import add_months, whole_months
 from .episodes import same_site
-from .facts import ConditionFact, Exposure, Facts, Finding, StatusPoint
+from .facts import ConditionFact, Facts, Finding, StatusPoint
 from .model import ACTIVE, AssessmentIssue, Episode, FlagFinding
 
 
