@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import PROTOCOL, Clinic  # type: ignore[import-not-found]
+from search_clinic import PROTOCOL, Clinic  # type: ignore[import-not-found]
 
 CASES: list[tuple[str, set[str]]] = [
     # --- all types: _id, _lastUpdated, _profile, _tag -----------------------------------------
