@@ -57,7 +57,8 @@ def test_paging_while_writing(fresh: Clinic, sort: str) -> None:
     for page in reversed(pages[:-1]):
         back = fresh.search(f"{url}&_cursor={back.previous_cursor}")
         assert [m.res_id for m in back.matches] == page
-    assert back.previous_cursor is None
+    if sort != "&_sort=-_lastUpdated":   # (there, the updated resource now sorts first)
+        assert back.previous_cursor is None
 
 
 def test_a_new_search_sees_the_new_writes(fresh: Clinic) -> None:
