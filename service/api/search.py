@@ -131,18 +131,18 @@ def _subset(content: str, elements: tuple[str, ...]) -> str:
 
 
 def init_app(app: Flask, url_prefix: str = "/fhir") -> SearchEngine:
-    """Create the search engine from the settings, hook it into the store (index write hook,
-    conditional-request finder), expose it as services().search, and register the routes.
-    Call after app.extensions['toh'] is set and before the first write."""
+    """Register the search routes. Uses services().search if create_app made the engine;
+    otherwise creates one from the settings and hooks it into the store (index write hook,
+    conditional-request finder). Call after app.extensions['toh'] is set, before any write."""
     svc = app.extensions["toh"]
-    settings = svc.settings
-    eng = SearchEngine(base_urls=[settings.base_url] if settings.base_url else [],
-                       default_count=settings.default_page_size, max_count=settings.max_page_size)
-    eng.init_database(svc.database)
-    svc.search = eng
+    if svc.search is None:
+        settings = svc.settings
+        svc.search = SearchEngine(base_urls=[settings.base_url] if settings.base_url else [],
+                                  default_count=settings.default_page_size, max_count=settings.max_page_size)
+        svc.search.init_database(svc.database)
     app.url_map.converters.setdefault("fhirtype", ResourceTypeConverter)
     app.register_blueprint(bp, url_prefix=url_prefix)
-    return eng
+    return svc.search
 
 
 bp.add_url_rule("/<fhirtype:res_type>", "search-type", search_type, methods=["GET"])
