@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from flask import Flask
@@ -14,10 +15,17 @@ from service.config import Settings
 
 
 def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clock | None = None) -> Flask:
-    """Build the application from Settings (default: the environment) and an optional clock."""
+    """Build the application from Settings (default: the environment) and an optional clock.
+
+    Raises ConformanceError if fhir_profiles/ cannot be loaded and the database's errors if
+    it cannot be migrated.
+    """
     from service import api
     from service.api.context import Services
     from service.store import Database
+    from service.store.search import SearchEngine
+    from service.workflows.clinical_watch import ClinicalWatch, PatientRecords
+    from service.workflows.conformance import guide_keys, install_guide, profile_validator
 
     if isinstance(config, Settings):
         settings = config
@@ -26,9 +34,35 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clo
     clock = clock or SystemClock()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
+
     database = Database(settings.database_url, clock=clock, echo=settings.sql_echo)
+    conformance = _guide()
+    search = SearchEngine(base_urls=[settings.base_url] if settings.base_url else [],
+                          default_count=settings.default_page_size, max_count=settings.max_page_size)
+    search.init_database(database)
+    database.add_validator(profile_validator(conformance))
+    database.set_read_only(guide_keys(conformance))
+    clinical = ClinicalWatch(PatientRecords(search.find_ids), _terminology())
+    database.add_before_commit(clinical.before_commit)
     if settings.migrate_on_start:
         database.migrate()
-    app.extensions["toh"] = Services(settings=settings, database=database, clock=clock)
+        install_guide(database, conformance)
+
+    app.extensions["toh"] = Services(settings=settings, database=database, clock=clock,
+                                     conformance=conformance, search=search, clinical=clinical)
     api.init_app(app)
     return app
+
+
+@lru_cache(maxsize=1)
+def _guide() -> Any:
+    """The TOH implementation guide, loaded once per process (it is immutable)."""
+    from service.fhir.profiles import Conformance
+    return Conformance.load()
+
+
+@lru_cache(maxsize=1)
+def _terminology() -> Any:
+    """The rules' ValueSet membership, loaded once per process (it is immutable)."""
+    from service.clinical import Terminology
+    return Terminology.default()

@@ -31,11 +31,9 @@ def serve(args: argparse.Namespace) -> int:
     if args.database_url:
         os.environ["TOH_DATABASE_URL"] = args.database_url
     settings = Settings.from_env()
-    from service.store import Database
-    database = Database(settings.database_url)
-    database.migrate()
-    database.dispose()
-    os.environ["TOH_MIGRATE_ON_START"] = "0"  # done above, once, before the workers fork
+    from service import create_app
+    create_app(settings).extensions["toh"].database.dispose()  # migrate and install the guide once
+    os.environ["TOH_MIGRATE_ON_START"] = "0"  # done above, before the workers fork
 
     def factory() -> Any:
         from service import create_app

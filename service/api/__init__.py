@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Flask, Response, json
 
-from service.api import context, errors, metadata, negotiation, rest
+from service.api import context, errors, metadata, negotiation, rest, search, toh_assessment
 
 
 def init_app(app: Flask) -> None:
@@ -18,7 +18,9 @@ def init_app(app: Flask) -> None:
             negotiation.check_accept()
 
     app.register_blueprint(metadata.bp, url_prefix="/fhir")
+    app.register_blueprint(toh_assessment.bp, url_prefix="/fhir")
     rest.init_app(app)
+    search.init_app(app)
 
     @app.get("/healthz")
     def healthz() -> Response:

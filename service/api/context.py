@@ -28,8 +28,9 @@ class Services:
     settings: Settings
     database: Database
     clock: Clock
-    conformance: Any = None       # service.fhir.profiles.Conformance, when loaded
-    search: Any = None            # the search engine, when registered
+    conformance: Any = None       # service.fhir.profiles.Conformance
+    search: Any = None            # service.store.search.SearchEngine
+    clinical: Any = None          # service.workflows.clinical_watch.ClinicalWatch
 
 
 def services() -> Services:

@@ -48,8 +48,8 @@ def capability_statement() -> dict[str, Any]:
     search = svc.search
     profiles_by_type: dict[str, list[str]] = {}
     if svc.conformance is not None:
-        for sd in svc.conformance.profiles():
-            profiles_by_type.setdefault(sd["type"], []).append(sd["url"])
+        for url in svc.conformance.profile_urls():
+            profiles_by_type.setdefault(svc.conformance.type_of(url), []).append(url)
     operations = _operations()
     resources = []
     for res_type in sorted(R4_RESOURCE_TYPES):

@@ -71,7 +71,7 @@ class UnitOfWork:
             from service.store.repository import Repository
             db = self.database
             self._repo = Repository(self.conn, self.clock, db.hooks, db.dialect, db.validators, db.finder,
-                                    journal=self.changes)
+                                    journal=self.changes, read_only=db.read_only)
         return self._repo
 
     def after_commit(self, callback: Callable[[], None]) -> None:
@@ -109,6 +109,7 @@ class Database:
         from service.store.repository import id_only_finder
         self.finder: Finder = id_only_finder
         self.before_commit: list[BeforeCommit] = []
+        self.read_only: frozenset[tuple[str, str]] = frozenset()
 
     def add_hook(self, hook: WriteHook) -> None:
         """Register a hook that runs inside the transaction of every write."""
@@ -121,6 +122,10 @@ class Database:
     def add_before_commit(self, step: BeforeCommit) -> None:
         """Register a step run in every unit of work just before it commits (it may write)."""
         self.before_commit.append(step)
+
+    def set_read_only(self, keys: frozenset[tuple[str, str]]) -> None:
+        """Make these (type, id) resources read-only to clients (the service may still write them)."""
+        self.read_only = keys
 
     def set_finder(self, finder: Finder) -> None:
         """Set how conditional requests find matches (the search package provides one)."""

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from service.clock import Clock
 from service.fhir import resources as fhir
-from service.fhir.errors import BadRequest, Conflict, Gone, NotFound, PreconditionFailed
+from service.fhir.errors import BadRequest, Conflict, Gone, MethodNotAllowed, NotFound, PreconditionFailed
 from service.store.schema import resource_versions, resources
 
 Finder = Callable[[Connection, str, list[tuple[str, str]]], list[str]]
@@ -105,8 +105,10 @@ class Repository:
 
     def __init__(self, conn: Connection, clock: Clock, hooks: Sequence[WriteHook] = (),
                  dialect: str = "sqlite", validators: Sequence[Validator] = (),
-                 finder: Finder = id_only_finder, journal: list[Change] | None = None) -> None:
+                 finder: Finder = id_only_finder, journal: list[Change] | None = None,
+                 read_only: frozenset[tuple[str, str]] = frozenset()) -> None:
         self.conn = conn
+        self.read_only = read_only
         self.journal = journal if journal is not None else []
         self.clock = clock
         self.hooks = hooks
@@ -204,19 +206,26 @@ class Repository:
         return self._insert(res_type, res_id or str(uuid.uuid4()), resource, "POST"), True
 
     def update(self, res_type: str, res_id: str, resource: dict[str, Any], *,
-               if_match: int | None = None) -> tuple[StoredResource, bool]:
+               if_match: int | None = None, system: bool = False) -> tuple[StoredResource, bool]:
         """Store a new version, or create with the client's id; returns (stored, created).
 
         Raises BadRequest if the body's id differs from res_id, PreconditionFailed if
-        if_match is not the current version, plus what validate() raises.
+        if_match is not the current version, MethodNotAllowed for a read-only resource
+        (unless system: the service itself writes its own, already validated, content),
+        plus what validate() raises.
         """
         fhir.check_id(res_id)
+        if not system:
+            self._check_writable(res_type, res_id)
+        if resource.get("resourceType") != res_type:
+            raise BadRequest(f"resourceType '{resource.get('resourceType')}' does not match the URL's type '{res_type}'")
         if resource.get("id") is None:
             raise BadRequest("The resource in an update must carry its id", expression=[f"{res_type}.id"])
         if resource.get("id") != res_id:
             raise BadRequest(f"The body's id '{resource.get('id')}' does not match the URL's id '{res_id}'",
                              expression=[f"{res_type}.id"])
-        self.validate(resource, res_type)
+        if not system:  # the service's own content (the guide) is validated by its tests
+            self.validate(resource, res_type)
         found = self.current(res_type, res_id, for_update=True)
         if found is None:
             if if_match is not None:
@@ -236,8 +245,10 @@ class Repository:
     def delete(self, res_type: str, res_id: str, *, if_match: int | None = None) -> StoredResource | None:
         """Delete (a new version marked deleted); None if it was already deleted.
 
-        Raises NotFound if it never existed and PreconditionFailed on a stale if_match.
+        Raises NotFound if it never existed, PreconditionFailed on a stale if_match and
+        MethodNotAllowed for a read-only resource.
         """
+        self._check_writable(res_type, res_id)
         found = self.current(res_type, res_id, for_update=True)
         if found is None:
             raise NotFound(f"{res_type}/{res_id} is not known")
@@ -258,6 +269,11 @@ class Repository:
             self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
     # -- internals --------------------------------------------------------------------
+    def _check_writable(self, res_type: str, res_id: str) -> None:
+        if (res_type, res_id) in self.read_only:
+            raise MethodNotAllowed(f"{res_type}/{res_id} belongs to the TOH implementation guide and is "
+                                   "read-only here; change it in fhir_profiles/")
+
     def _serialise_conditional(self, res_type: str, params: list[tuple[str, str]]) -> None:
         # Two conditional creates with the same criteria must not both create.
         self.lock(repr((res_type, sorted(params))))

@@ -1,0 +1,60 @@
+"""The TOH implementation guide inside the store: its resources are served like any other
+(read, search, history) but read-only to clients, and every written resource that claims
+one of its profiles is validated against it."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from service.fhir.errors import Unprocessable
+from service.fhir.profiles import Conformance, has_errors
+from service.store import Database
+
+
+def profile_validator(conformance: Conformance) -> Any:
+    """A store validator that rejects a resource failing a profile of the guide it claims (422).
+
+    A claim of a profile the guide does not hold (US Core, say) is not an error: EHRs send
+    such resources, and they are still checked against R4.
+    """
+
+    def validate(resource: dict[str, Any]) -> None:
+        if not (resource.get("meta") or {}).get("profile"):
+            return
+        issues = conformance.validate(resource, unknown_profile="warning")
+        if has_errors(issues):
+            errors = [i for i in issues if i.severity in ("error", "fatal")]
+            raise Unprocessable(errors[0].diagnostics, issues=issues)
+
+    return validate
+
+
+def guide_keys(conformance: Conformance) -> frozenset[tuple[str, str]]:
+    """(type, id) of every resource the guide holds."""
+    return frozenset((r["resourceType"], r["id"]) for r in conformance.resources)
+
+
+def install_guide(database: Database, conformance: Conformance) -> int:
+    """Store the guide's resources where they differ from what is stored; returns how many
+    were written. Safe when several processes start at once (they take turns)."""
+    written = 0
+    with database.unit_of_work() as uow:
+        uow.repo.lock("toh-install-guide")
+        for resource in conformance.resources:
+            found = uow.repo.current(resource["resourceType"], resource["id"])
+            if found is not None and not found[1].deleted and _same(found[1].resource(), resource):
+                continue
+            uow.repo.update(resource["resourceType"], resource["id"], resource, system=True)
+            written += 1
+        uow.commit()
+    return written
+
+
+def _same(stored: dict[str, Any], resource: dict[str, Any]) -> bool:
+    def strip(r: dict[str, Any]) -> str:
+        body = dict(r)
+        meta = {k: v for k, v in (body.pop("meta", None) or {}).items() if k not in ("versionId", "lastUpdated")}
+        if meta:
+            body["meta"] = meta
+        return json.dumps(body, sort_keys=True)
+    return strip(stored) == strip(resource)
