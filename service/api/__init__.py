@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Flask, Response, json
 
-from service.api import context, errors, metadata, negotiation, rest, search, toh_assessment
+from service.api import context, errors, metadata, negotiation, rest, search, toh_assessment, validate
 
 
 def init_app(app: Flask) -> None:
@@ -19,6 +19,7 @@ def init_app(app: Flask) -> None:
 
     app.register_blueprint(metadata.bp, url_prefix="/fhir")
     app.register_blueprint(toh_assessment.bp, url_prefix="/fhir")
+    app.register_blueprint(validate.bp, url_prefix="/fhir")
     rest.init_app(app)
     search.init_app(app)
 
