@@ -166,11 +166,10 @@ class SearchEngine:
         result = SearchResult(issues=list(query.issues))
         sort = self._sort_columns(query)
         kinds = [kind for _, kind, _ in sort]
-        if query.cursor:
-            cursor = Cursor.decode(query.cursor, kinds)
-        else:
-            snapshot = conn.execute(select(func.max(resources.c.rid))).scalar() or 0
-            cursor = Cursor(int(snapshot))
+        cursor = Cursor.decode(query.cursor, kinds) if query.cursor else None
+        snapshot = self._prepare(conn, need_snapshot=cursor is None)
+        if cursor is None:
+            cursor = Cursor(snapshot or 0)
         where = self._where(query, compiler, cursor.snapshot)
         if query.total in ("accurate", "estimate") or query.summary == "count" or query.count == 0:
             result.total = conn.execute(select(func.count()).select_from(resources).where(*where)).scalar_one()
@@ -211,6 +210,21 @@ class SearchEngine:
         if query.includes and result.matches:
             result.includes = self._includes(conn, query.includes, result.matches)
         return result
+
+    @staticmethod
+    def _prepare(conn: Connection, *, need_snapshot: bool) -> int | None:
+        """One round trip before the page query: the snapshot bound (highest rid) if asked, and
+        on PostgreSQL custom plans for this transaction — psycopg prepares repeated statements,
+        and PostgreSQL's generic plan for them does not know which index is selective (3x slower)."""
+        custom_plans = func.set_config("plan_cache_mode", "force_custom_plan", True)
+        if need_snapshot:
+            columns: list[Any] = [func.max(resources.c.rid)]
+            if conn.dialect.name == "postgresql":
+                columns.append(custom_plans)
+            return conn.execute(select(*columns).select_from(resources)).scalar() or 0
+        if conn.dialect.name == "postgresql":
+            conn.execute(select(custom_plans))
+        return None
 
     def _where(self, query: SearchQuery, compiler: Compiler, snapshot: int | None) -> list[ColumnElement[bool]]:
         where: list[ColumnElement[bool]] = [resources.c.deleted.is_(False)]

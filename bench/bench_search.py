@@ -1,0 +1,346 @@
+"""Search benchmark on PostgreSQL: bulk-load N resources (default 1,000,000) with their search
+index rows, show the plans of ``Observation?patient=X&code=Y`` and ``Condition?patient=X``, and
+report p50/p95 of those searches against a baseline of fetching the same rows by primary key,
+measured in the same run.
+
+    python bench/bench_search.py                      # 1,000,000 resources, fresh database
+    python bench/bench_search.py --resources 100000 --queries 300
+    python bench/bench_search.py --database-url postgresql+psycopg://postgres@127.0.0.1/mydb --keep
+
+Mix: 5% Patients, 15% Conditions, 80% Observations (about 16 per patient, 20 LOINC codes).
+Loading uses COPY with the index tables' indexes dropped and rebuilt afterwards. Index rows are
+made from the real extractor's output on one prototype per resource shape with the varying
+values substituted; the first resources are checked against the extractor itself, so the
+index holds exactly what the service would have written. (resource_versions is not filled:
+search never reads it.)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import create_engine, event, select, text  # noqa: E402
+
+from service.fhir.search.extract import IndexRows  # noqa: E402
+from service.store import Database  # noqa: E402
+from service.store.schema import resources  # noqa: E402
+from service.store.search import SearchEngine  # noqa: E402
+from service.store.search.tables import INDEXES, TABLES  # noqa: E402
+
+UTC = timezone.utc
+ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+LOINC = "http://loinc.org"
+CODES = [f"{1000 + i}-{i % 10}" for i in range(20)]
+SNOMED_CODES = [f"{2000 + i}" for i in range(10)]
+# Placeholders in the prototypes, replaced per resource.
+P_ID, P_PAT, P_CODE, P_VALUE = "zzid", "zzpat", "zzcode", 123456.0
+P_DAY = datetime(2001, 1, 1, tzinfo=UTC)
+
+
+def patient(pid: str, i: int) -> dict[str, Any]:
+    return {"resourceType": "Patient", "id": pid, "gender": "female" if i % 2 else "male",
+            "birthDate": "2001-01-01", "name": [{"family": f"Fam{i % 997}", "given": [f"Giv{i % 101}"]}],
+            "identifier": [{"system": "urn:mrn", "value": pid}]}
+
+
+def condition(cid: str, pid: str, code: str) -> dict[str, Any]:
+    return {"resourceType": "Condition", "id": cid, "subject": {"reference": f"Patient/{pid}"},
+            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                           "code": "active"}]},
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": code}]},
+            "onsetDateTime": "2001-01-01"}
+
+
+def observation(oid: str, pid: str, code: str, value: float) -> dict[str, Any]:
+    return {"resourceType": "Observation", "id": oid, "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                      "code": "vital-signs"}]}],
+            "code": {"coding": [{"system": LOINC, "code": code}]}, "subject": {"reference": f"Patient/{pid}"},
+            "effectiveDateTime": "2001-01-01", "valueQuantity": {"value": value, "system": "http://unitsofmeasure.org",
+                                                                 "code": "kg", "unit": "kg"}}
+
+
+class Shapes:
+    """Index-row templates from the real extractor, one per resource shape."""
+
+    def __init__(self, engine: SearchEngine) -> None:
+        ex = engine.extractor
+        self.extract = ex.extract
+        self.templates = {
+            "Patient": ex.extract(patient(P_ID, 0)),
+            "Condition": ex.extract(condition(P_ID, P_PAT, P_CODE)),
+            "Observation": ex.extract(observation(P_ID, P_PAT, P_CODE, P_VALUE)),
+        }
+
+    def rows(self, res_type: str, values: dict[Any, Any], shift: timedelta, gender: str | None = None
+             ) -> IndexRows:
+        """The template's rows with placeholders replaced and dates shifted."""
+        out = IndexRows()
+        for kind, items in self.templates[res_type].kinds():
+            target = getattr(out, kind)
+            for row in items:
+                fields = []
+                for f in row:
+                    if isinstance(f, datetime):
+                        f = f + shift if f.year > 1900 and f.year < 9000 else f
+                    elif f in values:
+                        f = values[f]
+                    fields.append(f)
+                target.add(type(row)(*fields))
+        return out
+
+
+def rows_equal(a: IndexRows, b: IndexRows) -> bool:
+    return all(x == y for (_, x), (_, y) in zip(a.kinds(), b.kinds()))
+
+
+def generate(n: int, shapes: Shapes, seed: int = 7) -> Iterator[tuple[int, str, str, datetime, str, IndexRows]]:
+    """(rid, res_type, res_id, last_updated, content, index rows) for n resources."""
+    rnd = random.Random(seed)
+    n_pat = max(1, n // 20)
+    n_cond = n * 15 // 100
+    n_obs = n - n_pat - n_cond
+    rid = 0
+    pids = [f"pat-{i}" for i in range(n_pat)]
+
+    def stamped(resource: dict[str, Any], moment: datetime) -> str:
+        resource["meta"] = {"versionId": "1", "lastUpdated": moment.isoformat(timespec="milliseconds")
+                            .replace("+00:00", "Z")}
+        return json.dumps(resource, separators=(",", ":"))
+
+    for i, pid in enumerate(pids):
+        rid += 1
+        moment = T0 + timedelta(seconds=rid)
+        res = patient(pid, i)
+        gender = res["gender"]
+        rows = shapes.rows("Patient", {P_ID: pid, "male": gender, "fam0": f"fam{i % 997}", "Fam0": f"Fam{i % 997}",
+                                       "giv0": f"giv{i % 101}", "Giv0": f"Giv{i % 101}"},
+                           timedelta(days=rnd.randrange(20000)) * 0)
+        yield rid, "Patient", pid, moment, stamped(res, moment), rows
+    for kind, count in (("Condition", n_cond), ("Observation", n_obs)):
+        for j in range(count):
+            rid += 1
+            moment = T0 + timedelta(seconds=rid)
+            pid = pids[rnd.randrange(n_pat)]
+            day = timedelta(days=rnd.randrange(3000))
+            res_id = f"{kind[:3].lower()}-{j}"
+            if kind == "Condition":
+                code = SNOMED_CODES[rnd.randrange(len(SNOMED_CODES))]
+                res = condition(res_id, pid, code)
+                rows = shapes.rows(kind, {P_ID: res_id, P_PAT: pid, P_CODE: code}, day)
+            else:
+                code = CODES[rnd.randrange(len(CODES))]
+                value = float(rnd.randrange(30, 150))
+                res = observation(res_id, pid, code, value)
+                rows = shapes.rows(kind, {P_ID: res_id, P_PAT: pid, P_CODE: code, P_VALUE: value}, day)
+            date = (datetime(2001, 1, 1) + day).date().isoformat()
+            if kind == "Condition":
+                res["onsetDateTime"] = date
+            else:
+                res["effectiveDateTime"] = date
+            yield rid, kind, res_id, moment, stamped(res, moment), rows
+
+
+def _copy_text(v: Any) -> str:
+    if v is None:
+        return "\\N"
+    if isinstance(v, datetime):
+        return v.isoformat()
+    return str(v).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def load(url: str, n: int, shapes: Shapes, check: int = 300) -> dict[str, int]:
+    """COPY n resources and their index rows into an empty, migrated database."""
+    engine = create_engine(url)
+    counts = {k: 0 for k in TABLES}
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        for name, _table, _cols in INDEXES:
+            cur.execute(f'DROP INDEX IF EXISTS "{name}"')
+        columns = {k: [c.name for c in t.columns] for k, t in TABLES.items()}
+        buffers: dict[str, list[str]] = {k: [] for k in TABLES}
+        res_buf: list[str] = []
+
+        def flush(force: bool = False) -> None:
+            if res_buf and (force or len(res_buf) >= 20000):
+                with cur.copy("COPY resources (rid, res_type, res_id, version, last_updated, deleted, content) "
+                              "FROM STDIN") as copy:
+                    copy.write("".join(res_buf))
+                res_buf.clear()
+            for kind, buf in buffers.items():
+                if buf and (force or len(buf) >= 100000):
+                    with cur.copy(f"COPY {TABLES[kind].name} ({', '.join(columns[kind])}) FROM STDIN") as copy:
+                        copy.write("".join(buf))
+                    buf.clear()
+
+        started = time.perf_counter()
+        for rid, res_type, res_id, moment, content, rows in generate(n, shapes):
+            if rid <= check:   # the fast path must equal the real extractor
+                real = shapes.extract(json.loads(content))
+                if not rows_equal(rows, real):
+                    raise SystemExit(f"index rows of {res_type}/{res_id} differ from the extractor's:\n"
+                                     f"{rows}\n{real}")
+            res_buf.append(f"{rid}\t{res_type}\t{res_id}\t1\t{moment.isoformat()}\tf\t{_copy_text(content)}\n")
+            for kind, items in rows.kinds():
+                for row in items:
+                    buffers[kind].append("\t".join([str(rid), res_type] + [_copy_text(v) for v in row]) + "\n")
+                    counts[kind] += 1
+            flush()
+            if rid % 200000 == 0:
+                print(f"  {rid:>9,} resources loaded ({time.perf_counter() - started:.0f}s)", flush=True)
+        flush(force=True)
+        cur.execute("SELECT setval(pg_get_serial_sequence('resources', 'rid'), (SELECT max(rid) FROM resources))")
+        raw.commit()
+        print(f"  copied in {time.perf_counter() - started:.0f}s; building indexes", flush=True)
+        t = time.perf_counter()
+        cur.execute("SET maintenance_work_mem = '512MB'")
+        for name, table, cols in INDEXES:
+            cur.execute(f'CREATE INDEX "{name}" ON {table.name} ({", ".join(cols)})')
+        raw.commit()
+        print(f"  indexes built in {time.perf_counter() - t:.0f}s", flush=True)
+    finally:
+        raw.close()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        t = time.perf_counter()
+        conn.execute(text("VACUUM ANALYZE"))
+        print(f"  vacuum analyze in {time.perf_counter() - t:.0f}s", flush=True)
+    engine.dispose()
+    return counts
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    qs = statistics.quantiles(samples, n=100)
+    return qs[49] * 1000, qs[94] * 1000
+
+
+def timed(fn: Callable[[], Any], repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def measure(url: str, search: SearchEngine, n: int, queries: int) -> None:
+    db = Database(url)
+    rnd = random.Random(11)
+    with db.engine.connect() as conn:
+        n_pat = conn.execute(text("SELECT count(*) FROM resources WHERE res_type = 'Patient'")).scalar_one()
+        obs = conn.execute(text(
+            "SELECT r.target_id, t.code FROM search_reference r JOIN search_token t ON t.rid = r.rid "
+            "WHERE r.res_type = 'Observation' AND r.param = 'patient' AND t.res_type = 'Observation' "
+            "AND t.param = 'code' AND r.rid % 997 = 0 LIMIT 2000")).all()
+        print(f"\n{n:,} resources; {n_pat:,} patients; index rows: " + ", ".join(
+            f"{t.name} {conn.execute(text(f'SELECT count(*) FROM {t.name}')).scalar_one():,}"
+            for t in TABLES.values()))
+
+        captured: list[tuple[str, Any]] = []
+
+        @event.listens_for(conn, "before_cursor_execute")
+        def capture(_c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, _many: bool) -> None:
+            captured.append((statement, params))
+
+        def run(url_: str) -> Any:
+            res_type, _, qs = url_.partition("?")
+            query = search.parse(res_type, [tuple(p.split("=", 1)) for p in qs.split("&")])  # type: ignore[misc]
+            return search.search(conn, query)
+
+        pid, code = obs[0]
+        for title, example in (("Observation?patient=X&code=Y", f"Observation?patient={pid}&code={LOINC}|{code}"),
+                               ("Condition?patient=X", f"Condition?patient={pid}")):
+            captured.clear()
+            result = run(example)
+            statement, params = next((s, p) for s, p in captured if "content" in s)
+            print(f"\nEXPLAIN (ANALYZE, BUFFERS) {title}   [{example}: {len(result.matches)} rows]")
+            for (line,) in conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + statement, params):
+                print("   ", line)
+        event.remove(conn, "before_cursor_execute", capture)
+        conn.commit()
+
+        # Timings: the search (parse + SQL + rows) vs the same rows fetched by primary key.
+        cases = {
+            "Observation?patient=X&code=Y": [f"Observation?patient={p}&code={LOINC}|{c}"
+                                             for p, c in rnd.sample(obs, min(queries, len(obs)))],
+            "Condition?patient=X": [f"Condition?patient=pat-{rnd.randrange(n_pat)}" for _ in range(queries)],
+        }
+        by_pk = select(resources.c.rid, resources.c.res_type, resources.c.res_id, resources.c.version,
+                       resources.c.last_updated, resources.c.content)
+        print(f"\n{'query':<32}{'rows':>6}{'p50 ms':>9}{'p95 ms':>9}   baseline: same rows by primary key"
+              f"{'p50 ms':>9}{'p95 ms':>9}   one row by pk{'p50 ms':>9}{'p95 ms':>9}")
+        for title, urls in cases.items():
+            for u in urls[:20]:     # warm up
+                run(u)
+                conn.commit()
+            search_t, pk_t, one_t, rows = [], [], [], 0
+            for u in urls:
+                t = time.perf_counter()
+                result = run(u)
+                search_t.append(time.perf_counter() - t)
+                conn.commit()
+                rids = [m.rid for m in result.matches] or [1]
+                rows += len(result.matches)
+                t = time.perf_counter()
+                conn.execute(by_pk.where(resources.c.rid.in_(rids))).all()
+                pk_t.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                conn.execute(by_pk.where(resources.c.rid == rids[0])).all()
+                one_t.append(time.perf_counter() - t)
+                conn.commit()
+            s50, s95 = percentiles(search_t)
+            b50, b95 = percentiles(pk_t)
+            o50, o95 = percentiles(one_t)
+            print(f"{title:<32}{rows / len(urls):>6.1f}{s50:>9.2f}{s95:>9.2f}{'':>38}{b50:>9.2f}{b95:>9.2f}"
+                  f"{'':>16}{o50:>9.2f}{o95:>9.2f}")
+    db.dispose()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--resources", type=int, default=1_000_000)
+    ap.add_argument("--queries", type=int, default=500, help="searches timed per query shape")
+    ap.add_argument("--database-url", help="an existing empty PostgreSQL database (default: a fresh one)")
+    ap.add_argument("--keep", action="store_true", help="do not drop the fresh database afterwards")
+    args = ap.parse_args()
+    admin = None
+    url = args.database_url
+    name = None
+    if url is None:
+        name = f"toh_bench_{uuid.uuid4().hex[:8]}"
+        admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        db = Database(url)
+        db.migrate()
+        db.dispose()
+        search = SearchEngine()
+        shapes = Shapes(search)
+        print(f"loading {args.resources:,} resources into {url}")
+        t = time.perf_counter()
+        load(url, args.resources, shapes)
+        print(f"loaded in {time.perf_counter() - t:.0f}s")
+        measure(url, search, args.resources, args.queries)
+    finally:
+        if admin is not None and not args.keep:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
