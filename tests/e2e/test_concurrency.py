@@ -54,3 +54,33 @@ def test_concurrent_creates_under_load_all_land(live_server) -> None:  # type: i
         t.join()
     assert len(created) == len(set(created)) == 60
     assert requests.get(f"{live_server.base}/Observation/_history", timeout=10).json()["total"] == 60
+
+
+def test_racing_writers_for_one_patient_raise_one_flag(live_server) -> None:  # type: ignore[no-untyped-def]
+    """Eight clients record the same migration at once (each its own Condition); the
+    service's workers evaluate the patient concurrently, yet store exactly one Flag."""
+    from tests.e2e.test_toh_course import HIP, KNEE, LEFT, RIGHT, toh_condition
+
+    base = live_server.base
+    requests.put(f"{base}/Patient/p1", json={"resourceType": "Patient", "id": "p1"}, headers=HEADERS, timeout=10)
+    hip = toh_condition("hip", HIP, LEFT, "Left hip", "2026-01-06")
+    assert requests.put(f"{base}/Condition/hip", json=hip, headers=HEADERS, timeout=10).status_code == 201
+    barrier = threading.Barrier(8)
+    statuses: list[int] = []
+
+    def writer(n: int) -> None:
+        knee = toh_condition(f"knee-{n}", KNEE, RIGHT, "Right knee", "2026-06-06")
+        barrier.wait()
+        statuses.append(requests.put(f"{base}/Condition/knee-{n}", json=knee, headers=HEADERS,
+                                     timeout=60).status_code)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [201] * 8
+    flags = requests.get(f"{base}/Flag?patient=Patient/p1&_count=100", timeout=10).json()
+    codes = [e["resource"]["code"]["coding"][0]["code"] for e in flags.get("entry", [])
+             if e["search"]["mode"] == "match"]
+    assert codes == ["migration"]
