@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,8 +248,3 @@ def supported_search_params(res_type: str, registry: SearchParameterRegistry | N
     """The search parameters this server supports for res_type, for the CapabilityStatement:
     dicts with name, definition (canonical URL), type and documentation."""
     return (registry or SearchParameterRegistry.load()).capability(res_type)
-
-
-def iter_types(registry: SearchParameterRegistry) -> Iterable[str]:
-    """The concrete types that have parameters of their own."""
-    return sorted({b for d in registry.definitions for b in d.base} - set(_GENERIC_BASES))

@@ -1,11 +1,6 @@
 """Parsing a search request — a list of (name, value) pairs — into a SearchQuery.
 
-    SearchQuery      the whole request: criteria (AND), sort, count, total, summary,
-                     elements, includes, compartment, paging cursor, issues
-     +-- Criterion   one parameter occurrence; its values are ORed (comma-separated)
-          +-- TokenValue, TextValue, RefValue, DateValue, NumberValue, QuantityValue, UriValue
-          +-- Chain  a chained reference parameter: target types + the criterion on them
-
+The result is a SearchQuery (model.py): criteria ANDed, each with ORed values.
 A parameter that is unknown, unsupported or malformed is left out of the query and recorded
 in ``issues`` (OperationOutcome issues); the caller reports them in the Bundle, or raises
 BadRequest with them under ``Prefer: handling=strict`` (see ``raise_if_strict``).
@@ -14,15 +9,19 @@ https://hl7.org/fhir/R4/search.html
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal
-from typing import Any, Union
+from typing import Any
 
-from service.fhir.errors import BadRequest, Issue
+from service.fhir.errors import Issue
 from service.fhir.search.definitions import SearchParameterRegistry, TypeParam
+from service.fhir.search.model import (Chain, Criterion, DateValue, Include, NumberValue,
+                                       QuantityValue, RefValue, SearchQuery, SortKey, TextValue,
+                                       TokenValue, UriValue, Value)
 from service.fhir.search.values import (date_range, is_id, is_type_name, normalize,
                                         number_range, parse_reference, split_prefix)
+
+__all__ = ["CURSOR", "Chain", "Criterion", "DateValue", "Include", "NumberValue", "QuantityValue",
+           "RefValue", "SearchParser", "SearchQuery", "SortKey", "TextValue", "TokenValue", "UriValue",
+           "Value", "split_escaped"]
 
 MAX_CHAIN_DEPTH = 3
 # Result-shaping parameters; the paging cursor is ours (opaque to clients).
@@ -38,127 +37,6 @@ _MODIFIERS = {
     "quantity": {"missing"},
     "uri": {"below", "above", "missing"},
 }
-
-
-@dataclass(frozen=True)
-class TokenValue:
-    """system|code, |code (system_given, system None), system| (code None) or code."""
-
-    system: str | None
-    code: str | None
-    system_given: bool
-
-
-@dataclass(frozen=True)
-class TextValue:
-    """A string to match (normalised unless :exact), or a token's :text."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class RefValue:
-    """A local target (type may be None: any of the parameter's targets) or an absolute URL."""
-
-    target_type: str | None
-    target_id: str | None
-    url: str | None = None
-
-
-@dataclass(frozen=True)
-class DateValue:
-    prefix: str
-    low: datetime
-    high: datetime
-
-
-@dataclass(frozen=True)
-class NumberValue:
-    prefix: str
-    value: Decimal
-    low: Decimal
-    high: Decimal
-
-
-@dataclass(frozen=True)
-class QuantityValue:
-    prefix: str
-    value: Decimal
-    low: Decimal
-    high: Decimal
-    system: str | None
-    code: str | None
-
-
-@dataclass(frozen=True)
-class UriValue:
-    uri: str
-
-
-Value = Union[TokenValue, TextValue, RefValue, DateValue, NumberValue, QuantityValue, UriValue]
-
-
-@dataclass(frozen=True)
-class Chain:
-    """subject:Patient.identifier=x -> Chain(('Patient',), <identifier criterion on Patient>)."""
-
-    target_types: tuple[str, ...]
-    criteria: tuple[Criterion, ...]   # one per target type, ORed
-
-
-@dataclass(frozen=True)
-class Criterion:
-    """One parameter occurrence. values are ORed; missing is set for :missing."""
-
-    res_type: str
-    name: str
-    type: str
-    modifier: str | None = None
-    values: tuple[Value, ...] = ()
-    missing: bool | None = None
-    chain: Chain | None = None
-    targets: tuple[str, ...] = ()     # for references: the parameter's target types
-
-
-@dataclass(frozen=True)
-class SortKey:
-    name: str
-    type: str
-    descending: bool = False
-
-
-@dataclass(frozen=True)
-class Include:
-    """_include=Source:param[:Target] (reverse=False) or _revinclude (reverse=True)."""
-
-    source_type: str
-    param: str
-    target_type: str | None
-    reverse: bool
-    iterate: bool = False
-
-
-@dataclass
-class SearchQuery:
-    res_type: str | None                  # None: every type ($everything)
-    criteria: list[Criterion] = field(default_factory=list)
-    sort: list[SortKey] = field(default_factory=list)
-    count: int = 50
-    total: str = "none"                   # none | estimate | accurate
-    summary: str | None = None            # None | count
-    elements: tuple[str, ...] | None = None
-    includes: list[Include] = field(default_factory=list)
-    compartment: tuple[str, str] | None = None   # ('Patient', id)
-    types: tuple[str, ...] | None = None          # _type, when res_type is None
-    cursor: str | None = None
-    used: list[tuple[str, str]] = field(default_factory=list)   # applied params, for links
-    issues: list[Issue] = field(default_factory=list)
-
-    def raise_if_strict(self, strict: bool) -> None:
-        """Under Prefer: handling=strict, any issue is an error: raises BadRequest."""
-        if strict and self.issues:
-            raise BadRequest(issues=[Issue("error", i.code, i.diagnostics, i.expression)
-                                     for i in self.issues])
 
 
 class _Malformed(ValueError):

@@ -14,8 +14,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import (ColumnElement, FromClause, Select, and_, false, literal, not_, or_,
-                        select, true)
+from sqlalchemy import ColumnElement, FromClause, Select, and_, false, literal, not_, or_, select
 
 from service.fhir.search.definitions import SearchParameterRegistry
 from service.fhir.search.query import (Criterion, DateValue, NumberValue, QuantityValue,
@@ -208,7 +207,3 @@ class Compiler:
             return col <= value
         delta = abs(v.value) * Decimal("0.1")     # ap: within 10%
         return and_(col >= float(v.value - delta), col <= float(v.value + delta))
-
-
-def always() -> ColumnElement[bool]:
-    return true()

@@ -3,9 +3,7 @@ engine's write hook), the engine and the clock; `clinic.ids("Observation?code=..
 search and returns the matching ids."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl
 
