@@ -37,7 +37,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clo
 
     database = Database(settings.database_url, clock=clock, echo=settings.sql_echo)
     conformance = _guide()
-    search = SearchEngine(base_urls=[settings.base_url] if settings.base_url else [],
+    search = SearchEngine(_search_parameters(), base_urls=[settings.base_url] if settings.base_url else [],
                           default_count=settings.default_page_size, max_count=settings.max_page_size)
     search.init_database(database)
     database.add_validator(profile_validator(conformance))
@@ -66,3 +66,11 @@ def _terminology() -> Any:
     """The rules' ValueSet membership, loaded once per process (it is immutable)."""
     from service.clinical import Terminology
     return Terminology.default()
+
+
+@lru_cache(maxsize=1)
+def _search_parameters() -> Any:
+    """R4's search parameters plus the guide's own, built once per process (immutable)."""
+    from service.fhir.search.definitions import SearchParameterRegistry
+    guide = [r for r in _guide().resources if r["resourceType"] == "SearchParameter"]
+    return SearchParameterRegistry.load().with_search_parameters(guide)

@@ -114,6 +114,22 @@ def test_guide_resources_are_served_and_searchable(client) -> None:  # type: ign
     assert client.get(f"/fhir/ValueSet?name={some}").get_json()["entry"][0]["resource"]["name"] == some
 
 
+def test_guide_search_parameters_are_served_and_used(client) -> None:  # type: ignore[no-untyped-def]
+    url = "https://fhir.toh-service.org/SearchParameter/Flag-status"
+    found = client.get(f"/fhir/SearchParameter?url={url}").get_json()
+    assert [e["resource"]["code"] for e in found["entry"]] == ["status"]
+    cs = client.get("/fhir/metadata").get_json()
+    flag = next(r for r in cs["rest"][0]["resource"] if r["type"] == "Flag")
+    assert {"name": "status", "definition": url} in [{k: p[k] for k in ("name", "definition")}
+                                                     for p in flag["searchParam"]]
+    for status in ("active", "inactive"):
+        body = {"resourceType": "Flag", "status": status, "code": {"text": status},
+                "subject": {"reference": "Patient/p"}}
+        client.post("/fhir/Flag", data=json.dumps(body), headers=FHIR)
+    active = client.get("/fhir/Flag?status=active").get_json()
+    assert [e["resource"]["status"] for e in active["entry"]] == ["active"]
+
+
 def test_guide_resources_are_read_only(client) -> None:  # type: ignore[no-untyped-def]
     vs = client.get(f"/fhir/StructureDefinition?url={SD_TOH_CONDITION}").get_json()["entry"][0]["resource"]
     response = client.put(f"/fhir/StructureDefinition/{vs['id']}", data=json.dumps(vs), headers=FHIR)

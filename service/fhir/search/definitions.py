@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,6 +182,12 @@ class SearchParameterRegistry:
     def from_document(cls, doc: Mapping[str, Any]) -> SearchParameterRegistry:
         comps = {k: {t: tuple(p) for t, p in v.items()} for k, v in doc.get("compartments", {}).items()}
         return cls(tuple(SearchParamDef.from_json(p) for p in doc["params"]), comps)
+
+    def with_search_parameters(self, resources: Iterable[Mapping[str, Any]]) -> SearchParameterRegistry:
+        """A registry that adds SearchParameter resources (an implementation guide's) to these
+        definitions; one with the same type and code replaces the official one."""
+        extra = tuple(SearchParamDef.from_json({**sp, "doc": sp.get("description", "")}) for sp in resources)
+        return SearchParameterRegistry(extra + self.definitions, self.compartments)
 
     @classmethod
     def load(cls, path: Path | str | None = None) -> SearchParameterRegistry:
