@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app
 
 from service.api.context import base_url, services
 from service.api.negotiation import json_response
-from service.api.rest import INTERACTIONS
+from service.api.rest import INTERACTIONS, conditional_update as conditional_update_view
 from service.fhir.r4_types import R4_RESOURCE_TYPES
 
 bp = Blueprint("fhir_metadata", __name__)
@@ -43,8 +43,9 @@ def _operations() -> dict[str, set[str]]:
 def capability_statement() -> dict[str, Any]:
     """Build the CapabilityStatement for the running application."""
     svc = services()
-    type_codes = [i.code for i in INTERACTIONS if i.level == "type"]
-    system_codes = [i.code for i in INTERACTIONS if i.level == "system"]
+    type_codes = list(dict.fromkeys(i.code for i in INTERACTIONS if i.level == "type"))
+    system_codes = list(dict.fromkeys(i.code for i in INTERACTIONS if i.level == "system"))
+    conditional_update = any(i.view is conditional_update_view for i in INTERACTIONS)
     search = svc.search
     profiles_by_type: dict[str, list[str]] = {}
     if svc.conformance is not None:
@@ -61,7 +62,7 @@ def capability_statement() -> dict[str, Any]:
             "readHistory": True,
             "updateCreate": True,
             "conditionalCreate": True,
-            "conditionalUpdate": False,
+            "conditionalUpdate": conditional_update,
             "conditionalDelete": "not-supported",
         }
         if res_type in profiles_by_type:

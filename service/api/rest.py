@@ -67,6 +67,26 @@ def update(res_type: str, res_id: str) -> Response:
     return resource_response(stored, 201 if created else 200, location=_location(stored), honour_prefer=True)
 
 
+def conditional_update(res_type: str) -> Response:
+    """PUT [base]/[type]?[criteria]: update the one match, or create when none matches.
+
+    Raises PreconditionFailed when several match and BadRequest without criteria or when
+    the body's id differs from the match.
+    """
+    check_type(res_type)
+    criteria = [(k, v) for k, v in parse_qsl(request.query_string.decode(), keep_blank_values=True)
+                if k != "_format"]
+    if not criteria:
+        raise BadRequest("A conditional update needs search parameters: PUT [type]?[criteria]")
+    resource = request_resource()
+    if resource.get("resourceType") != res_type:
+        raise BadRequest(f"resourceType '{resource.get('resourceType')}' does not match the URL's type '{res_type}'")
+    repo = current_uow().repo
+    resource["id"] = repo.conditional_target(res_type, criteria, resource.get("id"))
+    stored, created = repo.update(res_type, resource["id"], resource, if_match=if_match())
+    return resource_response(stored, 201 if created else 200, location=_location(stored), honour_prefer=True)
+
+
 def delete(res_type: str, res_id: str) -> Response:
     """DELETE [base]/[type]/[id]: later reads give 410 Gone; If-Match honoured."""
     check_type(res_type)
@@ -161,6 +181,7 @@ INTERACTIONS: tuple[Interaction, ...] = (
     Interaction("read", "/<res_type>/<res_id>", "GET", read),
     Interaction("vread", "/<res_type>/<res_id>/_history/<version>", "GET", vread),
     Interaction("update", "/<res_type>/<res_id>", "PUT", update),
+    Interaction("update", "/<res_type>", "PUT", conditional_update),
     Interaction("delete", "/<res_type>/<res_id>", "DELETE", delete),
     Interaction("history-instance", "/<res_type>/<res_id>/_history", "GET", history_instance),
     Interaction("history-type", "/<res_type>/_history", "GET", history_type),
@@ -175,7 +196,7 @@ for _interaction in INTERACTIONS:
         continue  # batch and transaction share POST [base]; the Bundle's type tells them apart
     _routed.add((_interaction.rule, _interaction.method))
     # [base] answers with or without a trailing slash (fhirpy and fhirclient post to [base]/)
-    bp.add_url_rule(_interaction.rule, f"{_interaction.code}", _interaction.view, methods=[_interaction.method],
+    bp.add_url_rule(_interaction.rule, _interaction.view.__name__, _interaction.view, methods=[_interaction.method],
                     strict_slashes=_interaction.rule != "")
 
 

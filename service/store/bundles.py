@@ -245,17 +245,12 @@ class _Processor:
     def _resolve(self, entry: Entry) -> None:
         """Fix the id the entry will write: a new one, the matched one, or the URL's."""
         if entry.method == "POST":
-            found = None if entry.if_none_exist is None else self._find(entry.res_type, entry.if_none_exist,
+            found = None if entry.if_none_exist is None else self.repo.match_one(entry.res_type, entry.if_none_exist,
                                                                         "ifNoneExist")
             entry.res_id, entry.matched = (found, True) if found else (str(uuid.uuid4()), False)
         elif entry.method == "PUT" and entry.criteria is not None:
             assert entry.resource is not None
-            body_id = entry.resource.get("id")
-            found = self._find(entry.res_type, entry.criteria, "The conditional update")
-            if found and body_id is not None and body_id != found:
-                raise BadRequest(f"The conditional update matched {entry.res_type}/{found} but the resource's id "
-                                 f"is '{body_id}'")
-            entry.res_id = found or (check_id(body_id) if isinstance(body_id, str) else str(uuid.uuid4()))
+            entry.res_id = self.repo.conditional_target(entry.res_type, entry.criteria, entry.resource.get("id"))
 
     def _claim(self, entry: Entry) -> None:
         """Record where the entry's fullUrl and conditional criteria point, for references."""
@@ -316,18 +311,12 @@ class _Processor:
         if reference not in self.found:
             res_type, criteria = check_type(match.group(1)), _criteria(match.group(2), "A conditional reference")
             in_bundle = self.conditional.get((res_type, _key(criteria)))
-            found = in_bundle or self._find(res_type, criteria, f"The conditional reference {reference}")
+            found = in_bundle or self.repo.match_one(res_type, criteria, f"The conditional reference {reference}")
             if found is None:
                 raise PreconditionFailed(f"The conditional reference {reference} matches no resource")
             self.found[reference] = found if in_bundle else f"{res_type}/{found}"
         return self.found[reference]
 
-    def _find(self, res_type: str, criteria: Criteria, what: str) -> str | None:
-        """The one id matching criteria, or None; raises PreconditionFailed if several match."""
-        matches = self.repo.finder(self.repo.conn, res_type, criteria)
-        if len(matches) > 1:
-            raise PreconditionFailed(f"{what} matched {len(matches)} {res_type} resources")
-        return matches[0] if matches else None
 
     # -- responses --------------------------------------------------------------------
     def _response(self, entry: Entry, result: Result) -> dict[str, Any]:

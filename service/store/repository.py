@@ -197,13 +197,32 @@ class Repository:
         """
         res_type = self.validate(resource)
         if if_none_exist is not None:
-            self._serialise_conditional(res_type, if_none_exist)
-            matches = self.finder(self.conn, res_type, if_none_exist)
-            if len(matches) > 1:
-                raise PreconditionFailed(f"If-None-Exist matched {len(matches)} {res_type} resources")
-            if matches:
-                return self.read(res_type, matches[0]), False
+            found = self.match_one(res_type, if_none_exist, "If-None-Exist")
+            if found:
+                return self.read(res_type, found), False
         return self._insert(res_type, res_id or str(uuid.uuid4()), resource, "POST"), True
+
+    def match_one(self, res_type: str, criteria: list[tuple[str, str]], what: str = "The condition") -> str | None:
+        """The id of the one resource matching search criteria, or None if none does.
+
+        Raises PreconditionFailed if several match, BadRequest for criteria the finder rejects.
+        """
+        self._serialise_conditional(res_type, criteria)
+        matches = self.finder(self.conn, res_type, criteria)
+        if len(matches) > 1:
+            raise PreconditionFailed(f"{what} matched {len(matches)} {res_type} resources")
+        return matches[0] if matches else None
+
+    def conditional_target(self, res_type: str, criteria: list[tuple[str, str]], body_id: Any) -> str:
+        """The id a conditional update (PUT [type]?criteria) writes: the one match, else the
+        body's id, else a new one. Raises PreconditionFailed if several match and BadRequest
+        if the body's id differs from the match or is not a valid id."""
+        found = self.match_one(res_type, criteria, "The conditional update")
+        if found and body_id is not None and body_id != found:
+            raise BadRequest(f"The conditional update matched {res_type}/{found} but the resource's id is '{body_id}'")
+        if found:
+            return found
+        return fhir.check_id(body_id) if isinstance(body_id, str) else str(uuid.uuid4())
 
     def update(self, res_type: str, res_id: str, resource: dict[str, Any], *,
                if_match: int | None = None, system: bool = False) -> tuple[StoredResource, bool]:

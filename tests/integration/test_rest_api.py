@@ -234,3 +234,22 @@ def test_capability_statement_reflects_implementation(client) -> None:  # type: 
 def test_healthz(client) -> None:  # type: ignore[no-untyped-def]
     response = client.get("/healthz")
     assert response.status_code == 200 and response.get_json() == {"status": "ok"}
+
+
+def test_conditional_update(client) -> None:  # type: ignore[no-untyped-def]
+    ident = {"system": "urn:mrn", "value": "123"}
+    first = put(client, "/fhir/Patient?identifier=urn:mrn|123",
+                {"resourceType": "Patient", "identifier": [ident], "gender": "male"})
+    assert first.status_code == 201
+    pid = first.get_json()["id"]
+    second = put(client, "/fhir/Patient?identifier=urn:mrn|123",
+                 {"resourceType": "Patient", "identifier": [ident], "gender": "female"})
+    assert second.status_code == 200 and second.get_json()["id"] == pid and second.headers["ETag"] == 'W/"2"'
+    assert_outcome(put(client, "/fhir/Patient?identifier=urn:mrn|123",
+                       {"resourceType": "Patient", "id": "other", "identifier": [ident]}), 400)
+    post(client, "/fhir/Patient", {"resourceType": "Patient", "identifier": [ident]})
+    assert_outcome(put(client, "/fhir/Patient?identifier=urn:mrn|123",
+                       {"resourceType": "Patient", "identifier": [ident]}), 412)
+    assert_outcome(put(client, "/fhir/Patient", {"resourceType": "Patient"}), 400)
+    cs = client.get("/fhir/metadata").get_json()
+    assert cs["rest"][0]["resource"][0]["conditionalUpdate"] is True
