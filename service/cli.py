@@ -1,4 +1,5 @@
-"""The `toh` command: `toh serve` runs the service under gunicorn; `toh migrate` upgrades the schema."""
+"""The `toh` command: `toh serve` runs the service under gunicorn, `toh migrate` upgrades the
+schema, `toh reindex` rebuilds the search index."""
 from __future__ import annotations
 
 import argparse
@@ -30,6 +31,8 @@ def serve(args: argparse.Namespace) -> int:
     """Migrate once, then start gunicorn workers that build the app from the environment."""
     if args.database_url:
         os.environ["TOH_DATABASE_URL"] = args.database_url
+    # Absolute references to this server are recognised at write time only with a known base.
+    os.environ.setdefault("TOH_BASE_URL", f"http://{args.host}:{args.port}/fhir")
     settings = Settings.from_env()
     from service import create_app
     create_app(settings).extensions["toh"].database.dispose()  # migrate and install the guide once
@@ -64,6 +67,17 @@ def migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def reindex(args: argparse.Namespace) -> int:
+    """Rebuild the search index of every stored resource (after new search parameters)."""
+    from service import create_app
+    svc = create_app({"database_url": args.database_url} if args.database_url else None).extensions["toh"]
+    with svc.database.unit_of_work() as uow:
+        count = svc.search.indexer.reindex(uow.conn)
+        uow.commit()
+    print(f"re-indexed {count} resources")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `toh` console script."""
     parser = argparse.ArgumentParser(prog="toh", description="TOH follow-up FHIR service")
@@ -79,6 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     p_migrate.add_argument("--database-url", default=None)
     p_migrate.set_defaults(run=migrate)
+    p_reindex = sub.add_parser("reindex", help="rebuild the search index of every stored resource")
+    p_reindex.add_argument("--database-url", default=None)
+    p_reindex.set_defaults(run=reindex)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

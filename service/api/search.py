@@ -130,19 +130,10 @@ def _subset(content: str, elements: tuple[str, ...]) -> str:
     return json.dumps(kept, separators=(",", ":"), ensure_ascii=False)
 
 
-def init_app(app: Flask, url_prefix: str = "/fhir") -> SearchEngine:
-    """Register the search routes. Uses services().search if create_app made the engine;
-    otherwise creates one from the settings and hooks it into the store (index write hook,
-    conditional-request finder). Call after app.extensions['toh'] is set, before any write."""
-    svc = app.extensions["toh"]
-    if svc.search is None:
-        settings = svc.settings
-        svc.search = SearchEngine(base_urls=[settings.base_url] if settings.base_url else [],
-                                  default_count=settings.default_page_size, max_count=settings.max_page_size)
-        svc.search.init_database(svc.database)
+def init_app(app: Flask, url_prefix: str = "/fhir") -> None:
+    """Register the search routes (create_app made the engine and hooked it into the store)."""
     app.url_map.converters.setdefault("fhirtype", ResourceTypeConverter)
     app.register_blueprint(bp, url_prefix=url_prefix)
-    return svc.search
 
 
 bp.add_url_rule("/<fhirtype:res_type>", "search-type", search_type, methods=["GET"])

@@ -68,3 +68,21 @@ def test_gunicorn_runs_the_factory(tmp_path: Path, pg_database_url: str) -> None
     finally:
         process.terminate()
         process.wait(timeout=15)
+
+
+def test_reindex_rebuilds_a_lost_index(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from service import create_app
+    from service.cli import main
+    url = f"sqlite:///{tmp_path / 'toh.db'}"
+    app = create_app({"database_url": url})
+    client = app.test_client()
+    client.put("/fhir/Patient/p1", json={"resourceType": "Patient", "id": "p1", "gender": "female"},
+               headers={"Content-Type": "application/fhir+json"})
+    with app.extensions["toh"].database.unit_of_work() as uow:
+        uow.conn.execute(text("DELETE FROM search_token"))
+        uow.commit()
+    assert client.get("/fhir/Patient?gender=female").get_json()["total"] == 0
+    assert main(["reindex", "--database-url", url]) == 0
+    assert client.get("/fhir/Patient?gender=female").get_json()["total"] == 1

@@ -99,16 +99,6 @@ def outcome_of(response, status: int) -> dict[str, Any]:  # type: ignore[no-unty
     return body
 
 
-@pytest.fixture
-def search_finder(app):  # type: ignore[no-untyped-def]
-    """Conditional requests resolved by the search engine, as when search registers itself."""
-    svc = app.extensions["toh"]
-    if svc.search is None:
-        from service.store.search import SearchEngine
-        SearchEngine(base_urls=[BASE]).init_database(svc.database)
-    return svc.search
-
-
 # -- transactions ---------------------------------------------------------------------------
 
 def test_transaction_resolves_urn_references_at_any_depth_and_forward(client) -> None:  # type: ignore[no-untyped-def]
@@ -278,7 +268,7 @@ def test_too_many_entries_is_413(app, client, written) -> None:  # type: ignore[
 
 # -- conditional requests -----------------------------------------------------------------
 
-def test_conditional_create_maps_the_full_url_to_the_existing_resource(client, search_finder, written) -> None:  # type: ignore[no-untyped-def]
+def test_conditional_create_maps_the_full_url_to_the_existing_resource(client, written) -> None:  # type: ignore[no-untyped-def]
     first = post_bundle(client, bundle("transaction", entry("POST", "Patient", patient(
         identifier=[{"system": MRN, "value": "123"}]))))
     existing = first.get_json()["entry"][0]["resource"]["id"]
@@ -297,7 +287,7 @@ def test_conditional_create_maps_the_full_url_to_the_existing_resource(client, s
     assert written() == 4
 
 
-def test_conditional_update_creates_updates_or_refuses(client, search_finder, written) -> None:  # type: ignore[no-untyped-def]
+def test_conditional_update_creates_updates_or_refuses(client, written) -> None:  # type: ignore[no-untyped-def]
     def upsert(value: str, **fields: Any):  # type: ignore[no-untyped-def]
         return post_bundle(client, bundle("transaction", entry(
             "PUT", f"Patient?identifier={MRN}|{value}",
@@ -322,7 +312,7 @@ def test_conditional_update_creates_updates_or_refuses(client, search_finder, wr
     assert written() == before
 
 
-def test_conditional_reference_resolves_in_the_bundle_or_the_store(client, search_finder) -> None:  # type: ignore[no-untyped-def]
+def test_conditional_reference_resolves_in_the_bundle_or_the_store(client) -> None:  # type: ignore[no-untyped-def]
     post_bundle(client, bundle("transaction", entry("PUT", "Patient/known", patient(
         id="known", identifier=[{"system": MRN, "value": "k"}]))))
     tx = bundle("transaction",
@@ -392,7 +382,7 @@ def test_transaction_undoes_writes_of_write_hooks_too(app, client, written) -> N
 
 # -- realistic bundles and the CapabilityStatement -------------------------------------------
 
-def test_synthea_style_bundle_loads_whole(client, search_finder, written) -> None:  # type: ignore[no-untyped-def]
+def test_synthea_style_bundle_loads_whole(client, written) -> None:  # type: ignore[no-untyped-def]
     synthea = synthea_bundle(seed=7, encounters=4)
     response = post_bundle(client, synthea)
     assert response.status_code == 200, response.get_data(as_text=True)

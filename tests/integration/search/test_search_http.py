@@ -7,19 +7,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 
-from service.api import search as search_api
 
 FHIR_JSON = "application/fhir+json"
 
 
 @pytest.fixture
-def web(app: Flask, client: FlaskClient) -> FlaskClient:
-    """The test client, with the search routes registered if create_app does not yet."""
-    if "fhir_search" not in app.blueprints:
-        search_api.init_app(app)
+def web(client: FlaskClient) -> FlaskClient:
+    """The test client (create_app registers the search routes)."""
     return client
 
 
