@@ -55,6 +55,18 @@ def patients_touched(changes: Iterable[Change]) -> list[str]:
     return list(found)
 
 
+def _medication_references(resources: Iterable[dict[str, Any]]) -> Iterable[str]:
+    """'Medication/id' references of MedicationRequests and CarePlan activity products."""
+    for resource in resources:
+        candidates = [resource.get("medicationReference")]
+        candidates += [(activity.get("detail") or {}).get("productReference")
+                       for activity in resource.get("activity") or ()]
+        for ref in candidates:
+            reference = (ref or {}).get("reference")
+            if isinstance(reference, str) and reference.startswith("Medication/") and reference.count("/") == 1:
+                yield reference
+
+
 class PatientRecords:
     """Loads what the rules read about one patient, through the search index."""
 
@@ -62,11 +74,14 @@ class PatientRecords:
         self.find_ids = find_ids
 
     def clinical_resources(self, repo: Repository, patient_id: str) -> list[dict[str, Any]]:
-        """Every current Condition, Observation, MedicationRequest and CarePlan of the patient."""
+        """Every current Condition, Observation, MedicationRequest and CarePlan of the patient,
+        and the Medications their orders and plans refer to."""
         found: list[dict[str, Any]] = []
         for res_type in CLINICAL_TYPES:
             ids = self.find_ids(repo.conn, res_type, [("patient", f"Patient/{patient_id}")])
             found.extend(stored.resource() for stored in repo.read_many(res_type, ids))
+        medications = sorted({ref.split("/", 1)[1] for ref in _medication_references(found)})
+        found.extend(stored.resource() for stored in repo.read_many("Medication", medications))
         return found
 
     def rule_flags(self, repo: Repository, patient_id: str) -> list[dict[str, Any]]:

@@ -136,3 +136,20 @@ def test_assessment_errors(client) -> None:  # type: ignore[no-untyped-def]
     assert bad.status_code == 400 and bad.get_json()["resourceType"] == "OperationOutcome"
     today = client.get("/fhir/Patient/p1/$toh-assessment").get_json()
     assert today["parameter"][0] == {"name": "asOf", "valueDate": "2026-01-05"}  # the test clock's date
+
+
+def test_bisphosphonate_by_medication_reference_in_pregnancy(client, clock) -> None:  # type: ignore[no-untyped-def]
+    """The order names the drug through a Medication resource, not a code of its own."""
+    write(client, clock, "2026-01-02", {"resourceType": "Patient", "id": "p1", "gender": "female"})
+    write(client, clock, "2026-01-02", {
+        "resourceType": "Observation", "id": "preg", "status": "final", "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": LOINC, "code": "82810-3"}]}, "effectiveDateTime": "2026-01-02",
+        "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "77386006"}]}})
+    write(client, clock, "2026-01-03", {"resourceType": "Medication", "id": "alendronate",
+                                         "code": {"coding": [{"system": "http://www.whocc.no/atc",
+                                                              "code": "M05BA04"}]}})
+    write(client, clock, "2026-01-04", {
+        "resourceType": "MedicationRequest", "id": "rx", "status": "active", "intent": "order",
+        "subject": {"reference": "Patient/p1"}, "authoredOn": "2026-01-04",
+        "medicationReference": {"reference": "Medication/alendronate"}})
+    assert [code for code, _ in active_flags(client)] == ["bisphosphonate-in-pregnancy"]
