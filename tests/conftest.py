@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, text
 
 from service.clock import FixedClock
 from service.store import Database
+from tests.databases import empty_tables
 
 PG_ADMIN_URL = os.environ.get("TOH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ["sqlite", "postgres"]
@@ -44,22 +45,13 @@ def pg_database_url() -> Iterator[str]:
     admin.dispose()
 
 
-def _empty_tables(url: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        names = [t for t in inspect(conn).get_table_names() if t != "alembic_version"]
-        if names:
-            conn.execute(text("TRUNCATE " + ", ".join(f'"{n}"' for n in names) + " RESTART IDENTITY"))
-    engine.dispose()
-
-
 @pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty, migrated database: a new SQLite file, or the session's PostgreSQL emptied."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'toh.db'}"
     url = request.getfixturevalue("pg_database_url")
-    _empty_tables(url)
+    empty_tables(url)
     return url
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from search_clinic import CLINIC, Clinic, empty_tables, open_clinic  # type: ignore[import-not-found]
+from search_clinic import CLINIC, Clinic, open_clinic  # type: ignore[import-not-found]
+
+from tests.databases import empty_tables
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

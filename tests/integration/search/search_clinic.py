@@ -7,7 +7,6 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl
 
-from sqlalchemy import create_engine, inspect, text
 
 from service.clock import FixedClock
 from service.store import Database
@@ -122,15 +121,6 @@ class Clinic:
         result = self.search(url)
         assert not result.issues, [i.diagnostics for i in result.issues]
         return {m.res_id for m in result.matches}
-
-
-def empty_tables(url: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        names = [t for t in inspect(conn).get_table_names() if t != "alembic_version"]
-        if names:
-            conn.execute(text("TRUNCATE " + ", ".join(f'"{n}"' for n in names) + " RESTART IDENTITY"))
-    engine.dispose()
 
 
 def open_clinic(url: str) -> Clinic:
