@@ -6,7 +6,9 @@ Reads serve the stored JSON text as stored. This prints p50/p95 of:
     cost on top if it went through the model),
 and their ratios, all measured in the same run.
 
-    python bench/bench_read.py [--database-url URL] [--n 2000]
+    python bench/bench_read.py [--postgres | --database-url URL] [--n 2000]
+
+--postgres makes a scratch database on 127.0.0.1:5432 and drops it afterwards.
 """
 from __future__ import annotations
 
@@ -15,7 +17,11 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import create_engine, text
 
 from fhir.resources.R4B import get_fhir_model_class
 
@@ -47,12 +53,39 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1]
 
 
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@contextmanager
+def scratch_postgres() -> Iterator[str]:
+    """A new PostgreSQL database for the run, dropped afterwards."""
+    name = f"toh_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--database-url", default=None)
+    parser.add_argument("--postgres", action="store_true", help="use a scratch PostgreSQL database")
     parser.add_argument("--n", type=int, default=2000)
     args = parser.parse_args()
-    url = args.database_url or f"sqlite:///{tempfile.mkdtemp()}/bench.db"
+    if args.postgres:
+        with scratch_postgres() as url:
+            run(url, args.n)
+    else:
+        run(args.database_url or f"sqlite:///{tempfile.mkdtemp()}/bench.db", args.n)
+
+
+def run(url: str, n: int) -> None:
+    """Store one Observation, then time the three ways of reading it."""
     app = create_app({"database_url": url})
     client = app.test_client()
     created = client.post("/fhir/Observation", json=OBSERVATION, headers={"Content-Type": "application/fhir+json"})
@@ -73,11 +106,11 @@ def main() -> None:
     def reserialise() -> object:
         return model.model_validate(json.loads(stored_text)).model_dump_json()
 
-    results = {"baseline: model parse + re-serialise": timings(reserialise, args.n),
-               "store read (repo.read)": timings(store_read, args.n),
-               "GET Observation/[id] (Flask in-process)": timings(http_read, args.n)}
+    results = {"baseline: model parse + re-serialise": timings(reserialise, n),
+               "store read (repo.read)": timings(store_read, n),
+               "GET Observation/[id] (Flask in-process)": timings(http_read, n)}
     base = statistics.median(results["baseline: model parse + re-serialise"])
-    print(f"database: {database.dialect}, n={args.n}")
+    print(f"database: {database.dialect}, n={n}")
     for name, values in results.items():
         p50 = statistics.median(values)
         print(f"{name:42s} p50 {p50:8.1f} us  p95 {pct(values, 95):8.1f} us  p50/baseline {p50 / base:5.2f}")
