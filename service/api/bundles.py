@@ -3,26 +3,41 @@
 The view is listed twice in rest.INTERACTIONS (system interactions 'batch' and
 'transaction', one route: the Bundle's type decides). The work is done by
 service.store.bundles over the request's unit of work, so a transaction commits with the
-request or not at all, and a batch keeps each entry in its own savepoint.
+request or not at all, and a batch keeps each entry in its own savepoint. Search entries
+(GET [type]?params) run through service.store.search.searchset, as the search routes do.
 """
 from __future__ import annotations
+
+from typing import Any
 
 from flask import Response
 
 from service.api.context import base_url, current_uow, services
-from service.api.negotiation import json_response, prefer_return, request_resource
-from service.store.bundles import process_bundle
+from service.api.negotiation import json_response, prefer_return, prefer_strict, request_resource
+from service.store.bundles import Criteria, process_bundle
+from service.store.search.searchset import searchset
 
 
 def batch_or_transaction() -> Response:
     """POST [base] with a batch or transaction Bundle; answers the response Bundle (200).
+
+    Search entries answer with their searchset Bundle; under Prefer: handling=strict an
+    unknown or malformed search parameter fails the entry (400).
 
     Raises BadRequest if the body is not a batch or transaction Bundle, PayloadTooLarge
     (413) over the configured number of entries, and for a transaction the failing entry's
     error (EntryFailed: its status, naming the entry) — nothing of the bundle is kept then.
     """
     bundle = request_resource()
-    response = process_bundle(current_uow().repo, bundle, base_url=base_url(),
+    uow = current_uow()
+    base = base_url()
+    strict = prefer_strict()
+
+    def search(res_type: str, params: Criteria) -> dict[str, Any]:
+        return searchset(services().search, uow.conn, res_type, params, base_url=base, now=uow.clock.now(),
+                         strict=strict)
+
+    response = process_bundle(uow.repo, bundle, base_url=base,
                               max_entries=services().settings.max_bundle_entries,
-                              minimal=prefer_return() == "minimal")
+                              minimal=prefer_return() == "minimal", search=search)
     return json_response(response)

@@ -1,6 +1,6 @@
 """Batch and transaction Bundles over a Repository (https://hl7.org/fhir/R4/http.html#transaction).
 
-    process_bundle(repo, bundle, base_url=..., max_entries=...) -> the response Bundle
+    process_bundle(repo, bundle, base_url=..., max_entries=..., search=...) -> the response Bundle
 
 A transaction is one unit of work. Every entry is parsed first; then identities are fixed
 before anything is written: a POST gets its id up front (so entries can refer to entries
@@ -9,15 +9,18 @@ matched through the repository's finder, and each urn:uuid:/urn:oid: fullUrl is 
 the id it will have. Every ``reference`` in the bundle, at any depth, is rewritten to those
 ids, as are conditional references (``Organization?identifier=s|v``, matched against the
 bundle's own conditional entries first, then the store). The entries then run in the R4
-order DELETE, POST, PUT, GET/HEAD on the caller's transaction. The first failing entry
-raises EntryFailed (its own status, saying which entry failed and why) and the caller
-rolls everything back.
+order DELETE, POST, PUT, GET/HEAD on the caller's transaction, so a search entry
+(GET [type]?params, answered with its searchset Bundle) sees the bundle's own writes. The
+first failing entry raises EntryFailed (its own status, saying which entry failed and why)
+and the caller rolls everything back.
 
 A batch runs its entries in their own order, each inside a savepoint: a failing entry rolls
 back only itself and is reported in its response.outcome. A batch entry may refer to the
 fullUrl of an earlier entry that succeeded.
 
-No web framework here: the caller passes the base URL and the client's Prefer choice.
+No web framework here: the caller passes the base URL, the client's Prefer choice and the
+search to run for search entries (a Search: (type, parameters) -> searchset Bundle, raising
+BadRequest for what it refuses, e.g. unknown parameters under Prefer: handling=strict).
 """
 from __future__ import annotations
 
@@ -45,6 +48,7 @@ _CONDITIONAL_REFERENCE = re.compile(r"^([A-Z][A-Za-z]+)\?(.+)$")
 _ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
 
 Criteria = list[tuple[str, str]]
+Search = Callable[[str, Criteria], dict[str, Any]]
 
 
 class EntryFailed(FhirError):
@@ -83,6 +87,7 @@ class Entry:
     version: int | None = None
     criteria: Criteria | None = None        # PUT Type?search: a conditional update
     if_none_exist: Criteria | None = None   # POST with ifNoneExist: a conditional create
+    search: Criteria | None = None          # GET/HEAD [type]?params: a search (maybe no params)
     if_match: int | None = None
     resource: dict[str, Any] | None = None
     matched: bool = False                   # a conditional create found its resource: no write
@@ -94,16 +99,22 @@ class Entry:
 
 @dataclass(frozen=True)
 class Result:
-    """What one entry did: its HTTP status and the version it stored or read."""
+    """What one entry did: its HTTP status and the version it stored or read, or the
+    searchset Bundle of a search."""
 
     status: int
     stored: StoredResource | None = None
     with_resource: bool = True
+    searchset: dict[str, Any] | None = None
 
 
 def process_bundle(repo: Repository, bundle: Any, *, base_url: str, max_entries: int,
-                   minimal: bool = False) -> dict[str, Any]:
+                   minimal: bool = False, search: Search | None = None) -> dict[str, Any]:
     """Process a batch or transaction Bundle; returns the batch-response/transaction-response.
+
+    minimal (Prefer: return=minimal) leaves stored resources out of the response entries;
+    a search entry always carries its searchset Bundle. Without search, search entries are
+    refused (400 not-supported).
 
     Raises BadRequest if bundle is not a batch or transaction Bundle, PayloadTooLarge if it
     has more than max_entries entries, and for a transaction EntryFailed when any entry fails.
@@ -119,16 +130,17 @@ def process_bundle(repo: Repository, bundle: Any, *, base_url: str, max_entries:
     if len(raw_entries) > max_entries:
         raise PayloadTooLarge(f"The Bundle has {len(raw_entries)} entries; this server takes at most {max_entries}",
                               expression=["Bundle.entry"])
-    processor = _Processor(repo, base_url.rstrip("/"), minimal)
+    processor = _Processor(repo, base_url.rstrip("/"), minimal, search)
     responses = processor.transaction(raw_entries) if kind == "transaction" else processor.batch(raw_entries)
     return {"resourceType": "Bundle", "type": f"{kind}-response", "entry": responses}
 
 
 class _Processor:
-    def __init__(self, repo: Repository, base: str, minimal: bool) -> None:
+    def __init__(self, repo: Repository, base: str, minimal: bool, search: Search | None) -> None:
         self.repo = repo
         self.base = base
         self.minimal = minimal
+        self.search = search
         self.local: dict[str, str] = {}                           # fullUrl -> Type/id
         self.conditional: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}  # entry criteria -> Type/id
         self.found: dict[str, str] = {}                           # conditional reference -> Type/id
@@ -215,6 +227,8 @@ class _Processor:
                 entry.if_none_exist = _criteria(str(condition).split("?", 1)[-1], "ifNoneExist")
         elif method == "PUT" and len(parts) == 1 and query:
             entry.criteria = _criteria(query, "The conditional update")
+        elif method in ("GET", "HEAD") and len(parts) == 1 and self.search is not None:
+            entry.search = parse_qsl(query, keep_blank_values=True)
         elif method in ("PUT", "DELETE", "GET", "HEAD") and len(parts) == 2 and not query:
             entry.res_id = check_id(parts[1])
         elif method in ("GET", "HEAD") and len(parts) == 4 and parts[2] == "_history" and not query:
@@ -222,7 +236,7 @@ class _Processor:
                 raise BadRequest(f"'{parts[3]}' is not a version number", expression=[f"{here}.request.url"])
             entry.res_id, entry.version = check_id(parts[1]), int(parts[3])
         else:
-            raise BadRequest(f"{method} {url} is not supported in a bundle (read, vread, create, update, "
+            raise BadRequest(f"{method} {url} is not supported in a bundle (read, vread, search, create, update, "
                              "conditional create/update and delete are)", code="not-supported",
                              expression=[f"{here}.request.url"])
         if method in ("POST", "PUT"):
@@ -266,6 +280,10 @@ class _Processor:
     def _run(self, entry: Entry) -> Result:
         """Perform the entry on the repository; raises what the repository raises."""
         repo = self.repo
+        if entry.search is not None:
+            assert self.search is not None
+            return Result(200, searchset=self.search(entry.res_type, entry.search),
+                          with_resource=entry.method == "GET")
         assert entry.res_id is not None
         if entry.method == "DELETE":
             return Result(204, repo.delete(entry.res_type, entry.res_id, if_match=entry.if_match), False)
@@ -331,6 +349,8 @@ class _Processor:
             response["lastModified"] = format_instant(stored.last_updated)
             if result.with_resource and not self.minimal:
                 out["resource"] = stored.resource()
+        if result.searchset is not None and result.with_resource:
+            out["resource"] = result.searchset
         out["response"] = response
         return out
 

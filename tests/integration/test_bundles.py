@@ -196,7 +196,7 @@ def _failing(kind: str) -> tuple[dict[str, Any], int]:
         "dangling": (entry("POST", "Condition", condition("urn:uuid:nobody"), full_url="urn:uuid:bad"), 400),
         "patch": (entry("PATCH", "Patient/seed", full_url="urn:uuid:bad"), 405),
         "no-url": ({"fullUrl": "urn:uuid:bad", "request": {"method": "POST"}, "resource": patient()}, 400),
-        "search": (entry("GET", "Patient?name=x", full_url="urn:uuid:bad"), 400),
+        "search": (entry("GET", "Patient?name=x&_cursor=not-a-cursor", full_url="urn:uuid:bad"), 400),
     }[kind]
 
 
@@ -325,6 +325,135 @@ def test_conditional_reference_resolves_in_the_bundle_or_the_store(client) -> No
     assert got[1]["resource"]["subject"]["reference"] == f"Patient/{got[2]['resource']['id']}"
     missing = bundle("transaction", entry("POST", "Condition", condition(f"Patient?identifier={MRN}|nobody")))
     assert "matches no resource" in outcome_of(post_bundle(client, missing), 412)["issue"][0]["diagnostics"]
+
+
+# -- search entries -------------------------------------------------------------------------
+
+LOINC = "http://loinc.org"
+
+
+def observation(subject: str, code: str, **fields: Any) -> dict[str, Any]:
+    return {"resourceType": "Observation", "status": "final", "subject": {"reference": subject},
+            "code": {"coding": [{"system": LOINC, "code": code}]}, **fields}
+
+
+def ids_of(searchset: dict[str, Any], mode: str = "match") -> list[str]:
+    return sorted(e["resource"]["id"] for e in searchset.get("entry", []) if e["search"]["mode"] == mode)
+
+
+def test_transaction_searches_run_last_and_see_its_own_writes(client) -> None:  # type: ignore[no-untyped-def]
+    """Searches listed first still run after the DELETE, POSTs and PUT of the same transaction."""
+    post_bundle(client, bundle("transaction",
+                               entry("PUT", "Patient/p1", patient(id="p1", identifier=[{"system": "urn:mrn",
+                                                                                        "value": "1"}])),
+                               entry("PUT", "Observation/old", observation("Patient/p1", "8867-4", id="old")),
+                               entry("PUT", "Observation/other", observation("Patient/p2", "8867-4", id="other"))))
+    tx = bundle(
+        "transaction",
+        entry("GET", f"Observation?patient=Patient/p1&code={LOINC}|8867-4&_count=1&_total=accurate"
+                     "&_include=Observation:subject"),
+        entry("GET", "Patient?identifier=urn:mrn|1&gender=female"),
+        entry("PUT", "Patient/p1", patient(id="p1", gender="female", identifier=[{"system": "urn:mrn", "value": "1"}])),
+        entry("POST", "Observation", observation("Patient/p1", "8867-4"), full_url="urn:uuid:o1"),
+        entry("POST", "Observation", observation("urn:uuid:p-ref", "8867-4")),
+        entry("POST", "Observation", observation("Patient/p1", "9279-1")),
+        entry("DELETE", "Observation/old"),
+        entry("GET", f"{BASE}/Observation?patient=p1"),
+        entry("HEAD", "Patient?identifier=urn:mrn|1"),
+        entry("PUT", "Patient/p-ref", patient(id="p-ref"), full_url="urn:uuid:p-ref"),
+    )
+    response = post_bundle(client, tx)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    got = response.get_json()["entry"]
+    assert [e["response"]["status"] for e in got] == ["200 OK"] * 3 + ["201 Created"] * 3 + ["204 No Content",
+                                                      "200 OK", "200 OK", "201 Created"]
+    heart = got[0]["resource"]
+    assert heart["resourceType"] == "Bundle" and heart["type"] == "searchset" and heart["total"] == 1
+    assert ids_of(heart) == [got[3]["resource"]["id"]] and ids_of(heart, "include") == ["p1"]
+    assert heart["entry"][0]["fullUrl"] == f"{BASE}/Observation/{got[3]['resource']['id']}"
+    assert "fullUrl" not in got[0] and "location" not in got[0]["response"]
+    links = {link["relation"]: link["url"] for link in heart["link"]}
+    assert links["self"].startswith(f"{BASE}/Observation?patient=Patient%2Fp1&code=") and "next" not in links
+    women = got[1]["resource"]
+    assert ids_of(women) == ["p1"] and women["entry"][0]["resource"]["meta"]["versionId"] == "2"
+    assert ids_of(got[7]["resource"]) == sorted([got[3]["resource"]["id"], got[5]["resource"]["id"]])
+    assert "resource" not in got[8]
+    # the search saw the committed state: the same search over REST now answers the same
+    again = client.get(f"/fhir/Observation?patient=Patient/p1&code={LOINC}|8867-4").get_json()
+    assert ids_of(again) == ids_of(heart)
+
+
+def test_a_search_entry_pages_like_the_search_route(client) -> None:  # type: ignore[no-untyped-def]
+    """A search entry's next link, followed over REST after the commit, gives the next page."""
+    tx = bundle("transaction", *[entry("POST", "Observation", observation("Patient/p1", "8867-4"))
+                                 for _ in range(3)],
+                entry("GET", "Observation?patient=p1&_count=2&_sort=_lastUpdated"))
+    got = post_bundle(client, tx).get_json()["entry"]
+    first = got[3]["resource"]
+    assert len(first["entry"]) == 2 and "total" not in first
+    next_url = next(link["url"] for link in first["link"] if link["relation"] == "next")
+    second = client.get(next_url.replace(BASE, "/fhir")).get_json()
+    assert sorted(ids_of(first) + ids_of(second)) == sorted(e["resource"]["id"] for e in got[:3])
+
+
+def test_batch_search_entries_succeed_or_fail_on_their_own(client, written) -> None:  # type: ignore[no-untyped-def]
+    batch = bundle(
+        "batch",
+        entry("POST", "Patient", patient(identifier=[{"system": MRN, "value": "b1"}]), full_url="urn:uuid:ok"),
+        entry("POST", "Patient", patient(identifier=[{"system": MRN, "value": "b1"}], birthDate="nonsense")),
+        entry("GET", f"Patient?identifier={MRN}|b1"),
+        entry("GET", "Patient?_cursor=not-a-cursor"),
+        entry("GET", "NoSuchType?name=x"),
+        entry("GET", "Patient?no-such-parameter=1&identifier=" + MRN + "|b1"),
+        entry("HEAD", "Patient"),
+    )
+    response = post_bundle(client, batch)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    got = response.get_json()["entry"]
+    assert [e["response"]["status"] for e in got] == ["201 Created", "422 Unprocessable Entity", "200 OK",
+                                                      "400 Bad Request", "404 Not Found", "200 OK", "200 OK"]
+    assert ids_of(got[2]["resource"]) == [got[0]["resource"]["id"]]
+    assert got[3]["response"]["outcome"]["issue"][0]["expression"] == ["_cursor"]
+    lenient = got[5]["resource"]
+    assert ids_of(lenient) == [got[0]["resource"]["id"]]
+    outcome = [e["resource"] for e in lenient["entry"] if e["search"]["mode"] == "outcome"]
+    assert outcome and "no-such-parameter" in outcome[0]["issue"][0]["diagnostics"]
+    assert "resource" not in got[6]
+    assert written() == 1
+
+
+def test_a_malformed_search_fails_the_whole_transaction(client, written) -> None:  # type: ignore[no-untyped-def]
+    tx = bundle("transaction", entry("POST", "Patient", patient(), full_url="urn:uuid:p"),
+                entry("POST", "Condition", condition("urn:uuid:p")),
+                entry("GET", "Condition?patient=urn:uuid:p&_cursor=not-a-cursor", full_url="urn:uuid:search"))
+    issue = outcome_of(post_bundle(client, tx), 400)["issue"][0]
+    assert issue["expression"][0] == "Bundle.entry[2]" and "Bundle.entry[2] (urn:uuid:search)" in issue["diagnostics"]
+    unknown_type = bundle("transaction", entry("POST", "Patient", patient()), entry("GET", "NoSuchType?name=x"))
+    assert outcome_of(post_bundle(client, unknown_type), 404)["issue"][0]["expression"][0] == "Bundle.entry[1]"
+    assert written() == 0
+
+
+def test_prefer_handling_strict_refuses_unknown_search_parameters(client, written) -> None:  # type: ignore[no-untyped-def]
+    """Lenient (the default): the parameter is ignored and reported in the searchset; strict: 400."""
+    def tx() -> dict[str, Any]:
+        return bundle("transaction", entry("POST", "Patient", patient(gender="male")),
+                      entry("GET", "Patient?gender=male&no-such-parameter=1"))
+
+    lenient = post_bundle(client, tx(), Prefer="return=minimal")
+    assert lenient.status_code == 200, lenient.get_data(as_text=True)
+    got = lenient.get_json()["entry"]
+    assert "resource" not in got[0]  # return=minimal leaves written resources out, never a search's Bundle
+    modes = [e["search"]["mode"] for e in got[1]["resource"]["entry"]]
+    assert modes == ["match", "outcome"]
+    assert written() == 1
+
+    issue = outcome_of(post_bundle(client, tx(), Prefer="handling=strict"), 400)["issue"][0]
+    assert issue["expression"][0] == "Bundle.entry[1]" and "no-such-parameter" in issue["diagnostics"]
+    assert written() == 1
+
+    strict_batch = post_bundle(client, bundle("batch", *tx()["entry"]), Prefer="handling=strict").get_json()["entry"]
+    assert [e["response"]["status"] for e in strict_batch] == ["201 Created", "400 Bad Request"]
+    assert written() == 2
 
 
 # -- batches --------------------------------------------------------------------------------
