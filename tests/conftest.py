@@ -103,7 +103,7 @@ class LiveServer:
         self.process = subprocess.Popen(
             command + ["serve", "--port", str(self.port), "--workers", str(workers)],
             cwd=workdir, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # generous: CI machines run two test processes at once
         while time.monotonic() < deadline:
             try:
                 if requests.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).ok:
