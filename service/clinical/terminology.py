@@ -1,29 +1,30 @@
-"""Terminology: ValueSet membership for the rules, built from ValueSet JSON dicts.
+"""Terminology: ValueSet membership for the rules, over codings and names.
 
 A clinic changes what the rules recognise by editing a ValueSet in fhir_profiles/ValueSet/,
-never the code. Supported ValueSet content:
+never the code. Which codes a ValueSet contains is decided by service.fhir.terminology.ValueSets,
+the interpreter the profile validator uses too (see its docstring for the compose rules). Without
+a ValueSet's CodeSystem (tests build Terminology from a few ValueSet dicts) its approximations
+apply: a whole system accepts any code of it, an `is-a` filter only its own code (ATC by prefix).
 
-- compose.include with a concept list, or a whole system (system and nothing else);
-- compose.include.filter with op `is-a` / `descendent-of` (evaluated by code prefix, which is
-  exact for ATC; for other systems only the code itself matches `is-a`), and op `=` on `concept`;
-- compose.include.valueSet (other ValueSets held by the same Terminology);
-- compose.exclude with concept lists;
-- expansion.contains (nested), used as extra members;
-- names: concept display and designation values, matched against CodeableConcept.text and
-  Coding.display (normalised case and punctuation), so "Alendronate 70 mg" matches a concept
-  displayed "alendronate" in `words` mode; an acid also matches as its salt ("alendronic acid"
-  matches "alendronate").
+What the rules add here:
+- names: the displays and designations of a ValueSet's members, matched against
+  CodeableConcept.text and Coding.display (normalised case and punctuation), so
+  "Alendronate 70 mg" matches a concept displayed "alendronate" in `words` mode; an acid also
+  matches as its salt ("alendronic acid" matches "alendronate");
+- memos of every answer, per coding, per text and per whole concept (the same finding codes
+  recur in every MRI).
 """
 from __future__ import annotations
 
 import json
+import os
 import re
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
-from service.fhir.canonical import ATC
+from service.fhir.terminology import ValueSets
 
 TextMatch = Literal["exact", "words", "none"]
 
@@ -36,56 +37,47 @@ def normalise(text: str) -> str:
     return _NON_WORD.sub(" ", text.lower()).strip()
 
 
-@dataclass
-class _CompiledValueSet:
-    codes: set[tuple[str, str]] = field(default_factory=set)
-    whole_systems: set[str] = field(default_factory=set)
-    prefixes: list[tuple[str, str, bool]] = field(default_factory=list)  # system, prefix, self-included
-    excluded: set[tuple[str, str]] = field(default_factory=set)
-    names: set[str] = field(default_factory=set)            # normalised displays/designations
-    displays: dict[tuple[str, str], str] = field(default_factory=dict)
-    imports: list[str] = field(default_factory=list)
-
-
 class Terminology:
     """ValueSet membership over codings and names. Build with `Terminology(valuesets)` or
-    `Terminology.default()`; instances are immutable after construction apart from a private
-    memo of answers, so sharing one per process is safe."""
+    `Terminology.default()`; instances are immutable after construction apart from private
+    memos of answers, so sharing one per process is safe."""
 
-    def __init__(self, valuesets: Iterable[dict[str, Any]]) -> None:
-        self._sets: dict[str, _CompiledValueSet] = {}
-        for vs in valuesets:
-            if isinstance(vs, dict) and vs.get("resourceType") == "ValueSet" and vs.get("url"):
-                self._sets[vs["url"]] = _compile(vs)
-        self._resolve_imports()
-        self._memo: dict[tuple[str, str, str], bool] = {}
+    def __init__(self, valuesets: Iterable[dict[str, Any]],
+                 code_systems: Iterable[dict[str, Any]] = ()) -> None:
+        """Read ValueSet dicts (other resources are skipped) and, optionally, the CodeSystems
+        they draw on."""
+        self._init(ValueSets((vs for vs in valuesets if _is(vs, "ValueSet")),
+                             (cs for cs in code_systems if _is(cs, "CodeSystem"))))
+
+    def _init(self, value_sets: ValueSets) -> None:
+        self._sets = value_sets
         self._text_memo: dict[tuple[str, str, str], bool] = {}
         self._concept_memo: dict[tuple[Any, ...], tuple[bool, ...]] = {}
         self._display_memo: dict[tuple[str, str | None, str | None], str | None] = {}
+        self._names_memo: dict[str, frozenset[str]] = {}
 
     @classmethod
     def default(cls) -> Terminology:
-        """The ValueSets in the repository's fhir_profiles/ValueSet/ (files read once per change)."""
-        return cls(load_valuesets(profiles_dir() / "ValueSet"))
+        """The ValueSets and CodeSystems of the repository's fhir_profiles/ (files read and
+        compiled once per change; each call is its own instance with its own memos)."""
+        folder = profiles_dir()
+        terminology = cls.__new__(cls)
+        terminology._init(_compiled(load_valuesets(folder / "ValueSet"),
+                                    load_resources(folder / "CodeSystem", "CodeSystem")))
+        return terminology
 
     # -- questions --------------------------------------------------------------------------
     def has(self, url: str) -> bool:
         """True when a ValueSet with this canonical URL is loaded."""
-        return url in self._sets
+        return self._sets.knows(url)
 
     def urls(self) -> list[str]:
         """Canonical URLs of the loaded ValueSets."""
-        return sorted(self._sets)
+        return self._sets.urls()
 
     def contains_code(self, url: str, system: str | None, code: str | None) -> bool:
         """True when system|code is a member of ValueSet `url` (False if the set is unknown)."""
-        if not system or not code:
-            return False
-        key = (url, system, code)
-        hit = self._memo.get(key)
-        if hit is None:
-            hit = self._memo[key] = self._member(url, system, code, set())
-        return hit
+        return self._sets.contains(url, system, code)  # remembered there
 
     def contains(self, url: str, concept: Any, text: TextMatch = "exact") -> bool:
         """True when a CodeableConcept has a coding in ValueSet `url`, or (text != "none") when
@@ -145,123 +137,46 @@ class Terminology:
                 if self.contains_code(url, c.get("system"), c.get("code"))]
 
     def display(self, url: str, system: str | None, code: str | None) -> str | None:
-        """The display the ValueSet gives system|code, if it lists one."""
+        """The display the ValueSet gives system|code (or its CodeSystem does), if any."""
         key = (url, system, code)
         if key not in self._display_memo:
-            self._display_memo[key] = self._display(url, system, code)
+            self._display_memo[key] = next((c.display for c in self._sets.concepts(url)
+                                            if c.code == code and c.system == system), None)
         return self._display_memo[key]
 
-    def _display(self, url: str, system: str | None, code: str | None) -> str | None:
-        seen: set[str] = set()
-        stack = [url]
-        while stack:
-            current = stack.pop()
-            if current in seen or current not in self._sets:
-                continue
-            seen.add(current)
-            vs = self._sets[current]
-            found = vs.displays.get((system or "", code or ""))
-            if found:
-                return found
-            stack.extend(vs.imports)
-        return None
-
     # -- internals --------------------------------------------------------------------------
-    def _names(self, url: str) -> set[str]:
-        vs = self._sets.get(url)
-        return vs.names if vs else set()
-
-    def _member(self, url: str, system: str, code: str, seen: set[str]) -> bool:
-        vs = self._sets.get(url)
-        if vs is None or url in seen:
-            return False
-        seen.add(url)
-        if (system, code) in vs.excluded:
-            return False
-        if (system, code) in vs.codes or system in vs.whole_systems:
-            return True
-        for p_system, prefix, self_included in vs.prefixes:
-            if p_system == system and code.startswith(prefix) and (self_included or code != prefix):
-                if code == prefix or p_system == ATC:
-                    return True
-        return any(self._member(other, system, code, seen) for other in vs.imports)
-
-    def _resolve_imports(self) -> None:
-        """Fold imported sets' names into the importer so text matching sees them too."""
-        for url, vs in self._sets.items():
-            seen, stack = {url}, list(vs.imports)
-            while stack:
-                other = stack.pop()
-                if other in seen or other not in self._sets:
-                    continue
-                seen.add(other)
-                vs.names |= self._sets[other].names
-                stack.extend(self._sets[other].imports)
+    def _names(self, url: str) -> frozenset[str]:
+        names = self._names_memo.get(url)
+        if names is None:
+            found: set[str] = set()
+            for concept in self._sets.concepts(url):
+                for name in filter(None, (concept.display, *concept.designations)):
+                    found |= _names(name)
+            names = self._names_memo[url] = frozenset(found - {""})
+        return names
 
 
-def _add_concept(vs: _CompiledValueSet, system: str, concept: dict[str, Any]) -> None:
-    code = concept.get("code")
-    if not code:
-        return
-    vs.codes.add((system, code))
-    display = concept.get("display")
-    if display:
-        vs.displays[(system, code)] = display
-        _add_name(vs, display)
-    for designation in concept.get("designation") or ():
-        value = designation.get("value")
-        if value:
-            _add_name(vs, value)
-
-
-def _add_name(vs: _CompiledValueSet, name: str) -> None:
-    """Add a member name; an acid's name also under its salt's name, as prescribers write it
+def _names(name: str) -> set[str]:
+    """A member name, normalised; an acid's name also as its salt's, as prescribers write it
     ("zoledronic acid" -> "zoledronate", "alendronic acid" -> "alendronate")."""
     norm = normalise(name)
-    vs.names.add(norm)
     words = norm.split()
     if len(words) == 2 and words[1] == "acid" and words[0].endswith("ic") and len(words[0]) > 4:
-        vs.names.add(words[0][:-2] + "ate")
+        return {norm, words[0][:-2] + "ate"}
+    return {norm}
 
 
-def _compile(valueset: dict[str, Any]) -> _CompiledValueSet:
-    vs = _CompiledValueSet()
-    compose = valueset.get("compose") or {}
-    for include in compose.get("include") or ():
-        system = include.get("system") or ""
-        vs.imports.extend(include.get("valueSet") or ())
-        concepts = include.get("concept") or ()
-        filters = include.get("filter") or ()
-        for concept in concepts:
-            _add_concept(vs, system, concept)
-        for flt in filters:
-            op, value = flt.get("op"), flt.get("value")
-            if not value:
-                continue
-            if op in ("is-a", "descendent-of"):
-                vs.prefixes.append((system, value, op == "is-a"))
-            elif op == "=" and flt.get("property") in ("concept", "code"):
-                vs.codes.add((system, value))
-        if system and not concepts and not filters and not include.get("valueSet"):
-            vs.whole_systems.add(system)
-    for exclude in compose.get("exclude") or ():
-        system = exclude.get("system") or ""
-        for concept in exclude.get("concept") or ():
-            if concept.get("code"):
-                vs.excluded.add((system, concept["code"]))
-    stack = list((valueset.get("expansion") or {}).get("contains") or ())
-    while stack:
-        item = stack.pop()
-        if item.get("system") and item.get("code") and not item.get("abstract"):
-            _add_concept(vs, item["system"], item)
-        stack.extend(item.get("contains") or ())
-    vs.names.discard("")
-    return vs
+def _is(resource: Any, resource_type: str) -> bool:
+    return isinstance(resource, dict) and resource.get("resourceType") == resource_type \
+        and bool(resource.get("url"))
+
+
+_REPOSITORY_PROFILES = Path(__file__).resolve().parents[2] / "fhir_profiles"
 
 
 def profiles_dir() -> Path:
     """The repository's fhir_profiles/ folder; the installed `fhir_profiles` package otherwise."""
-    here = Path(__file__).resolve().parents[2] / "fhir_profiles"
+    here = _REPOSITORY_PROFILES
     if here.is_dir():
         return here
     try:
@@ -272,21 +187,46 @@ def profiles_dir() -> Path:
 
 
 def load_valuesets(folder: Path) -> tuple[dict[str, Any], ...]:
-    """Every ValueSet JSON file in `folder` (sorted by name; other resource types skipped).
-    Re-read only when a file is added, removed or modified. Raises OSError / ValueError
-    (json.JSONDecodeError) on an unreadable or malformed file."""
-    folder = Path(folder)
-    if not folder.is_dir():
+    """Every ValueSet JSON file in `folder`: load_resources(folder, "ValueSet")."""
+    return load_resources(folder, "ValueSet")
+
+
+def load_resources(folder: Path, resource_type: str) -> tuple[dict[str, Any], ...]:
+    """Every `resource_type` JSON file in `folder` (sorted by name; other resource types
+    skipped). Re-read only when a file is added, removed or modified. Raises OSError /
+    ValueError (json.JSONDecodeError) on an unreadable or malformed file."""
+    try:
+        with os.scandir(folder) as entries:  # one readdir and a stat per file: cheap per call
+            signature = tuple(sorted((e.name, e.stat().st_mtime_ns) for e in entries
+                                     if e.name.endswith(".json") and e.is_file()))
+    except (FileNotFoundError, NotADirectoryError):
         return ()
-    signature = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(folder.glob("*.json")))
-    return _read_valuesets(str(folder), signature)
+    return _read_resources(str(folder), signature, resource_type)
 
 
 @lru_cache(maxsize=8)
-def _read_valuesets(folder: str, signature: tuple[tuple[str, int], ...]) -> tuple[dict[str, Any], ...]:
+def _read_resources(folder: str, signature: tuple[tuple[str, int], ...],
+                    resource_type: str) -> tuple[dict[str, Any], ...]:
     out = []
     for name, _ in signature:
         data = json.loads((Path(folder) / name).read_text(encoding="utf-8"))
-        if isinstance(data, dict) and data.get("resourceType") == "ValueSet":
+        if isinstance(data, dict) and data.get("resourceType") == resource_type:
             out.append(data)
     return tuple(out)
+
+
+_last_compiled: tuple[Any, Any, ValueSets] | None = None
+
+
+def _compiled(valuesets: tuple[dict[str, Any], ...],
+              code_systems: tuple[dict[str, Any], ...]) -> ValueSets:
+    """ValueSets over these resources, compiled again only when the files were re-read (the
+    tuples are the cached ones, so identity says "unchanged"). ValueSets is immutable apart
+    from memos of pure answers, so sharing it between Terminology instances is safe."""
+    global _last_compiled
+    last = _last_compiled
+    if last is not None and last[0] is valuesets and last[1] is code_systems:
+        return last[2]
+    compiled = ValueSets((vs for vs in valuesets if _is(vs, "ValueSet")), code_systems)
+    _last_compiled = (valuesets, code_systems, compiled)
+    return compiled

@@ -14,7 +14,7 @@ from service.clinical.terminology import profiles_dir
 
 def test_imports_no_framework():
     # service/__init__.py (the app factory) may import Flask; service.clinical adds nothing of it.
-    code = ("import sys, service, service.fhir.canonical, service.fhir.errors; before = set(sys.modules); "
+    code = ("import sys, service, service.fhir.canonical, service.fhir.errors, service.fhir.terminology; before = set(sys.modules); "
             "import service.clinical; new = set(sys.modules) - before; "
             "bad = sorted(m for m in new if not m.startswith(('service.clinical', 'dateutil', 'six')) "
             "and m.split('.')[0] not in sys.stdlib_module_names); "
