@@ -87,3 +87,54 @@ def test_default_loads_the_repository_valuesets():
     folder = profiles_dir() / "ValueSet"
     assert load_valuesets(folder) is load_valuesets(folder)
     assert Terminology.default() is not t
+
+
+@pytest.mark.parametrize("valuesets, system, code, expected", [
+    # one include importing two ValueSets holds what both hold (R4: intersection)
+    ([vs({"valueSet": ["urn:b", "urn:c"]}),
+      vs({"system": "s", "concept": [{"code": "b"}, {"code": "bc"}]}, url="urn:b"),
+      vs({"system": "s", "concept": [{"code": "bc"}]}, url="urn:c")], "s", "bc", True),
+    ([vs({"valueSet": ["urn:b", "urn:c"]}),
+      vs({"system": "s", "concept": [{"code": "b"}, {"code": "bc"}]}, url="urn:b"),
+      vs({"system": "s", "concept": [{"code": "bc"}]}, url="urn:c")], "s", "b", False),
+    # excludes follow the include rules: here an ATC subtree
+    ([vs({"system": c.ATC, "filter": [{"property": "concept", "op": "is-a", "value": "M05B"}]},
+         exclude=[{"system": c.ATC, "filter": [{"property": "concept", "op": "is-a", "value": "M05BX"}]}])],
+     c.ATC, "M05BX04", False),
+    ([vs({"system": "s", "filter": [{"property": "concept", "op": "=", "value": "a"}]})], "s", "a", True),
+    ([vs({"valueSet": [VS]})], "s", "a", False),                          # an import cycle: nothing
+])
+def test_compose_rules_shared_with_the_validator(valuesets, system, code, expected):
+    assert Terminology(valuesets).contains_code(VS, system, code) is expected
+
+
+def test_an_excluded_concept_is_not_named():
+    t = Terminology([vs({"system": "s", "concept": [{"code": "a", "display": "Alpha"},
+                                                    {"code": "b", "display": "Beta"}]},
+                        exclude=[{"system": "s", "concept": [{"code": "b"}]}])])
+    assert t.contains(VS, {"text": "alpha"}) and not t.contains(VS, {"text": "beta"})
+
+
+def test_codesystem_hierarchy_and_names():
+    cs = {"resourceType": "CodeSystem", "url": "urn:cs", "concept": [
+        {"code": "finding", "concept": [{"code": "oedema", "display": "Bone marrow oedema"}]}]}
+    below = vs({"system": "urn:cs", "filter": [{"property": "concept", "op": "descendent-of",
+                                               "value": "finding"}]})
+    assert not Terminology([below]).contains_code(VS, "urn:cs", "oedema")   # no CodeSystem: unknown
+    t = Terminology([below], [cs])
+    assert t.contains_code(VS, "urn:cs", "oedema") and not t.contains_code(VS, "urn:cs", "finding")
+    assert t.display(VS, "urn:cs", "oedema") == "Bone marrow oedema"
+    assert t.contains(VS, {"text": "Bone marrow oedema"})
+
+
+@pytest.mark.skipif(not (profiles_dir() / "StructureDefinition").is_dir(), reason="fhir_profiles not present")
+def test_default_agrees_with_the_profile_validator():
+    from service.fhir.profiles import Conformance
+    guide, t = Conformance.load(profiles_dir()), Terminology.default()
+    codes = set().union(*(guide.expand(url) for url in t.urls()))
+    codes |= {(c.ATC, "M05BB03"), (c.ATC, "M05BX04"), (c.SNOMED, "0"), (c.TOH_CODES, "flag")}
+    assert t.urls() == sorted(r["url"] for r in guide.resources if r["resourceType"] == "ValueSet")
+    for url in t.urls():
+        for system, code in codes:
+            assert t.contains_code(url, system, code) == guide.contains(url, system, code), (url, code)
+    assert t.contains_code(c.VS_MRI_FINDINGS, c.TOH_CODES, "bone-marrow-oedema-diffuse")

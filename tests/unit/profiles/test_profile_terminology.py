@@ -11,6 +11,7 @@ from service.fhir.canonical import (
 )
 from service.fhir.profiles import Conformance, ConformanceError, UnknownValueSet
 from service.fhir.profiles._terminology import Terminology
+from service.fhir.terminology import ValueSets
 
 ISSUE_CODES = {  # the codes issue 4 requires in the local CodeSystem
     "transient-osteoporosis-hip", "bone-marrow-oedema-syndrome", "transient-regional-osteoporosis",
@@ -122,7 +123,26 @@ def test_local_hierarchy_filters() -> None:
     {"system": "http://snomed.info/sct"},  # a whole external code system
     {"system": "http://snomed.info/sct", "filter": [{"property": "concept", "op": "is-a", "value": "1"}]},
     {"system": "urn:cs", "filter": [{"property": "status", "op": "=", "value": "x"}]},
+    {"valueSet": ["urn:missing"]},  # an import the package does not hold
 ])
 def test_unexpandable_valuesets_fail_at_load(include: dict) -> None:
     with pytest.raises(ConformanceError):
         Terminology([CS], [vs("urn:bad", [include])])
+
+
+def test_what_the_validator_refuses_the_clinical_rules_approximate() -> None:
+    # the same interpreter, read leniently: problems are listed, not raised
+    lenient = ValueSets([vs("urn:open", [{"system": SNOMED}]),
+                         vs("urn:isa", [{"system": SNOMED, "filter": [
+                             {"property": "concept", "op": "is-a", "value": "1"}]}])])
+    assert len(lenient.problems) == 2
+    assert lenient.contains("urn:open", SNOMED, "24136001")           # any code of an open system
+    assert lenient.contains("urn:isa", SNOMED, "1") and not lenient.contains("urn:isa", SNOMED, "12")
+    assert not lenient.contains("urn:none", SNOMED, "1") and not lenient.knows("urn:none")
+
+
+def test_concept_equality_filter_and_versioned_urls() -> None:
+    t = Terminology([CS], [vs("urn:eq|1.0", [{"system": "urn:cs", "filter": [
+        {"property": "concept", "op": "=", "value": "a2"}]}])])
+    assert t.expand("urn:eq") == {("urn:cs", "a2")} and t.contains("urn:eq|2.0", "urn:cs", "a2")
+    assert t.contains_code("urn:eq", "a2") and not t.contains_code("urn:eq", "a1")
