@@ -133,14 +133,15 @@ class ValueSets:
             url = strip_version(vs["url"])
             self._sets[url] = self._compile(url, vs)
         self._known_codes: dict[str, set[str]] = {}  # system -> codes any ValueSet lists
-        for vs_url, vs in self._sets.items():
-            for system, code in vs.expansion | vs.listed.keys():
+        for vs_url, compiled in self._sets.items():
+            for system, code in compiled.expansion | compiled.listed.keys():
                 self._known_codes.setdefault(system, set()).add(code)
-            for inc in vs.includes + vs.excludes:
+            for inc in compiled.includes + compiled.excludes:
                 if inc.system and inc.codes:
                     self._known_codes.setdefault(inc.system, set()).update(inc.codes)
                 self.problems += [f"ValueSet {vs_url}: imports {v}, which is not held"
                                   for v in inc.value_sets if v not in self._sets]
+        self._answers: dict[tuple[str, str, str], bool] = {}
         self._expansions: dict[str, frozenset[Code]] = {}
         self._concepts: dict[str, tuple[Concept, ...]] = {}
 
@@ -157,7 +158,13 @@ class ValueSets:
         """True if (system, code) is a member of the ValueSet (False if it is not held)."""
         if not system or not code:
             return False
-        return self._has(strip_version(valueset_url), system, code, frozenset())
+        key = (valueset_url, system, code)
+        hit = self._answers.get(key)
+        if hit is None:
+            hit = self._has(strip_version(valueset_url), system, code, frozenset())
+            if len(self._answers) < 100_000:  # codes arrive from outside: bound the memo
+                self._answers[key] = hit
+        return hit
 
     def expand(self, valueset_url: str) -> frozenset[Code]:
         """The members that can be listed: every (system, code) the includes enumerate (for a
@@ -255,15 +262,16 @@ class ValueSets:
                 return vs.listed[(system, code)]
             stack.extend(v for inc in vs.includes for v in inc.value_sets)
         local = self._systems.get(system)
-        return local.concepts.get(code, Concept(system, code, None)) if local else Concept(system, code, None)
+        named = local.concepts.get(code) if local else None
+        return named or Concept(system, code, None)
 
     # -- compilation ----------------------------------------------------------------------------
     def _compile(self, url: str, vs: dict[str, Any]) -> _ValueSet:
         compose = vs.get("compose") or {}
         listed: dict[Code, Concept] = {}
-        includes = tuple(self._compile_include(url, i, listed) for i in compose.get("include") or ())
-        excludes = tuple(self._compile_include(url, e, {}) for e in compose.get("exclude") or ())
-        expansion = set()
+        includes = tuple(self._include(url, i, listed) for i in compose.get("include") or ())
+        excludes = tuple(self._include(url, e, {}) for e in compose.get("exclude") or ())
+        expansion: set[Code] = set()
         stack = list((vs.get("expansion") or {}).get("contains") or ())
         while stack:
             item = stack.pop()
@@ -273,7 +281,9 @@ class ValueSets:
             stack.extend(item.get("contains") or ())
         return _ValueSet(includes, excludes, frozenset(expansion), listed)
 
-    def _compile_include(self, url: str, inc: dict[str, Any], listed: dict[Code, Concept]) -> _Include:
+    def _include(self, url: str, inc: dict[str, Any], listed: dict[Code, Concept]) -> _Include:
+        """Compile one include/exclude; its listed concepts go into `listed`, what cannot be
+        evaluated locally into `problems`."""
         system = inc.get("system") or None
         concepts = [c for c in inc.get("concept") or () if c.get("code")]
         if system:
