@@ -51,6 +51,7 @@ class Terminology:
 
     def _init(self, value_sets: ValueSets) -> None:
         self._sets = value_sets
+        self._memo: dict[tuple[str, str, str], bool] = {}
         self._text_memo: dict[tuple[str, str, str], bool] = {}
         self._concept_memo: dict[tuple[Any, ...], tuple[bool, ...]] = {}
         self._display_memo: dict[tuple[str, str | None, str | None], str | None] = {}
@@ -77,7 +78,13 @@ class Terminology:
 
     def contains_code(self, url: str, system: str | None, code: str | None) -> bool:
         """True when system|code is a member of ValueSet `url` (False if the set is unknown)."""
-        return self._sets.contains(url, system, code)  # remembered there
+        if not system or not code:
+            return False
+        key = (url, system, code)
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = self._sets.contains(url, system, code)
+        return hit
 
     def contains(self, url: str, concept: Any, text: TextMatch = "exact") -> bool:
         """True when a CodeableConcept has a coding in ValueSet `url`, or (text != "none") when
