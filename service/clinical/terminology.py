@@ -51,7 +51,6 @@ class Terminology:
 
     def _init(self, value_sets: ValueSets) -> None:
         self._sets = value_sets
-        self._memo: dict[tuple[str, str, str], bool] = {}
         self._text_memo: dict[tuple[str, str, str], bool] = {}
         self._concept_memo: dict[tuple[Any, ...], tuple[bool, ...]] = {}
         self._display_memo: dict[tuple[str, str | None, str | None], str | None] = {}
@@ -78,13 +77,7 @@ class Terminology:
 
     def contains_code(self, url: str, system: str | None, code: str | None) -> bool:
         """True when system|code is a member of ValueSet `url` (False if the set is unknown)."""
-        if not system or not code:
-            return False
-        key = (url, system, code)
-        hit = self._memo.get(key)
-        if hit is None:
-            hit = self._memo[key] = self._sets.contains(url, system, code)
-        return hit
+        return self._sets.contains(url, system, code)  # remembered there
 
     def contains(self, url: str, concept: Any, text: TextMatch = "exact") -> bool:
         """True when a CodeableConcept has a coding in ValueSet `url`, or (text != "none") when
