@@ -47,33 +47,15 @@ class _Malformed(ValueError):
         self.code = code
 
 
-def split_escaped(text: str, sep: str) -> list[str]:
-    """Split on sep except where escaped with a backslash; unescape \\, \\| \\$ and \\\\."""
+def split_escaped(text: str, sep: str, *, keep_escapes: bool = False) -> list[str]:
+    """Split on sep except where escaped with a backslash; unescape \\, \\| \\$ and \\\\
+    unless keep_escapes (for a value that a later split will take apart further)."""
     out, cur, i = [], [], 0
     while i < len(text):
         ch = text[i]
         if ch == "\\" and i + 1 < len(text):
             nxt = text[i + 1]
-            cur.append(nxt if nxt in ",|$\\" else ch + nxt)
-            i += 2
-            continue
-        if ch == sep:
-            out.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-        i += 1
-    out.append("".join(cur))
-    return out
-
-
-def _split_first(text: str, sep: str) -> list[str]:
-    """Split on unescaped separators, keeping escapes for a later split."""
-    out, cur, i = [], [], 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\" and i + 1 < len(text):
-            cur.append(text[i:i + 2])
+            cur.append(ch + nxt if keep_escapes or nxt not in ",|$\\" else nxt)
             i += 2
             continue
         if ch == sep:
@@ -223,7 +205,7 @@ class SearchParser:
 
     @staticmethod
     def _values(value: str, parse_one: Any) -> tuple[Value, ...]:
-        parts = [p for p in _split_first(value, ",") if p != ""]
+        parts = [p for p in split_escaped(value, ",", keep_escapes=True) if p != ""]
         if not parts:
             raise _Malformed("empty value")
         try:
