@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from .anatomy import LEFT, RIGHT, Site, site_label
 from .dates import whole_months
@@ -49,7 +49,7 @@ class _Draft:
         return end is not None and onset <= end
 
 
-def _sides(site: Site) -> list[str | None]:
+def _sides(site: Site) -> Sequence[str | None]:
     if site.sides:
         return sorted(site.sides)
     return [None]
@@ -105,8 +105,8 @@ def _attach_mris(drafts: list[_Draft], mris: Iterable[Finding], issues: list[Ass
     for d in drafts:
         if d.onset is not None:
             by_site.setdefault((d.joint, d.side), []).append(d)
-    for group in by_site.values():
-        group.sort(key=lambda d: d.onset or date.min)
+    for drafts_at_site in by_site.values():
+        drafts_at_site.sort(key=lambda d: d.onset or date.min)
     unplaced: set[str] = set()
     undiagnosed: set[tuple[str, str]] = set()
     for mri in mris:

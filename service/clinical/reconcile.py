@@ -86,8 +86,8 @@ def reconcile_flags(findings: Iterable[FlagFinding], stored_flags: Iterable[dict
     """Match the findings that hold on `as_of` with a patient's stored Flags by key. Re-running
     over the same data after applying the changes yields FlagChanges.empty."""
     wanted: dict[str, FlagFinding] = {}
-    for finding in findings:
-        wanted.setdefault(finding.key, finding)
+    for found in findings:
+        wanted.setdefault(found.key, found)
     by_key: dict[str, list[dict[str, Any]]] = {}
     for flag in stored_flags:
         key = flag_key(flag)

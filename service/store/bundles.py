@@ -29,8 +29,9 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from service.fhir.errors import (BadRequest, Conflict, FhirError, Issue, MethodNotAllowed, PayloadTooLarge,
@@ -39,6 +40,8 @@ from service.fhir.resources import check_id, check_type
 from service.store.repository import Repository, StoredResource, format_instant
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 KINDS = ("batch", "transaction")
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
@@ -149,7 +152,7 @@ class _Processor:
     # -- the two kinds ----------------------------------------------------------------
     def transaction(self, raw_entries: list[Any]) -> list[dict[str, Any]]:
         """Resolve every identity, then run the entries in R4 order; raises EntryFailed."""
-        entries = [self._guarded(i, raw, lambda i=i, raw=raw: self._parse(i, raw)) for i, raw in enumerate(raw_entries)]
+        entries = [self._guarded(i, raw, partial(self._parse, i, raw)) for i, raw in enumerate(raw_entries)]
         seen: dict[str, int] = {}
         for entry in entries:
             if entry.full_url is not None:
@@ -158,7 +161,7 @@ class _Processor:
                                                  f"{seen[entry.full_url]}", code="duplicate"))
                 seen[entry.full_url] = entry.index
         for entry in entries:
-            self._guarded(entry.index, entry, lambda e=entry: self._resolve(e))
+            self._guarded(entry.index, entry, partial(self._resolve, entry))
         written: dict[tuple[str, str | None], int] = {}
         for entry in entries:
             if entry.writes:
@@ -171,7 +174,7 @@ class _Processor:
             self._claim(entry)
         results: dict[int, Result] = {}
         for entry in sorted(entries, key=lambda e: _PROCESSING_ORDER[e.method]):
-            results[entry.index] = self._guarded(entry.index, entry, lambda e=entry: self._run(e))
+            results[entry.index] = self._guarded(entry.index, entry, partial(self._run, entry))
         return [self._response(entry, results[entry.index]) for entry in entries]
 
     def batch(self, raw_entries: list[Any]) -> list[dict[str, Any]]:
@@ -354,7 +357,7 @@ class _Processor:
         out["response"] = response
         return out
 
-    def _guarded(self, index: int, entry: Any, step: Callable[[], Any]) -> Any:
+    def _guarded(self, index: int, entry: Any, step: Callable[[], _T]) -> _T:
         try:
             return step()
         except FhirError as exc:

@@ -12,7 +12,10 @@ config = context.config
 def run() -> None:
     connection = config.attributes.get("connection")
     if connection is None:  # the alembic command line
-        engine = create_engine(config.get_main_option("sqlalchemy.url"))
+        url = config.get_main_option("sqlalchemy.url")
+        if url is None:
+            raise RuntimeError("the alembic configuration sets no sqlalchemy.url")
+        engine = create_engine(url)
         with engine.begin() as conn:
             context.configure(connection=conn, target_metadata=metadata, render_as_batch=True)
             with context.begin_transaction():

@@ -76,7 +76,7 @@ class Compiler:
         ref = search_reference
         types = [res_type] if res_type else sorted(members)
         links = [and_(ref.c.res_type == t, ref.c.param.in_(members[t])) for t in types if t in members]
-        conds = []
+        conds: list[ColumnElement[bool]] = []
         if links:
             conds.append(res.c.rid.in_(select(ref.c.rid).where(
                 ref.c.target_type == comp_type, ref.c.target_id == comp_id, or_(*links))))

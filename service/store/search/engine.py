@@ -66,7 +66,7 @@ class Cursor:
     before: tuple[Any, ...] | None = None
 
     def encode(self) -> str:
-        body = {"s": self.snapshot}
+        body: dict[str, Any] = {"s": self.snapshot}
         if self.after is not None:
             body["a"] = [_jsonable(v) for v in self.after]
         if self.before is not None:
@@ -182,7 +182,7 @@ class SearchEngine:
         page_where = list(where)
         if cursor.after is not None:
             page_where.append(_keyset(keys, desc, cursor.after, forward=True))
-        if backwards:
+        if cursor.before is not None:
             page_where.append(_keyset(keys, desc, cursor.before, forward=False))
         order = [(k.desc() if d != backwards else k.asc()) for k, d in zip(keys, desc)]
         labelled = [k.label(f"k{i}") for i, k in enumerate(keys[:-1])]
@@ -193,7 +193,7 @@ class SearchEngine:
         more = len(rows) > query.count
         rows = rows[:query.count]
         if backwards:
-            rows.reverse()
+            rows = rows[::-1]
         result.matches = [Found(r.rid, r.res_type, r.res_id, r.version, r.last_updated, r.content) for r in rows]
         first_page = cursor.after is None and cursor.before is None
         if result.total is None and first_page and not more:
@@ -254,6 +254,7 @@ class SearchEngine:
         table = TABLES[key.type]
         low_col, high_col = _AGG_COLUMN[key.type]
         kind = _KIND[key.type]
+        agg: ColumnElement[Any]
         if key.descending:
             agg = func.max(table.c[high_col])
             missing: Any = {"date": LOW_END, "float": -_FLOAT_TOP, "str": ""}[kind]

@@ -6,6 +6,8 @@ Create Date: 2026-11-21
 """
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -19,7 +21,8 @@ Value = sa.String(255)
 # Byte-order collation on PostgreSQL so "starts with" is an index range scan.
 Sortable = sa.String(255).with_variant(sa.String(255, collation="C"), "postgresql")
 
-TABLES = {
+# Annotated: the value columns differ in Python type, and mypy would join the lists to object.
+TABLES: dict[str, list[sa.Column[Any]]] = {
     "search_token": [sa.Column("system", Value), sa.Column("code", Value), sa.Column("text", Sortable)],
     "search_string": [sa.Column("norm", Sortable, nullable=False), sa.Column("exact", Value, nullable=False)],
     "search_reference": [sa.Column("target_type", sa.String(64)), sa.Column("target_id", sa.String(64)),
@@ -55,8 +58,8 @@ def upgrade() -> None:
             sa.Column("param", sa.String(64), nullable=False),
             *columns,
         )
-    for index, table, columns in INDEXES:
-        op.create_index(index, table, columns)
+    for index, table, column_names in INDEXES:
+        op.create_index(index, table, column_names)
 
 
 def downgrade() -> None:
