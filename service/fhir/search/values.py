@@ -1,5 +1,5 @@
 """Value helpers shared by extraction and query parsing: string normalisation, FHIR dates as
-UTC ranges by precision, numbers as ranges by significant digits, and references.
+UTC ranges by precision, numbers as ranges by significant digits (references: service.fhir.references).
 
 All ranges are half-open [low, high). Dates are timezone-aware UTC datetimes; an open end
 of a Period is LOW_END / HIGH_END. See https://hl7.org/fhir/R4/search.html#date and
@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 
 from dateutil.relativedelta import relativedelta
+
+# References and ids live in service.fhir.references; re-exported for the search modules.
+from service.fhir.references import Ref, is_id, is_type_name, parse_reference  # noqa: F401
 
 UTC = timezone.utc
 LOW_END = datetime(1, 1, 1, tzinfo=UTC)
@@ -25,8 +27,6 @@ _DATE = re.compile(
     r"^(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
     r"(?:T(?P<H>\d{2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:\.(?P<f>\d+))?)?"
     r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$")
-_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 _PREFIXED = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)(?=[-+.\d])")
 
 
@@ -104,49 +104,3 @@ def number_range(text: str) -> tuple[Decimal, Decimal, Decimal]:
     assert isinstance(exponent, int)
     half = Decimal(5).scaleb(exponent - 1)
     return value, value - half, value + half
-
-
-@dataclass(frozen=True)
-class Ref:
-    """A parsed reference: a local target (type and id) and/or an absolute URL."""
-
-    target_type: str | None = None
-    target_id: str | None = None
-    url: str | None = None
-
-
-def parse_reference(ref: str, base_urls: tuple[str, ...] = ()) -> Ref | None:
-    """Parse a Reference.reference (or a canonical/uri) into a Ref.
-
-    'Patient/1', 'Patient/1/_history/2' and '<one of base_urls>/Patient/1' are local;
-    other absolute URLs and 'urn:uuid:...' are kept as url; '#contained' gives None.
-    """
-    ref = ref.strip()
-    if not ref or ref.startswith("#"):
-        return None
-    for base in base_urls:
-        b = base.rstrip("/") + "/"
-        if ref.startswith(b):
-            local = _local(ref[len(b):])
-            if local:
-                return local
-    if ":" in ref.split("/", 1)[0]:      # a scheme: http:, urn:, ...
-        return Ref(url=ref.split("|", 1)[0])
-    return _local(ref) or Ref(url=ref)
-
-
-def _local(path: str) -> Ref | None:
-    bits = path.split("/")
-    if len(bits) in (2, 4) and _TYPE.match(bits[0]) and _ID.match(bits[1]) and (
-            len(bits) == 2 or bits[2] == "_history"):
-        return Ref(bits[0], bits[1])
-    return None
-
-
-def is_id(text: str) -> bool:
-    """True if text is a valid FHIR logical id."""
-    return bool(_ID.match(text))
-
-
-def is_type_name(text: str) -> bool:
-    return bool(_TYPE.match(text))
