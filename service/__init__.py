@@ -24,7 +24,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clo
     from service.api.context import Services
     from service.store import Database
     from service.store.search import SearchEngine
-    from service.workflows.clinical_watch import ClinicalWatch, PatientRecords
+    from service.workflows.clinical_watch import ClinicalWatch
     from service.workflows.conformance import guide_keys, install_guide, profile_validator
 
     if isinstance(config, Settings):
@@ -38,11 +38,11 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clo
     database = Database(settings.database_url, clock=clock, echo=settings.sql_echo)
     conformance = _guide()
     search = SearchEngine(_search_parameters(), base_urls=[settings.base_url] if settings.base_url else [],
-                          default_count=settings.default_page_size, max_count=settings.max_page_size)
+                          default_count=settings.default_page_size, max_count=settings.max_page_size, clock=clock)
     search.init_database(database)
     database.add_validator(profile_validator(conformance))
     database.set_read_only(guide_keys(conformance))
-    clinical = ClinicalWatch(PatientRecords(search.find_ids), _terminology())
+    clinical = ClinicalWatch(_terminology(), base_urls=(settings.base_url,) if settings.base_url else ())
     database.add_before_commit(clinical.before_commit)
     if settings.migrate_on_start:
         database.migrate()
@@ -63,9 +63,9 @@ def _guide() -> Any:
 
 @lru_cache(maxsize=1)
 def _terminology() -> Any:
-    """The rules' ValueSet membership, loaded once per process (it is immutable)."""
+    """The rules' ValueSet membership, on the guide's own (one reading of the ValueSets)."""
     from service.clinical import Terminology
-    return Terminology.default()
+    return Terminology.from_value_sets(_guide().terminology.value_sets)
 
 
 @lru_cache(maxsize=1)

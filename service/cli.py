@@ -27,20 +27,26 @@ def _gunicorn_app(factory: Callable[[], Any], options: dict[str, Any]) -> Any:
     return TohGunicorn()
 
 
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+
+
 def serve(args: argparse.Namespace) -> int:
-    """Migrate once, then start gunicorn workers that build the app from the environment."""
-    if args.database_url:
-        os.environ["TOH_DATABASE_URL"] = args.database_url
-    # Absolute references to this server are recognised at write time only with a known base.
-    os.environ.setdefault("TOH_BASE_URL", f"http://{args.host}:{args.port}/fhir")
-    settings = Settings.from_env()
+    """Migrate once, then start gunicorn workers that each build the app from the same settings."""
     from service import create_app
+
+    settings = Settings.from_env()
+    overrides: dict[str, Any] = {}
+    if args.database_url:
+        overrides["database_url"] = args.database_url
+    if settings.base_url is None and args.host not in WILDCARD_HOSTS:
+        # Absolute references to this server are recognised at write time only with a known base.
+        overrides["base_url"] = f"http://{args.host}:{args.port}/fhir"
+    settings = settings.with_overrides(overrides)
     create_app(settings).extensions["toh"].database.dispose()  # migrate and install the guide once
-    os.environ["TOH_MIGRATE_ON_START"] = "0"  # done above, before the workers fork
+    worker_settings = settings.with_overrides({"migrate_on_start": False})
 
     def factory() -> Any:
-        from service import create_app
-        return create_app()
+        return create_app(worker_settings)
 
     options = {
         "bind": f"{args.host}:{args.port}",
@@ -52,7 +58,8 @@ def serve(args: argparse.Namespace) -> int:
         "errorlog": "-",
         "loglevel": "info",
     }
-    print(f"TOH service: FHIR at http://{args.host}:{args.port}/fhir  database {settings.database_url}",
+    print(f"TOH service: FHIR at {settings.base_url or f'http://{args.host}:{args.port}/fhir'}  "
+          f"database {settings.database_url}",
           file=sys.stderr, flush=True)
     _gunicorn_app(factory, options).run()
     return 0

@@ -14,12 +14,12 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def _negotiate() -> None:
         from flask import request
-        if request.path.startswith("/fhir"):
+        if request.path.startswith(context.FHIR_PREFIX):
             negotiation.check_accept()
 
-    app.register_blueprint(metadata.bp, url_prefix="/fhir")
-    app.register_blueprint(toh_assessment.bp, url_prefix="/fhir")
-    app.register_blueprint(validate.bp, url_prefix="/fhir")
+    app.register_blueprint(metadata.bp, url_prefix=context.FHIR_PREFIX)
+    app.register_blueprint(toh_assessment.bp, url_prefix=context.FHIR_PREFIX)
+    app.register_blueprint(validate.bp, url_prefix=context.FHIR_PREFIX)
     rest.init_app(app)
     search.init_app(app)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from flask import Flask, Response, current_app, g, request
 
@@ -18,7 +18,13 @@ from service.config import Settings
 from service.fhir.errors import FhirError
 from service.store import Database, UnitOfWork
 
+if TYPE_CHECKING:
+    from service.fhir.profiles import Conformance
+    from service.store.search import SearchEngine
+    from service.workflows.clinical_watch import ClinicalWatch
+
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+FHIR_PREFIX = "/fhir"  # where the FHIR API is mounted
 
 
 @dataclass
@@ -28,9 +34,9 @@ class Services:
     settings: Settings
     database: Database
     clock: Clock
-    conformance: Any = None       # service.fhir.profiles.Conformance
-    search: Any = None            # service.store.search.SearchEngine
-    clinical: Any = None          # service.workflows.clinical_watch.ClinicalWatch
+    conformance: Conformance
+    search: SearchEngine
+    clinical: ClinicalWatch
 
 
 def services() -> Services:
@@ -44,7 +50,7 @@ def current_uow() -> UnitOfWork:
     if uow is None:
         stack = contextlib.ExitStack()
         g.toh_uow_stack = stack
-        write = request.method not in READ_METHODS or bool(g.get("toh_write"))
+        write = request.method not in READ_METHODS
         uow = stack.enter_context(services().database.unit_of_work(write=write))
         g.toh_uow = uow
     return uow
@@ -53,7 +59,12 @@ def current_uow() -> UnitOfWork:
 def base_url() -> str:
     """The FHIR base URL clients use (configured, or from the request)."""
     configured = services().settings.base_url
-    return configured.rstrip("/") if configured else request.url_root.rstrip("/") + "/fhir"
+    return configured.rstrip("/") if configured else request.url_root.rstrip("/") + FHIR_PREFIX
+
+
+def request_url() -> str:
+    """This request's URL (without its query) under the FHIR base URL clients use."""
+    return base_url() + request.path.removeprefix(FHIR_PREFIX)
 
 
 def init_app(app: Flask) -> None:

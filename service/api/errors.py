@@ -4,17 +4,19 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, json
-from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from service.fhir.errors import FhirError, Issue, operation_outcome
+from service.api.negotiation import FHIR_JSON
+from service.fhir.errors import (BadRequest, Conflict, FhirError, Gone, MethodNotAllowed, NotAcceptable,
+                                 NotFound, PayloadTooLarge, PreconditionFailed, ServiceUnavailable,
+                                 UnsupportedMediaType, Unprocessable)
+from service.store import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
-FHIR_JSON = "application/fhir+json"
 
-_HTTP_ISSUE_CODES = {400: "invalid", 404: "not-found", 405: "not-supported", 406: "not-supported",
-                     409: "conflict", 412: "conflict", 413: "too-costly", 415: "not-supported",
-                     422: "processing", 429: "throttled"}
+_ERROR_FOR_STATUS: dict[int, type[FhirError]] = {cls.status: cls for cls in (
+    BadRequest, NotFound, MethodNotAllowed, NotAcceptable, Conflict, Gone, PreconditionFailed,
+    PayloadTooLarge, UnsupportedMediaType, Unprocessable, ServiceUnavailable)}
 
 
 def outcome_response(error: FhirError) -> Response:
@@ -23,9 +25,11 @@ def outcome_response(error: FhirError) -> Response:
 
 
 def _http_error(exc: HTTPException) -> Response:
-    code = exc.code or 500
-    issue = Issue("error", _HTTP_ISSUE_CODES.get(code, "exception"), exc.description or exc.name)
-    response = Response(json.dumps(operation_outcome([issue])), status=code, mimetype=FHIR_JSON)
+    """Werkzeug's errors (unknown route, method not allowed, body too large...) as FHIR ones."""
+    status = exc.code or 500
+    error = _ERROR_FOR_STATUS.get(status, FhirError)(exc.description or exc.name)
+    error.status = status
+    response = outcome_response(error)
     valid_methods = getattr(exc, "valid_methods", None)
     if valid_methods:
         response.headers["Allow"] = ", ".join(valid_methods)
@@ -35,13 +39,11 @@ def _http_error(exc: HTTPException) -> Response:
 def _unexpected(exc: Exception) -> Response:
     if isinstance(exc, HTTPException):
         return _http_error(exc)
-    if isinstance(exc, OperationalError):
+    if isinstance(exc, TRANSIENT_ERRORS):
         log.exception("database unavailable")
-        issue = Issue("fatal", "transient", "The database is unavailable; try again")
-        return Response(json.dumps(operation_outcome([issue])), status=503, mimetype=FHIR_JSON)
+        return outcome_response(ServiceUnavailable("The database is unavailable; try again"))
     log.exception("unhandled error")
-    issue = Issue("fatal", "exception", f"Internal error: {type(exc).__name__}")
-    return Response(json.dumps(operation_outcome([issue])), status=500, mimetype=FHIR_JSON)
+    return outcome_response(FhirError(f"Internal error: {type(exc).__name__}"))
 
 
 def init_app(app: Flask) -> None:

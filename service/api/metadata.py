@@ -12,9 +12,10 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app
 
-from service.api.context import base_url, services
+from service.api.context import FHIR_PREFIX, base_url, services
 from service.api.negotiation import json_response
 from service.api.rest import INTERACTIONS, conditional_update as conditional_update_view
+from service.fhir.canonical import IG
 from service.fhir.r4_types import R4_RESOURCE_TYPES
 
 bp = Blueprint("fhir_metadata", __name__)
@@ -33,11 +34,21 @@ def _operations() -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for rule in current_app.url_map.iter_rules():
         match = _OPERATION.search(rule.rule)
-        if match and rule.rule.startswith("/fhir"):
+        if match and rule.rule.startswith(FHIR_PREFIX):
             parts = rule.rule.split("/")
             res_type = parts[2] if len(parts) > 2 and not parts[2].startswith("<") else "*"
             found.setdefault(match.group(1), set()).add(res_type)
     return found
+
+
+# FHIR's own operations; the rest are the TOH guide's.
+_FHIR_OPERATIONS = {"validate": "Resource-validate", "everything": "Patient-everything"}
+
+
+def _operation_definition(res_type: str, name: str) -> str:
+    if name in _FHIR_OPERATIONS:
+        return f"http://hl7.org/fhir/OperationDefinition/{_FHIR_OPERATIONS[name]}"
+    return f"{IG}/OperationDefinition/{res_type}-{name}"
 
 
 def capability_statement() -> dict[str, Any]:
@@ -46,18 +57,17 @@ def capability_statement() -> dict[str, Any]:
     type_codes = list(dict.fromkeys(i.code for i in INTERACTIONS if i.level == "type"))
     system_codes = list(dict.fromkeys(i.code for i in INTERACTIONS if i.level == "system"))
     conditional_update = any(i.view is conditional_update_view for i in INTERACTIONS)
-    search = svc.search
+    searchable = "fhir_search" in current_app.blueprints
     profiles_by_type: dict[str, list[str]] = {}
-    if svc.conformance is not None:
-        for url in svc.conformance.profile_urls():
-            profiles_by_type.setdefault(svc.conformance.type_of(url), []).append(url)
+    for url in svc.conformance.profile_urls():
+        profiles_by_type.setdefault(svc.conformance.type_of(url) or "", []).append(url)
     operations = _operations()
     resources = []
     for res_type in sorted(R4_RESOURCE_TYPES):
         entry: dict[str, Any] = {
             "type": res_type,
             "interaction": [{"code": c} for c in type_codes]
-            + ([{"code": "search-type"}] if search is not None else []),
+            + ([{"code": "search-type"}] if searchable else []),
             "versioning": "versioned-update",
             "readHistory": True,
             "updateCreate": True,
@@ -67,11 +77,10 @@ def capability_statement() -> dict[str, Any]:
         }
         if res_type in profiles_by_type:
             entry["supportedProfile"] = sorted(profiles_by_type[res_type])
-        if search is not None:
-            params = search.capability_params(res_type)
-            if params:
-                entry["searchParam"] = params
-        ops = [{"name": name, "definition": f"http://hl7.org/fhir/OperationDefinition/{res_type}-{name}"}
+        params = svc.search.capability_params(res_type) if searchable else []
+        if params:
+            entry["searchParam"] = params
+        ops = [{"name": name, "definition": _operation_definition(res_type, name)}
                for name, types in sorted(operations.items()) if res_type in types or "*" in types]
         if ops:
             entry["operation"] = ops

@@ -1,12 +1,12 @@
 """FHIR's HTTP conventions: media types, _format, Prefer, If-Match, and resource responses."""
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from flask import Response, json, request
 
-from service.fhir.errors import BadRequest, FhirError, Issue, UnsupportedMediaType, operation_outcome
+from service.fhir.errors import BadRequest, Issue, NotAcceptable, UnsupportedMediaType, operation_outcome
+from service.fhir.http import etag_version
 from service.fhir.resources import parse_json
 from service.store import StoredResource
 
@@ -14,11 +14,6 @@ FHIR_JSON = "application/fhir+json"
 JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
 _FORMAT_ALIASES = {"json": FHIR_JSON, "application/json": FHIR_JSON, "application/fhir+json": FHIR_JSON,
                    "application/json+fhir": FHIR_JSON}
-_ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
-
-
-class NotAcceptable(FhirError):
-    status, default_code = 406, "not-supported"
 
 
 def check_accept() -> None:
@@ -49,13 +44,7 @@ def request_resource() -> dict[str, Any]:
 
 def if_match() -> int | None:
     """The version in If-Match (W/"3" or "3"); raises BadRequest if malformed."""
-    raw = request.headers.get("If-Match")
-    if raw is None:
-        return None
-    match = _ETAG.match(raw)
-    if not match:
-        raise BadRequest(f"If-Match '{raw}' is not a version ETag like W/\"3\"")
-    return int(match.group(1))
+    return etag_version(request.headers.get("If-Match"))
 
 
 def prefer_return() -> str:

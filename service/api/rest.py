@@ -9,14 +9,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, Response, request
 
 from service.api.bundles import batch_or_transaction
-from service.api.context import base_url, current_uow, services
+from service.api.context import FHIR_PREFIX, base_url, current_uow, request_url, services
 from service.api.negotiation import if_match, json_response, request_resource, resource_response
 from service.fhir.errors import BadRequest
+from service.fhir.http import conditional_criteria
 from service.fhir.resources import check_id, check_type
 from service.store import StoredResource
 from service.store.repository import format_instant
@@ -28,16 +29,20 @@ def _location(stored: StoredResource) -> str:
     return f"{base_url()}/{stored.reference}/_history/{stored.version}"
 
 
-def create(res_type: str) -> Response:
-    """POST [base]/[type]: create with a server-assigned id (conditional with If-None-Exist)."""
+def _body(res_type: str) -> dict[str, Any]:
+    """The request's resource, which must be of the URL's type; raises BadRequest otherwise."""
     check_type(res_type)
     resource = request_resource()
     if resource.get("resourceType") != res_type:
         raise BadRequest(f"resourceType '{resource.get('resourceType')}' does not match the URL's type '{res_type}'")
+    return resource
+
+
+def create(res_type: str) -> Response:
+    """POST [base]/[type]: create with a server-assigned id (conditional with If-None-Exist)."""
+    resource = _body(res_type)
     condition = request.headers.get("If-None-Exist")
-    criteria = parse_qsl(condition.lstrip("?"), keep_blank_values=True) if condition else None
-    if condition is not None and not criteria:
-        raise BadRequest("If-None-Exist must carry search parameters")
+    criteria = None if condition is None else conditional_criteria(condition, "If-None-Exist")
     stored, created = current_uow().repo.create(resource, if_none_exist=criteria)
     return resource_response(stored, 201 if created else 200, location=_location(stored), honour_prefer=True)
 
@@ -59,10 +64,7 @@ def vread(res_type: str, res_id: str, version: str) -> Response:
 
 def update(res_type: str, res_id: str) -> Response:
     """PUT [base]/[type]/[id]: a new version, or create with this id; If-Match honoured."""
-    check_type(res_type)
-    resource = request_resource()
-    if resource.get("resourceType") != res_type:
-        raise BadRequest(f"resourceType '{resource.get('resourceType')}' does not match the URL's type '{res_type}'")
+    resource = _body(res_type)
     stored, created = current_uow().repo.update(res_type, res_id, resource, if_match=if_match())
     return resource_response(stored, 201 if created else 200, location=_location(stored), honour_prefer=True)
 
@@ -73,14 +75,8 @@ def conditional_update(res_type: str) -> Response:
     Raises PreconditionFailed when several match and BadRequest without criteria or when
     the body's id differs from the match.
     """
-    check_type(res_type)
-    criteria = [(k, v) for k, v in parse_qsl(request.query_string.decode(), keep_blank_values=True)
-                if k != "_format"]
-    if not criteria:
-        raise BadRequest("A conditional update needs search parameters: PUT [type]?[criteria]")
-    resource = request_resource()
-    if resource.get("resourceType") != res_type:
-        raise BadRequest(f"resourceType '{resource.get('resourceType')}' does not match the URL's type '{res_type}'")
+    criteria = conditional_criteria(request.query_string.decode(), "A conditional update (PUT [type]?[criteria])")
+    resource = _body(res_type)
     repo = current_uow().repo
     resource["id"] = repo.conditional_target(res_type, criteria, resource.get("id"))
     stored, created = repo.update(res_type, resource["id"], resource, if_match=if_match())
@@ -123,7 +119,7 @@ def _history(res_type: str | None = None, res_id: str | None = None) -> Response
 def history_bundle(versions: list[StoredResource], total: int, count: int, offset: int) -> dict[str, Any]:
     """A history Bundle with request/response per entry and paging links."""
     base = base_url()
-    path = request.base_url
+    path = request_url()
     kept = [(k, v) for k, v in request.args.items(multi=True) if k not in ("_offset", "_count")]
 
     def page(at: int) -> str:
@@ -200,6 +196,6 @@ for _interaction in INTERACTIONS:
                     strict_slashes=_interaction.rule != "")
 
 
-def init_app(app: Flask, url_prefix: str = "/fhir") -> None:
+def init_app(app: Flask, url_prefix: str = FHIR_PREFIX) -> None:
     """Register the REST interactions under the FHIR base path."""
     app.register_blueprint(bp, url_prefix=url_prefix)

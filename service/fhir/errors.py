@@ -7,11 +7,13 @@ Every failure the service reports to a client leaves as an OperationOutcome. The
      +-- NotFound              404 unknown type or id
      +-- Gone                  410 the resource was deleted
      +-- MethodNotAllowed      405
+     +-- NotAcceptable         406 a response format other than JSON asked for
      +-- Conflict              409 id mismatch, duplicate, version conflict on create
      +-- PreconditionFailed    412 If-Match does not match the current version
      +-- PayloadTooLarge       413
      +-- UnsupportedMediaType  415
      +-- Unprocessable         422 content fails the FHIR model or a profile
+     +-- ServiceUnavailable    503 the database is unreachable or gave up (deadlock): retry
 """
 from __future__ import annotations
 
@@ -76,6 +78,10 @@ class MethodNotAllowed(FhirError):
     status, default_code = 405, "not-supported"
 
 
+class NotAcceptable(FhirError):
+    status, default_code = 406, "not-supported"
+
+
 class Conflict(FhirError):
     status, default_code = 409, "conflict"
 
@@ -98,3 +104,7 @@ class UnsupportedMediaType(FhirError):
 
 class Unprocessable(FhirError):
     status, default_code = 422, "processing"
+
+
+class ServiceUnavailable(FhirError):
+    status, default_code = 503, "transient"

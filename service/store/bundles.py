@@ -36,6 +36,7 @@ from urllib.parse import parse_qsl
 
 from service.fhir.errors import (BadRequest, Conflict, FhirError, Issue, MethodNotAllowed, PayloadTooLarge,
                                  PreconditionFailed, operation_outcome)
+from service.fhir.http import Criteria, conditional_criteria, etag_version
 from service.fhir.resources import check_id, check_type
 from service.store.repository import Repository, StoredResource, format_instant
 
@@ -48,9 +49,7 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
 _PROCESSING_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3, "HEAD": 3}  # http.html#trules
 _LOCAL_PREFIXES = ("urn:uuid:", "urn:oid:")
 _CONDITIONAL_REFERENCE = re.compile(r"^([A-Z][A-Za-z]+)\?(.+)$")
-_ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
 
-Criteria = list[tuple[str, str]]
 Search = Callable[[str, Criteria], dict[str, Any]]
 
 
@@ -223,13 +222,13 @@ class _Processor:
         path, _, query = self._relative(url).partition("?")
         parts = path.strip("/").split("/")
         full_url = raw.get("fullUrl") if isinstance(raw.get("fullUrl"), str) else None
-        entry = Entry(index, full_url, method, check_type(parts[0]), if_match=_version(request.get("ifMatch")))
+        entry = Entry(index, full_url, method, check_type(parts[0]), if_match=etag_version(request.get("ifMatch"), "ifMatch"))
         if method == "POST" and len(parts) == 1 and not query:
             condition = request.get("ifNoneExist")
             if condition is not None:
-                entry.if_none_exist = _criteria(str(condition).split("?", 1)[-1], "ifNoneExist")
+                entry.if_none_exist = conditional_criteria(str(condition), "ifNoneExist")
         elif method == "PUT" and len(parts) == 1 and query:
-            entry.criteria = _criteria(query, "The conditional update")
+            entry.criteria = conditional_criteria(query, "The conditional update")
         elif method in ("GET", "HEAD") and len(parts) == 1 and self.search is not None:
             entry.search = parse_qsl(query, keep_blank_values=True)
         elif method in ("PUT", "DELETE", "GET", "HEAD") and len(parts) == 2 and not query:
@@ -330,7 +329,7 @@ class _Processor:
         if match is None:
             return reference
         if reference not in self.found:
-            res_type, criteria = check_type(match.group(1)), _criteria(match.group(2), "A conditional reference")
+            res_type, criteria = check_type(match.group(1)), conditional_criteria(match.group(2), "A conditional reference")
             in_bundle = self.conditional.get((res_type, _key(criteria)))
             found = in_bundle or self.repo.match_one(res_type, criteria, f"The conditional reference {reference}")
             if found is None:
@@ -381,23 +380,5 @@ def _status(code: int) -> str:
         return str(code)
 
 
-def _criteria(query: str, what: str) -> Criteria:
-    """Search parameters of a conditional request; raises BadRequest if there are none."""
-    criteria = parse_qsl(query, keep_blank_values=True)
-    if not criteria:
-        raise BadRequest(f"{what} must carry search parameters")
-    return criteria
-
-
 def _key(criteria: Criteria) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(criteria))
-
-
-def _version(etag: Any) -> int | None:
-    """The version in an entry's ifMatch (W/"3" or "3"); raises BadRequest if malformed."""
-    if etag is None:
-        return None
-    match = _ETAG.match(str(etag))
-    if not match:
-        raise BadRequest(f"ifMatch '{etag}' is not a version ETag like W/\"3\"")
-    return int(match.group(1))

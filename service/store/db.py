@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
 
 from service.clock import Clock, SystemClock
+from service.fhir.errors import ServiceUnavailable
 
 if TYPE_CHECKING:
     from service.store.repository import Change, Finder, Repository, Validator, WriteHook
 
 BeforeCommit = Callable[["UnitOfWork"], None]
 
-log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+# Database errors that are not the request's fault: unreachable, restarted, deadlock victim.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (OperationalError,)
 _MIGRATION_LOCK_KEY = 0x70_48_00_01  # pg_advisory_lock key held while migrating
 
 
@@ -59,7 +62,6 @@ class UnitOfWork:
         self.conn = conn
         self.database = database
         self.clock = database.clock
-        self._after_commit: list[Callable[[], None]] = []
         self._repo: Repository | None = None
         self.changes: list[Change] = []  # every write of this transaction, in order
         self.committed = False
@@ -74,25 +76,19 @@ class UnitOfWork:
                                     journal=self.changes, read_only=db.read_only)
         return self._repo
 
-    def after_commit(self, callback: Callable[[], None]) -> None:
-        """Run callback once the transaction has committed (never if it rolls back)."""
-        self._after_commit.append(callback)
-
     def commit(self) -> None:
-        """Run the before-commit steps, then commit; raises what a step or the database raises."""
-        for step in self.database.before_commit:
-            step(self)
-        self.conn.commit()
-        self.committed = True
-        for callback in self._after_commit:
-            try:
-                callback()
-            except Exception:  # a post-commit notifier must not undo a committed write
-                log.exception("after-commit callback failed")
+        """Run the before-commit steps, then commit.
 
-    def rollback(self) -> None:
-        """Throw the transaction's changes away."""
-        self.conn.rollback()
+        Raises what a step raises, and ServiceUnavailable when the database gives up (it is
+        unreachable, or chose this transaction as a deadlock victim): the client may retry.
+        """
+        try:
+            for step in self.database.before_commit:
+                step(self)
+            self.conn.commit()
+        except TRANSIENT_ERRORS as exc:
+            raise ServiceUnavailable(f"The database could not commit the change; try again ({type(exc).__name__})") from exc
+        self.committed = True
 
 
 class Database:

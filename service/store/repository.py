@@ -24,7 +24,14 @@ from service.fhir import resources as fhir
 from service.fhir.errors import BadRequest, Conflict, Gone, MethodNotAllowed, NotFound, PreconditionFailed
 from service.store.schema import resource_versions, resources
 
-Finder = Callable[[Connection, str, list[tuple[str, str]]], list[str]]
+class Finder(Protocol):
+    """Finds the ids of current resources matching FHIR search criteria (None: no limit)."""
+
+    def __call__(self, conn: Connection, res_type: str, params: list[tuple[str, str]],
+                 limit: int | None = None) -> list[str]: ...
+
+
+
 Validator = Callable[[dict[str, Any]], None]
 
 
@@ -90,13 +97,15 @@ def _stored(row: Any, method: str = "") -> StoredResource:
                           row.content, method)
 
 
-def id_only_finder(conn: Connection, res_type: str, params: list[tuple[str, str]]) -> list[str]:
+def id_only_finder(conn: Connection, res_type: str, params: list[tuple[str, str]],
+                   limit: int | None = None) -> list[str]:
     """Resolve a conditional request that only uses _id; the search package replaces this."""
     if any(name != "_id" for name, _ in params) or not params:
         raise BadRequest("Conditional requests support only _id until search is available")
     ids = {v for _, value in params for v in value.split(",")}
     rows = conn.execute(select(resources.c.res_id).where(
-        resources.c.res_type == res_type, resources.c.res_id.in_(ids), resources.c.deleted.is_(False)))
+        resources.c.res_type == res_type, resources.c.res_id.in_(ids), resources.c.deleted.is_(False))
+        .order_by(resources.c.rid).limit(limit))
     return [r.res_id for r in rows]
 
 
@@ -202,15 +211,19 @@ class Repository:
                 return self.read(res_type, found), False
         return self._insert(res_type, res_id or str(uuid.uuid4()), resource, "POST"), True
 
+    def find_ids(self, res_type: str, params: list[tuple[str, str]], limit: int | None = None) -> list[str]:
+        """Ids of the current resources matching search criteria; raises BadRequest for bad criteria."""
+        return self.finder(self.conn, res_type, params, limit=limit)
+
     def match_one(self, res_type: str, criteria: list[tuple[str, str]], what: str = "The condition") -> str | None:
         """The id of the one resource matching search criteria, or None if none does.
 
         Raises PreconditionFailed if several match, BadRequest for criteria the finder rejects.
         """
         self._serialise_conditional(res_type, criteria)
-        matches = self.finder(self.conn, res_type, criteria)
+        matches = self.finder(self.conn, res_type, criteria, limit=2)
         if len(matches) > 1:
-            raise PreconditionFailed(f"{what} matched {len(matches)} {res_type} resources")
+            raise PreconditionFailed(f"{what} matched more than one {res_type}")
         return matches[0] if matches else None
 
     def conditional_target(self, res_type: str, criteria: list[tuple[str, str]], body_id: Any) -> str:

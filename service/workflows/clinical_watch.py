@@ -11,102 +11,99 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import date
-from typing import Any, Protocol
-
-from sqlalchemy import Connection
+from typing import Any
 
 from service.clinical import Assessment, FlagChanges, Terminology, assess, flag_resource, reconcile_flags
 from service.fhir.canonical import FLAG_KEY_SYSTEM
+from service.fhir.search.values import parse_reference
 from service.store import Change, Repository, UnitOfWork
 
 # The resource types the rules read, and the search parameter that names their patient.
 CLINICAL_TYPES = ("Condition", "Observation", "MedicationRequest", "CarePlan")
 
 
-class IdFinder(Protocol):
-    """Finds resource ids by FHIR search criteria (the search engine's find_ids)."""
-
-    def __call__(self, conn: Connection, res_type: str, params: list[tuple[str, str]]) -> list[str]: ...
-
-
-def patient_of(resource: dict[str, Any] | None) -> str | None:
-    """The id of the Patient a clinical resource is about (subject or patient), if any."""
+def patient_of(resource: dict[str, Any] | None, base_urls: tuple[str, ...] = ()) -> str | None:
+    """The id of the local Patient a clinical resource is about (subject or patient), if any."""
     if not resource:
         return None
     for element in ("subject", "patient"):
-        reference = (resource.get(element) or {}).get("reference")
-        if isinstance(reference, str):
-            parts = reference.rstrip("/").split("/")
-            if len(parts) >= 2 and parts[-2] == "Patient":
-                return parts[-1]
+        target = _local_target(resource.get(element), base_urls)
+        if target and target[0] == "Patient":
+            return target[1]
     return None
 
 
-def patients_touched(changes: Iterable[Change]) -> list[str]:
-    """Patients whose clinical data one of the changes wrote, removed or moved away."""
-    found: dict[str, None] = {}
+def _local_target(reference: Any, base_urls: tuple[str, ...]) -> tuple[str, str] | None:
+    """(type, id) of a Reference to a resource on this server, else None."""
+    text = (reference or {}).get("reference") if isinstance(reference, dict) else None
+    ref = parse_reference(text, base_urls) if isinstance(text, str) else None
+    if ref is None or ref.target_type is None or ref.target_id is None:
+        return None
+    return ref.target_type, ref.target_id
+
+
+def patients_touched(changes: Iterable[Change], base_urls: tuple[str, ...] = ()) -> list[str]:
+    """Patients whose clinical data one of the changes wrote, removed or moved away, sorted
+    (so that two transactions lock the same patients in the same order)."""
+    found: set[str] = set()
     for change in changes:
         if change.res_type not in CLINICAL_TYPES:
             continue
         before = json.loads(change.previous.content) if change.previous and change.previous.content else None
-        for patient in (patient_of(change.resource), patient_of(before)):
+        for patient in (patient_of(change.resource, base_urls), patient_of(before, base_urls)):
             if patient:
-                found[patient] = None
-    return list(found)
+                found.add(patient)
+    return sorted(found)
 
 
-def _medication_references(resources: Iterable[dict[str, Any]]) -> Iterable[str]:
-    """'Medication/id' references of MedicationRequests and CarePlan activity products."""
+def _medication_ids(resources: Iterable[dict[str, Any]], base_urls: tuple[str, ...]) -> set[str]:
+    """Ids of the local Medications that MedicationRequests and CarePlan activities name."""
+    found = set()
     for resource in resources:
         candidates = [resource.get("medicationReference")]
         candidates += [(activity.get("detail") or {}).get("productReference")
                        for activity in resource.get("activity") or ()]
-        for ref in candidates:
-            reference = (ref or {}).get("reference")
-            if isinstance(reference, str) and reference.startswith("Medication/") and reference.count("/") == 1:
-                yield reference
+        for reference in candidates:
+            target = _local_target(reference, base_urls)
+            if target and target[0] == "Medication":
+                found.add(target[1])
+    return found
 
 
-class PatientRecords:
-    """Loads what the rules read about one patient, through the search index."""
+def clinical_resources(repo: Repository, patient_id: str, base_urls: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Every current Condition, Observation, MedicationRequest and CarePlan of the patient,
+    and the Medications their orders and plans name (found through the search index)."""
+    found: list[dict[str, Any]] = []
+    for res_type in CLINICAL_TYPES:
+        ids = repo.find_ids(res_type, [("patient", f"Patient/{patient_id}")])
+        found.extend(stored.resource() for stored in repo.read_many(res_type, ids))
+    medications = sorted(_medication_ids(found, base_urls))
+    found.extend(stored.resource() for stored in repo.read_many("Medication", medications))
+    return found
 
-    def __init__(self, find_ids: IdFinder) -> None:
-        self.find_ids = find_ids
 
-    def clinical_resources(self, repo: Repository, patient_id: str) -> list[dict[str, Any]]:
-        """Every current Condition, Observation, MedicationRequest and CarePlan of the patient,
-        and the Medications their orders and plans refer to."""
-        found: list[dict[str, Any]] = []
-        for res_type in CLINICAL_TYPES:
-            ids = self.find_ids(repo.conn, res_type, [("patient", f"Patient/{patient_id}")])
-            found.extend(stored.resource() for stored in repo.read_many(res_type, ids))
-        medications = sorted({ref.split("/", 1)[1] for ref in _medication_references(found)})
-        found.extend(stored.resource() for stored in repo.read_many("Medication", medications))
-        return found
-
-    def rule_flags(self, repo: Repository, patient_id: str) -> list[dict[str, Any]]:
-        """The patient's Flags that the rules raised (they carry a rule key identifier)."""
-        ids = self.find_ids(repo.conn, "Flag", [("patient", f"Patient/{patient_id}"),
-                                                ("identifier", f"{FLAG_KEY_SYSTEM}|")])
-        return [stored.resource() for stored in repo.read_many("Flag", ids)]
+def rule_flags(repo: Repository, patient_id: str) -> list[dict[str, Any]]:
+    """The patient's Flags that the rules raised (they carry a rule key identifier)."""
+    ids = repo.find_ids("Flag", [("patient", f"Patient/{patient_id}"), ("identifier", f"{FLAG_KEY_SYSTEM}|")])
+    return [stored.resource() for stored in repo.read_many("Flag", ids)]
 
 
 class ClinicalWatch:
     """Assesses patients and reconciles their Flags; registered as a before-commit step."""
 
-    def __init__(self, records: PatientRecords, terminology: Terminology) -> None:
-        self.records = records
+    def __init__(self, terminology: Terminology, base_urls: tuple[str, ...] = ()) -> None:
         self.terminology = terminology
+        self.base_urls = base_urls
 
     def assessment(self, repo: Repository, patient_id: str, as_of: date) -> Assessment:
         """The patient's assessment on a clinical date, from what is stored now."""
-        return assess(self.records.clinical_resources(repo, patient_id), as_of, self.terminology)
+        return assess(clinical_resources(repo, patient_id, self.base_urls), as_of, self.terminology)
 
     def evaluate(self, repo: Repository, patient_id: str, as_of: date) -> FlagChanges:
         """Assess one patient and write the Flag changes; returns what was changed."""
         repo.lock(f"toh-assessment:{patient_id}")
         findings = self.assessment(repo, patient_id, as_of).flags
-        changes = reconcile_flags(findings, self.records.rule_flags(repo, patient_id), as_of)
+        changes = reconcile_flags(findings, rule_flags(repo, patient_id), as_of)
         for finding in changes.create:
             repo.create(flag_resource(finding, f"Patient/{patient_id}"))
         for flag in (*changes.update, *changes.deactivate):
@@ -115,7 +112,7 @@ class ClinicalWatch:
 
     def before_commit(self, uow: UnitOfWork) -> None:
         """Evaluate every patient this transaction touched, as of the clock's date."""
-        patients = patients_touched(uow.changes)
+        patients = patients_touched(uow.changes, self.base_urls)
         if not patients:
             return
         today = uow.clock.now().date()

@@ -84,3 +84,37 @@ def test_racing_writers_for_one_patient_raise_one_flag(live_server) -> None:  # 
     codes = [e["resource"]["code"]["coding"][0]["code"] for e in flags.get("entry", [])
              if e["search"]["mode"] == "match"]
     assert codes == ["migration"]
+
+
+def test_transactions_touching_the_same_patients_in_opposite_order_both_land(live_server) -> None:  # type: ignore[no-untyped-def]
+    """Each transaction locks its patients for re-assessment; in sorted order, so two that
+    write A then B and B then A cannot deadlock."""
+    from tests.e2e.test_toh_course import HIP, LEFT, toh_condition
+
+    base = live_server.base
+    for pid in ("a", "b"):
+        requests.put(f"{base}/Patient/{pid}", json={"resourceType": "Patient", "id": pid}, headers=HEADERS, timeout=10)
+
+    def bundle(order: list[str], n: int) -> dict:  # type: ignore[type-arg]
+        entries = []
+        for pid in order:
+            condition = toh_condition(f"c-{pid}-{n}", HIP, LEFT, "Left hip", "2026-01-06")
+            condition["subject"] = {"reference": f"Patient/{pid}"}
+            entries.append({"resource": condition, "request": {"method": "PUT", "url": f"Condition/c-{pid}-{n}"}})
+        return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+    statuses: list[int] = []
+    for n in range(6):
+        barrier = threading.Barrier(2)
+
+        def post(order: list[str], k: int) -> None:
+            barrier.wait()
+            statuses.append(requests.post(base, json=bundle(order, k), headers=HEADERS, timeout=60).status_code)
+
+        threads = [threading.Thread(target=post, args=(["a", "b"], 2 * n)),
+                   threading.Thread(target=post, args=(["b", "a"], 2 * n + 1))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert statuses == [200] * 12

@@ -253,3 +253,31 @@ def test_conditional_update(client) -> None:  # type: ignore[no-untyped-def]
     assert_outcome(put(client, "/fhir/Patient", {"resourceType": "Patient"}), 400)
     cs = client.get("/fhir/metadata").get_json()
     assert cs["rest"][0]["resource"][0]["conditionalUpdate"] is True
+
+
+def test_conditional_requests_need_real_criteria(client) -> None:  # type: ignore[no-untyped-def]
+    put(client, "/fhir/Patient/only", {"resourceType": "Patient", "id": "only", "gender": "male"})
+    assert_outcome(put(client, "/fhir/Patient?_pretty=true", {"resourceType": "Patient", "gender": "female"}), 400)
+    assert_outcome(post(client, "/fhir/Patient", {"resourceType": "Patient"}, **{"If-None-Exist": "_count=5"}), 400)
+    assert client.get("/fhir/Patient/only").get_json()["gender"] == "male"
+    assert count_resources(client) == 1
+
+
+def test_history_links_use_the_public_base(client) -> None:  # type: ignore[no-untyped-def]
+    for n in range(3):
+        put(client, f"/fhir/Patient/h{n}", {"resourceType": "Patient", "id": f"h{n}"})
+    page = client.get("/fhir/Patient/_history?_count=1").get_json()
+    assert all(link["url"].startswith("http://toh.test/fhir/Patient/_history?") for link in page["link"])
+
+
+def test_a_database_that_gives_up_is_a_503_outcome(app, client) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy.exc import OperationalError
+
+    def deadlock_victim(uow) -> None:  # type: ignore[no-untyped-def]
+        raise OperationalError("COMMIT", {}, Exception("deadlock detected"))
+
+    app.extensions["toh"].database.add_before_commit(deadlock_victim)
+    outcome = assert_outcome(post(client, "/fhir/Patient", {"resourceType": "Patient"}), 503, "transient")
+    assert "try again" in outcome["issue"][0]["diagnostics"]
+    app.extensions["toh"].database.before_commit.remove(deadlock_victim)
+    assert count_resources(client) == 0
