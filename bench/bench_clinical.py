@@ -4,9 +4,10 @@
 
 Builds a two-year TOH course (Conditions at three joints, MRIs with findings, pain scores,
 weight-bearing and pregnancy status, MedicationRequests, CarePlans), then times assess() with
-the repository's ValueSets (Terminology.default(), built once as the service does) and, in the
-same run, two baselines over the same resources: a plain loop reading each resource's type and
-id, and json.loads of the resources' JSON text (what reading them from the store costs at least).
+the guide's ValueSets (Terminology.from_value_sets over Conformance.load(), built once as the
+service does), with a fresh Terminology per call (empty memos), and, in the same run, two
+baselines over the same resources: a plain loop reading each resource's type and id, and
+json.loads of the resources' JSON text (what reading them from the store costs at least).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from service.fhir.canonical import (  # noqa: E402
     ATC, CONDITION_CLINICAL, CONDITION_VER_STATUS, EXT_LATERALITY, LOINC, OBSERVATION_CATEGORY,
     SNOMED, TOH_CODES,
 )
+from service.fhir.profiles import Conformance  # noqa: E402
 
 START = date(2023, 1, 10)
 JOINTS = {"hip": "24136001", "knee": "49076000", "ankle": "70258002"}
@@ -125,7 +127,8 @@ def main() -> int:
 
     resources = patient_resources(args.resources)
     text = [json.dumps(r) for r in resources]
-    terminology = Terminology.default()
+    value_sets = Conformance.load().terminology.value_sets
+    terminology = Terminology.from_value_sets(value_sets)
     as_of = START + timedelta(days=730)
     a = assess(resources, as_of, terminology)
 
@@ -136,7 +139,7 @@ def main() -> int:
     results = {
         "assess": timed(lambda: assess(resources, as_of, terminology), args.runs),
         "assess (fresh Terminology)": timed(
-            lambda: assess(resources, as_of, Terminology.default()), max(1, args.runs // 4)),
+            lambda: assess(resources, as_of, Terminology.from_value_sets(value_sets)), max(1, args.runs // 4)),
         "baseline json.loads": timed(lambda: [json.loads(t) for t in text], args.runs),
         "baseline plain loop": timed(plain_loop, args.runs),
     }

@@ -3,7 +3,8 @@
 Pure functions over plain FHIR JSON dicts and a clinical date: imports only the standard
 library, python-dateutil and service.fhir. Nothing here reads a clock or a store.
 
-    terminology = Terminology.default()                 # once per process
+    guide = Conformance.load()                          # service.fhir.profiles, once per process
+    terminology = Terminology.from_value_sets(guide.terminology.value_sets)
     assessment = assess(resources, as_of, terminology)  # Assessment(episodes, flags, issues)
     assessment_to_parameters(assessment)                # GET Patient/{id}/$toh-assessment
     changes = reconcile_flags(assessment.flags, stored_flags, as_of)

@@ -11,6 +11,7 @@ from service.fhir.canonical import (
 from service.fhir.errors import BadRequest
 
 from . import rules
+from .dates import parse_date
 from .episodes import build_episodes
 from .facts import read_facts
 from .model import Assessment, AssessmentIssue
@@ -38,7 +39,7 @@ def assess(resources: Iterable[dict[str, Any]], as_of: date, terminology: Termin
                                           "that need it recognise nothing", "", "error"))
     flags = (rules.migration_and_recurrence(episodes, as_of, issues)
              + rules.unresolved_too_long(episodes, as_of)
-             + rules.imaging_flags(facts, as_of)
+             + rules.imaging_flags(facts)
              + rules.bisphosphonate_in_pregnancy(facts, as_of)
              + rules.full_weight_bearing(facts, episodes, as_of))
     flags.sort(key=lambda f: (f.start, f.code, f.key))
@@ -51,7 +52,7 @@ def parse_as_of(value: str | None, today: date) -> date:
     (the caller passes its clock's date). Raises BadRequest on anything else."""
     if value is None or value == "":
         return today
-    try:
-        return date.fromisoformat(value[:10]) if len(value) >= 10 else date.fromisoformat(value)
-    except ValueError:
-        raise BadRequest(f"asOf must be a date YYYY-MM-DD, got {value!r}", expression=["asOf"]) from None
+    day = parse_date(value) if len(value) >= 10 else None  # a whole date: no "2024" or "2024-06"
+    if day is None:
+        raise BadRequest(f"asOf must be a date YYYY-MM-DD, got {value!r}", expression=["asOf"])
+    return day

@@ -40,6 +40,7 @@ from service.fhir.canonical import (
     VS_BISPHOSPHONATES, VS_INSUFFICIENCY_FRACTURE, VS_MRI_HIP, VS_PREGNANCY_BREASTFEEDING,
     VS_TOH_CONDITIONS,
 )
+from service.fhir.references import parse_reference
 
 from . import codes
 from .anatomy import Site, read_site
@@ -306,7 +307,10 @@ class _Reader:
                 if contained.get("id") == target[1:]:
                     return contained.get("code")
             return None
-        med = self.medications.get(target.split("/_history")[0].split("/")[-1])
+        ref = parse_reference(target)   # Medication/id, also with /_history/n
+        if ref is None or ref.target_type != "Medication" or ref.target_id is None:
+            return None                  # another type, or an absolute URL: not in this record
+        med = self.medications.get(ref.target_id)
         return med.get("code") if med else None
 
     def medication_request(self, res: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 from service.fhir.canonical import EXT_FLAG_DETAIL, FLAG_KEY_SYSTEM
 
+from .dates import parse_date
 from .fhir_output import flag_coding
 from .model import FlagFinding
 
@@ -73,10 +74,9 @@ def _deactivated(stored: dict[str, Any], as_of: date) -> dict[str, Any]:
     flag = copy.deepcopy(stored)
     flag["status"] = "inactive"
     period = dict(flag.get("period") or {})
-    end = as_of.isoformat()
-    if period.get("start") and period["start"][:10] > end:
-        end = period["start"][:10]          # period.end may not precede period.start
-    period["end"] = end
+    start = parse_date(period.get("start"))
+    end = max(as_of, start) if start else as_of    # period.end may not precede period.start
+    period["end"] = end.isoformat()
     flag["period"] = period
     return flag
 

@@ -106,7 +106,7 @@ def unresolved_too_long(episodes: list[Episode], as_of: date) -> list[FlagFindin
 
 
 # -- imaging findings -------------------------------------------------------------------------
-def _by_site(findings: list[Finding], conditions: list[ConditionFact], as_of: date
+def _by_site(findings: list[Finding], conditions: list[ConditionFact]
              ) -> dict[tuple[str | None, str | None], tuple[date, list[str], list[str]]]:
     """(joint, side) -> (first date, evidence refs, finding names); bilateral/unknown side of a
     finding is kept as one group with side None."""
@@ -130,7 +130,7 @@ def _by_site(findings: list[Finding], conditions: list[ConditionFact], as_of: da
     return groups
 
 
-def imaging_flags(facts: Facts, as_of: date) -> list[FlagFinding]:
+def imaging_flags(facts: Facts) -> list[FlagFinding]:
     """avn-features: focal subchondral lesion / double-line / crescent sign reported present
     (valueBoolean true) at a joint, or a Condition coded in the avn-features ValueSet.
     insufficiency-fracture: a subchondral fracture line reported present, or a Condition in the
@@ -143,7 +143,7 @@ def imaging_flags(facts: Facts, as_of: date) -> list[FlagFinding]:
             (codes.INSUFFICIENCY_FRACTURE, facts.fracture, facts.fracture_conditions,
              "subchondral insufficiency fracture: keep protected weight-bearing and review")):
         for (joint, side), (first, refs, names) in sorted(
-                _by_site(findings, conditions, as_of).items(), key=lambda kv: (kv[1][0], str(kv[0]))):
+                _by_site(findings, conditions).items(), key=lambda kv: (kv[1][0], str(kv[0]))):
             label = site_label(joint, side)
             out.append(_finding(code, first, f"{', '.join(names).capitalize()} at the {label} "
                                 f"since {first}: {meaning}", refs, joint, side))

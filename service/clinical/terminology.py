@@ -16,12 +16,9 @@ What the rules add here:
 """
 from __future__ import annotations
 
-import json
-import os
 import re
 from collections.abc import Iterable
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Literal
 
 from service.fhir.terminology import ValueSets
@@ -39,8 +36,8 @@ def normalise(text: str) -> str:
 
 class Terminology:
     """ValueSet membership over codings and names. Build with `Terminology(valuesets)` or
-    `Terminology.default()`; instances are immutable after construction apart from private
-    memos of answers, so sharing one per process is safe."""
+    `Terminology.from_value_sets(value_sets)`; instances are immutable after construction
+    apart from private memos of answers, so sharing one per process is safe."""
 
     def __init__(self, valuesets: Iterable[dict[str, Any]],
                  code_systems: Iterable[dict[str, Any]] = ()) -> None:
@@ -57,14 +54,20 @@ class Terminology:
         self._names_memo: dict[str, frozenset[str]] = {}
 
     @classmethod
-    def default(cls) -> Terminology:
-        """The ValueSets and CodeSystems of the repository's fhir_profiles/ (files read and
-        compiled once per change; each call is its own instance with its own memos)."""
-        folder = profiles_dir()
+    def from_value_sets(cls, value_sets: ValueSets) -> Terminology:
+        """Over ValueSets already compiled, e.g. the guide's:
+        `Terminology.from_value_sets(Conformance.load().terminology.value_sets)`. The profile
+        validator and the rules then share one interpreter and cannot disagree."""
         terminology = cls.__new__(cls)
-        terminology._init(_compiled(load_valuesets(folder / "ValueSet"),
-                                    load_resources(folder / "CodeSystem", "CodeSystem")))
+        terminology._init(value_sets)
         return terminology
+
+    @classmethod
+    def default(cls) -> Terminology:
+        """Transitional, until create_app calls from_value_sets with its own guide: the guide
+        loaded again here (service.fhir.profiles reads the files). Delete with that change."""
+        from service.fhir.profiles import Conformance
+        return cls.from_value_sets(Conformance.load().terminology.value_sets)
 
     # -- questions --------------------------------------------------------------------------
     def has(self, url: str) -> bool:
@@ -129,13 +132,6 @@ class Terminology:
                 self._text_memo[key] = hit
         return hit
 
-    def member_codings(self, url: str, concept: Any) -> list[dict[str, Any]]:
-        """The codings of a CodeableConcept that are members of ValueSet `url`."""
-        if not isinstance(concept, dict):
-            return []
-        return [c for c in concept.get("coding") or ()
-                if self.contains_code(url, c.get("system"), c.get("code"))]
-
     def display(self, url: str, system: str | None, code: str | None) -> str | None:
         """The display the ValueSet gives system|code (or its CodeSystem does), if any."""
         key = (url, system, code)
@@ -169,64 +165,3 @@ def _names(name: str) -> set[str]:
 def _is(resource: Any, resource_type: str) -> bool:
     return isinstance(resource, dict) and resource.get("resourceType") == resource_type \
         and bool(resource.get("url"))
-
-
-_REPOSITORY_PROFILES = Path(__file__).resolve().parents[2] / "fhir_profiles"
-
-
-def profiles_dir() -> Path:
-    """The repository's fhir_profiles/ folder; the installed `fhir_profiles` package otherwise."""
-    here = _REPOSITORY_PROFILES
-    if here.is_dir():
-        return here
-    try:
-        from importlib.resources import files
-        return Path(str(files("fhir_profiles")))
-    except (ImportError, TypeError):
-        return here
-
-
-def load_valuesets(folder: Path) -> tuple[dict[str, Any], ...]:
-    """Every ValueSet JSON file in `folder`: load_resources(folder, "ValueSet")."""
-    return load_resources(folder, "ValueSet")
-
-
-def load_resources(folder: Path, resource_type: str) -> tuple[dict[str, Any], ...]:
-    """Every `resource_type` JSON file in `folder` (sorted by name; other resource types
-    skipped). Re-read only when a file is added, removed or modified. Raises OSError /
-    ValueError (json.JSONDecodeError) on an unreadable or malformed file."""
-    try:
-        with os.scandir(folder) as entries:  # one readdir and a stat per file: cheap per call
-            signature = tuple(sorted((e.name, e.stat().st_mtime_ns) for e in entries
-                                     if e.name.endswith(".json") and e.is_file()))
-    except (FileNotFoundError, NotADirectoryError):
-        return ()
-    return _read_resources(str(folder), signature, resource_type)
-
-
-@lru_cache(maxsize=8)
-def _read_resources(folder: str, signature: tuple[tuple[str, int], ...],
-                    resource_type: str) -> tuple[dict[str, Any], ...]:
-    out = []
-    for name, _ in signature:
-        data = json.loads((Path(folder) / name).read_text(encoding="utf-8"))
-        if isinstance(data, dict) and data.get("resourceType") == resource_type:
-            out.append(data)
-    return tuple(out)
-
-
-_last_compiled: tuple[Any, Any, ValueSets] | None = None
-
-
-def _compiled(valuesets: tuple[dict[str, Any], ...],
-              code_systems: tuple[dict[str, Any], ...]) -> ValueSets:
-    """ValueSets over these resources, compiled again only when the files were re-read (the
-    tuples are the cached ones, so identity says "unchanged"). ValueSets is immutable apart
-    from memos of pure answers, so sharing it between Terminology instances is safe."""
-    global _last_compiled
-    last = _last_compiled
-    if last is not None and last[0] is valuesets and last[1] is code_systems:
-        return last[2]
-    compiled = ValueSets((vs for vs in valuesets if _is(vs, "ValueSet")), code_systems)
-    _last_compiled = (valuesets, code_systems, compiled)
-    return compiled

@@ -7,7 +7,9 @@ import pytest
 
 from clinical_factories import body_site, cc, condition, mri
 from service.clinical.anatomy import BOTH, read_site
+from service.clinical import parse_as_of
 from service.clinical.dates import add_months, parse_date, whole_months
+from service.fhir.errors import BadRequest
 from service.fhir.canonical import EXT_LATERALITY, SNOMED
 
 L, R = frozenset({"left"}), frozenset({"right"})
@@ -79,3 +81,17 @@ def test_whole_months(start, end, months):
 ])
 def test_parse_date(text, expected):
     assert parse_date(text) == expected
+
+
+@pytest.mark.parametrize("value, expected", [
+    (None, date(2024, 6, 1)), ("", date(2024, 6, 1)),               # absent: today
+    ("2024-02-29", date(2024, 2, 29)), ("2024-02-29T23:30:00-05:00", date(2024, 2, 29)),
+])
+def test_as_of_is_a_whole_date(value, expected):
+    assert parse_as_of(value, date(2024, 6, 1)) == expected
+
+
+@pytest.mark.parametrize("value", ["2024", "2024-06", "2024-02-30", "tomorrow", "20240601"])
+def test_as_of_rejects_anything_else(value):
+    with pytest.raises(BadRequest):
+        parse_as_of(value, date(2024, 6, 1))

@@ -84,6 +84,17 @@ def test_situation_gone_makes_the_flag_inactive():
     assert flag["id"] == "1" and not changes.create
 
 
+@pytest.mark.parametrize("start, end", [
+    ("2024-03-01T09:30:00+01:00", "2024-03-01"),   # a later dateTime start: end on that day
+    ("2024-03", "2024-03-01"),                     # a partial date: its first day
+    ("2023-12-31T23:00:00Z", "2024-01-02"),        # an earlier start: end on as_of
+])
+def test_inactive_flag_ends_no_earlier_than_it_starts(start, end):
+    flag = stored(finding(), "1", period={"start": start})
+    (gone,) = reconcile_flags([], [flag], date(2024, 1, 2)).deactivate
+    assert gone["period"] == {"start": start, "end": end}
+
+
 def test_changed_evidence_updates_the_same_flag():
     newer = finding(evidence=("Condition/knee", "Condition/hip", "Observation/mri"))
     changes = reconcile_flags([newer], [stored(finding(), "1")], date(2023, 7, 1))

@@ -176,6 +176,16 @@ BISPHOSPHONATE = [
                      med_request(day(1)) | {"medicationCodeableConcept": None,
                                             "medicationReference": {"reference": "Medication/m1"}}],
          day(2), {BIS: day(1)}),
+    case("medicationReference to a version of a Medication",
+         PREGNANT + [{"resourceType": "Medication", "id": "m1", "code": cc(ATC, "M05BA04")},
+                     med_request(day(1)) | {"medicationCodeableConcept": None,
+                                            "medicationReference": {"reference": "Medication/m1/_history/2"}}],
+         day(2), {BIS: day(1)}),
+    case("a reference to another type with a Medication's id is not that Medication",
+         PREGNANT + [{"resourceType": "Medication", "id": "m1", "code": cc(ATC, "M05BA04")},
+                     med_request(day(1)) | {"medicationCodeableConcept": None,
+                                            "medicationReference": {"reference": "Substance/m1"}}],
+         day(2), {}),
 ]
 
 WEIGHT_BEARING = [

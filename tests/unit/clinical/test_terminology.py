@@ -1,10 +1,9 @@
-"""Terminology: membership from ValueSet dicts, names, is-a, default() over fhir_profiles/."""
+"""Terminology: membership from ValueSet dicts, names, is-a, and over the guide's ValueSets."""
 from __future__ import annotations
 
 import pytest
 
 from service.clinical import Terminology
-from service.clinical.terminology import load_valuesets, profiles_dir
 from service.fhir import canonical as c
 
 VS = "http://example.org/ValueSet/x"
@@ -73,9 +72,8 @@ def test_display_comes_from_the_valueset(terminology):
     assert terminology.display(c.VS_TRACKED_JOINTS, c.SNOMED, "0") is None
 
 
-@pytest.mark.skipif(not (profiles_dir() / "ValueSet").is_dir(), reason="fhir_profiles not present")
-def test_default_loads_the_repository_valuesets():
-    t = Terminology.default()
+def test_the_guide_valuesets_hold_what_the_rules_need(guide_terminology):
+    t = guide_terminology
     for url in (c.VS_TOH_CONDITIONS, c.VS_TRACKED_JOINTS, c.VS_LATERALITY, c.VS_AVN_FEATURES,
                 c.VS_INSUFFICIENCY_FRACTURE, c.VS_BISPHOSPHONATES, c.VS_PREGNANCY_BREASTFEEDING,
                 c.VS_MRI_HIP):
@@ -83,10 +81,6 @@ def test_default_loads_the_repository_valuesets():
     assert t.contains(c.VS_TOH_CONDITIONS, {"coding": [{"system": c.ICD10CM, "code": "M81.6"}]})
     assert t.contains(c.VS_BISPHOSPHONATES, {"coding": [{"system": c.ATC, "code": "M05BA08"}]})
     assert t.contains(c.VS_BISPHOSPHONATES, {"text": "Alendronate 70 mg"}, text="words")
-    # the files are read once while unchanged; each default() is its own instance
-    folder = profiles_dir() / "ValueSet"
-    assert load_valuesets(folder) is load_valuesets(folder)
-    assert Terminology.default() is not t
 
 
 @pytest.mark.parametrize("valuesets, system, code, expected", [
@@ -127,10 +121,8 @@ def test_codesystem_hierarchy_and_names():
     assert t.contains(VS, {"text": "Bone marrow oedema"})
 
 
-@pytest.mark.skipif(not (profiles_dir() / "StructureDefinition").is_dir(), reason="fhir_profiles not present")
-def test_default_agrees_with_the_profile_validator():
-    from service.fhir.profiles import Conformance
-    guide, t = Conformance.load(profiles_dir()), Terminology.default()
+def test_the_rules_and_the_profile_validator_agree(guide, guide_terminology):
+    t = guide_terminology
     codes = set().union(*(guide.expand(url) for url in t.urls()))
     codes |= {(c.ATC, "M05BB03"), (c.ATC, "M05BX04"), (c.SNOMED, "0"), (c.TOH_CODES, "flag")}
     assert t.urls() == sorted(r["url"] for r in guide.resources if r["resourceType"] == "ValueSet")
