@@ -22,15 +22,17 @@ REQUIRED_VALUESETS = (VS_TOH_CONDITIONS, VS_TRACKED_JOINTS, VS_LATERALITY, VS_AV
                       VS_MRI_HIP)
 
 
-def assess(resources: Iterable[dict[str, Any]], as_of: date, terminology: Terminology) -> Assessment:
+def assess(resources: Iterable[dict[str, Any]], as_of: date, terminology: Terminology, *,
+           base_urls: tuple[str, ...] = ()) -> Assessment:
     """Episodes, flags and issues of one patient's resources (plain FHIR JSON dicts, any order)
-    as of the clinical date `as_of`. Resources dated after `as_of` are ignored. Pure: reads no
-    clock, no store. Raises BadRequest if `as_of` is not a date (a datetime is truncated)."""
+    as of the clinical date `as_of`. Resources dated after `as_of` are ignored; a reference to
+    `<one of base_urls>/Type/id` (this server) is read as `Type/id`. Pure: reads no clock, no
+    store. Raises BadRequest if `as_of` is not a date (a datetime is truncated)."""
     if isinstance(as_of, datetime):
         as_of = as_of.date()
     if not isinstance(as_of, date):
         raise BadRequest(f"asOf must be a date, got {as_of!r}", expression=["asOf"])
-    facts = read_facts(resources, as_of, terminology)
+    facts = read_facts(resources, as_of, terminology, base_urls)
     episodes, issues = build_episodes(facts.toh, facts.oedema, as_of)
     issues = facts.issues + issues
     for url in REQUIRED_VALUESETS:

@@ -168,9 +168,10 @@ def _concept_name(concept: Any) -> str:
 
 
 class _Reader:
-    def __init__(self, as_of: date, terminology: Terminology) -> None:
+    def __init__(self, as_of: date, terminology: Terminology, base_urls: tuple[str, ...]) -> None:
         self.as_of = as_of
         self.t = terminology
+        self.base_urls = base_urls
         self.facts = Facts()
         self.medications: dict[str, dict[str, Any]] = {}
 
@@ -307,9 +308,9 @@ class _Reader:
                 if contained.get("id") == target[1:]:
                     return contained.get("code")
             return None
-        ref = parse_reference(target)   # Medication/id, also with /_history/n
+        ref = parse_reference(target, self.base_urls)   # also .../_history/n and <base>/Medication/id
         if ref is None or ref.target_type != "Medication" or ref.target_id is None:
-            return None                  # another type, or an absolute URL: not in this record
+            return None                  # another type, or another server's URL
         med = self.medications.get(ref.target_id)
         return med.get("code") if med else None
 
@@ -361,9 +362,11 @@ class _Reader:
         self.facts.exposures.append(Exposure(ref, _concept_name(concept), start, end))
 
 
-def read_facts(resources: Iterable[dict[str, Any]], as_of: date, terminology: Terminology) -> Facts:
-    """The Facts of one patient's resources as of `as_of` (order of the input does not matter)."""
-    reader = _Reader(as_of, terminology)
+def read_facts(resources: Iterable[dict[str, Any]], as_of: date, terminology: Terminology,
+               base_urls: tuple[str, ...] = ()) -> Facts:
+    """The Facts of one patient's resources as of `as_of` (order of the input does not matter).
+    A reference to one of `base_urls` (this server) counts as a local one."""
+    reader = _Reader(as_of, terminology, base_urls)
     buckets: dict[str, list[dict[str, Any]]] = {}
     for res in resources:
         if isinstance(res, dict):

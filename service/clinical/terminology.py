@@ -62,13 +62,6 @@ class Terminology:
         terminology._init(value_sets)
         return terminology
 
-    @classmethod
-    def default(cls) -> Terminology:
-        """Transitional, until create_app calls from_value_sets with its own guide: the guide
-        loaded again here (service.fhir.profiles reads the files). Delete with that change."""
-        from service.fhir.profiles import Conformance
-        return cls.from_value_sets(Conformance.load().terminology.value_sets)
-
     # -- questions --------------------------------------------------------------------------
     def has(self, url: str) -> bool:
         """True when a ValueSet with this canonical URL is loaded."""

@@ -260,3 +260,17 @@ def test_mri_oedema_without_a_condition_is_reported_not_flagged(terminology):
     a = assess([condition("left hip"), mri(day(4), "right", "knee", oedema=True)], day(5), terminology)
     assert not a.flags and len(a.episodes) == 1
     assert "oedema-without-condition" in {i.code for i in a.issues}
+
+
+@pytest.mark.parametrize("reference, base_urls, found", [
+    ("http://toh.test/fhir/Medication/m1", ("http://toh.test/fhir",), True),   # this server
+    ("http://toh.test/fhir/Medication/m1/_history/3", ("http://toh.test/fhir/",), True),
+    ("http://elsewhere.org/fhir/Medication/m1", ("http://toh.test/fhir",), False),
+    ("http://toh.test/fhir/Medication/m1", (), False),                          # base unknown
+])
+def test_absolute_medication_reference_to_this_server(reference, base_urls, found, terminology):
+    resources = PREGNANT + [{"resourceType": "Medication", "id": "m1", "code": cc(ATC, "M05BA04")},
+                            med_request(day(1)) | {"medicationCodeableConcept": None,
+                                                   "medicationReference": {"reference": reference}}]
+    codes = assess(resources, day(2), terminology, base_urls=base_urls).flag_codes()
+    assert (BIS in codes) is found
