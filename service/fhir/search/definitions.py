@@ -221,10 +221,6 @@ class SearchParameterRegistry:
     def by_url(self, url: str) -> SearchParamDef | None:
         return self._by_url.get(url)
 
-    def compartment_params(self, compartment: str, res_type: str) -> tuple[str, ...]:
-        """The parameters that put a res_type resource in a compartment ('Patient')."""
-        return self.compartments.get(compartment, {}).get(res_type, ())
-
     def compartment_members(self, compartment: str) -> Mapping[str, tuple[str, ...]]:
         """Every type that can be in the compartment, with its linking parameters."""
         return self.compartments.get(compartment, {})
@@ -239,8 +235,7 @@ class SearchParameterRegistry:
         return out
 
 
-SUPPORTED_TYPES = frozenset({"token", "string", "reference", "date", "quantity", "uri", "number",
-                             "composite"})
+SUPPORTED_TYPES = frozenset({"token", "string", "reference", "date", "quantity", "uri", "number"})
 
 
 @functools.lru_cache(maxsize=4)
@@ -248,9 +243,3 @@ def _load(path: str) -> SearchParameterRegistry:
     with open(path, encoding="utf-8") as f:
         return SearchParameterRegistry.from_document(json.load(f))
 
-
-def supported_search_params(res_type: str, registry: SearchParameterRegistry | None = None
-                            ) -> list[dict[str, str]]:
-    """The search parameters this server supports for res_type, for the CapabilityStatement:
-    dicts with name, definition (canonical URL), type and documentation."""
-    return (registry or SearchParameterRegistry.load()).capability(res_type)

@@ -83,12 +83,6 @@ def _add(moment: datetime, step: timedelta | relativedelta) -> datetime:
         return HIGH_END
 
 
-def instant_range(moment: datetime) -> tuple[datetime, datetime]:
-    """A stored timestamp (e.g. meta.lastUpdated) as a one-microsecond range."""
-    low = moment.astimezone(UTC)
-    return low, low + timedelta(microseconds=1)
-
-
 def number_range(text: str) -> tuple[Decimal, Decimal, Decimal]:
     """(value, low, high) of a search number by its significant digits: '5.4' -> 5.35..5.45.
 

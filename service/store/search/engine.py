@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import (ColumnElement, Connection, and_, func, literal, or_, select)
 
+from service.clock import Clock, SystemClock
 from service.fhir.errors import BadRequest, Issue
 from service.fhir.search.definitions import SearchParameterRegistry
 from service.fhir.search.extract import Extractor
@@ -119,9 +120,10 @@ class SearchEngine:
     """The search service of one application: definitions, extraction (write hook), parsing,
     execution, and the CapabilityStatement's searchParam lists."""
 
-    def __init__(self, registry: SearchParameterRegistry | None = None, *,
-                 base_urls: Iterable[str] = (), default_count: int = 50, max_count: int = 1000) -> None:
+    def __init__(self, registry: SearchParameterRegistry | None = None, *, base_urls: Iterable[str] = (),
+                 default_count: int = 50, max_count: int = 1000, clock: Clock | None = None) -> None:
         self.registry = registry or SearchParameterRegistry.load()
+        self.clock: Clock = clock or SystemClock()
         self.base_urls = tuple(b.rstrip("/") for b in base_urls if b)
         self.default_count = default_count
         self.max_count = max_count
@@ -137,8 +139,7 @@ class SearchEngine:
 
     def capability_params(self, res_type: str) -> list[dict[str, str]]:
         """CapabilityStatement.rest.resource.searchParam for res_type."""
-        params = self.registry.capability(res_type)
-        return [p for p in params if p["type"] != "composite"]
+        return self.registry.capability(res_type)
 
     def parser(self, base_urls: Iterable[str] = ()) -> SearchParser:
         return SearchParser(self.registry, base_urls=tuple(self.base_urls) + tuple(base_urls),
@@ -149,20 +150,28 @@ class SearchEngine:
         """Parse request parameters (see SearchParser.parse); never raises."""
         return self.parser(base_urls).parse(res_type, params, compartment=compartment)
 
-    def find_ids(self, conn: Connection, res_type: str, params: list[tuple[str, str]]) -> list[str]:
-        """The ids matching a conditional request's criteria (If-None-Exist, conditional PUT).
-        Raises BadRequest for an unknown or malformed parameter (a condition must be exact)."""
+    def find_ids(self, conn: Connection, res_type: str, params: list[tuple[str, str]],
+                 limit: int | None = None) -> list[str]:
+        """The ids matching a conditional request's criteria (If-None-Exist, conditional PUT),
+        or every match a workflow asks for; ordered by storage order (rid), at most limit of
+        them (None: all). Raises BadRequest for an unknown or malformed parameter (a condition
+        must be exact) and when no search criterion is left (result parameters such as _count
+        or _pretty alone would match every resource of the type)."""
         query = self.parse(res_type, params)
         query.raise_if_strict(True)
-        where = self._where(query, Compiler(self.registry, _now()), None)
-        rows = conn.execute(select(resources.c.res_id).where(*where).limit(self.max_count))
-        return [r.res_id for r in rows]
+        if not query.criteria:
+            raise BadRequest("a conditional request needs search criteria")
+        where = self._where(query, Compiler(self.registry, self.clock.now()), None)
+        stmt = select(resources.c.res_id).where(*where).order_by(resources.c.rid)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return [r.res_id for r in conn.execute(stmt)]
 
     # --- search ------------------------------------------------------------------------------
 
     def search(self, conn: Connection, query: SearchQuery, *, now: datetime | None = None) -> SearchResult:
         """Run a parsed query; raises BadRequest for a cursor that does not fit the query."""
-        compiler = Compiler(self.registry, now or _now())
+        compiler = Compiler(self.registry, now or self.clock.now())
         result = SearchResult(issues=list(query.issues))
         sort = self._sort_columns(query)
         kinds = [kind for _, kind, _ in sort]
@@ -338,7 +347,3 @@ def _keyset(keys: Sequence[Any], desc: Sequence[bool], values: Sequence[Any], *,
         alternatives.append(and_(*eq, later))
     return or_(*alternatives)
 
-
-def _now() -> datetime:
-    from datetime import timezone
-    return datetime.now(timezone.utc)

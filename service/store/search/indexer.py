@@ -1,8 +1,9 @@
 """The write hook that keeps the search index in step with the resources table.
 
 On every create, update and delete the repository calls ``SearchIndexer.on_write`` inside the
-writer's transaction: the rid's old index rows are deleted and the new version's rows inserted,
-so the index never disagrees with what a committed read returns.
+writer's transaction: the rid's old index rows are deleted (a create has none: its rid is new)
+and the new version's rows inserted, so the index never disagrees with what a committed read
+returns.
 """
 from __future__ import annotations
 
@@ -32,12 +33,21 @@ class SearchIndexer:
         self.extractor = extractor
 
     def on_write(self, conn: Connection, change: Any) -> None:
-        """Replace the index rows of change.rid with those of change.resource (none on delete)."""
-        self.replace(conn, change.rid, change.res_type, change.resource)
+        """Replace the index rows of change.rid with those of change.resource (none on delete).
+        A create (no previous version) only inserts: its rid is new, so it has no rows yet."""
+        if change.previous is None:
+            self.insert(conn, change.rid, change.res_type, change.resource)
+        else:
+            self.replace(conn, change.rid, change.res_type, change.resource)
 
     def replace(self, conn: Connection, rid: int, res_type: str, resource: dict[str, Any] | None) -> None:
+        """Delete rid's index rows, then insert those of resource (none if it is None)."""
         for table in TABLES.values():
             conn.execute(delete(table).where(table.c.rid == rid))
+        self.insert(conn, rid, res_type, resource)
+
+    def insert(self, conn: Connection, rid: int, res_type: str, resource: dict[str, Any] | None) -> None:
+        """Insert the index rows of resource (nothing if it is None) for rid."""
         if resource is None:
             return
         for kind, values in index_values(rid, res_type, self.extractor.extract(resource)).items():

@@ -5,15 +5,17 @@
 
 The Bundle holds the matches (search.mode=match), the _include/_revinclude results (include),
 an OperationOutcome entry (outcome) listing ignored parameters, ``total`` when known, and
-self/next/previous links whose opaque _cursor gives stable keyset paging. Resources are
-spliced in as stored, not re-serialised. No web framework here: the search routes
-(service.api.search) serve the text; batch and transaction bundles (service.store.bundles)
-embed the dict as a GET entry's resource.
+self/next/previous links whose opaque _cursor gives stable keyset paging. ``layout`` decides
+all of that once; ``render_text`` splices the stored resources in as they are (not
+re-serialised) and ``render_dict`` builds the dict directly. No web framework here: the
+search routes (service.api.search) serve the text; batch and transaction bundles
+(service.store.bundles) embed the dict as a GET entry's resource.
 """
 from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -37,24 +39,39 @@ def searchset_json(engine: SearchEngine, conn: Connection, res_type: str | None,
     path is what the links point at below base_url (default: res_type). Raises BadRequest
     when strict and a parameter is unknown or malformed, or when the _cursor does not fit.
     """
-    base = base_url.rstrip("/")
-    query = engine.parse(res_type, params, compartment=compartment, base_urls=(base,))
-    query.raise_if_strict(strict)
-    result = engine.search(conn, query, now=now)
-    return render(query, result, base, path if path is not None else str(res_type), now)
+    return render_text(_bundle(engine, conn, res_type, params, base_url, now, strict, path, compartment))
 
 
 def searchset(engine: SearchEngine, conn: Connection, res_type: str | None, params: list[tuple[str, str]], *,
               base_url: str, now: datetime, strict: bool, path: str | None = None,
               compartment: tuple[str, str] | None = None) -> dict[str, Any]:
-    """searchset_json() as a dict; raises what it raises."""
-    bundle: dict[str, Any] = json.loads(searchset_json(engine, conn, res_type, params, base_url=base_url, now=now,
-                                                       strict=strict, path=path, compartment=compartment))
-    return bundle
+    """searchset_json() as a dict, built directly (no text round trip); raises what it raises."""
+    return render_dict(_bundle(engine, conn, res_type, params, base_url, now, strict, path, compartment))
 
 
-def render(query: SearchQuery, result: SearchResult, base: str, path: str, now: datetime) -> str:
-    """The searchset Bundle of a query's result as JSON text, stored resources spliced in unchanged."""
+@dataclass(frozen=True)
+class Searchset:
+    """A searchset Bundle before rendering: everything but the stored resources' content."""
+
+    head: dict[str, Any]                     # resourceType .. link
+    entries: list[tuple[str, Found, str]]    # (fullUrl, stored row, search mode)
+    outcome: dict[str, Any] | None           # the OperationOutcome entry, if any issues
+    elements: tuple[str, ...] | None         # _elements: the subset of each resource to show
+
+
+def _bundle(engine: SearchEngine, conn: Connection, res_type: str | None, params: list[tuple[str, str]],
+            base_url: str, now: datetime, strict: bool, path: str | None,
+            compartment: tuple[str, str] | None) -> Searchset:
+    """Parse and run one search; raises BadRequest (strict, or a cursor that does not fit)."""
+    base = base_url.rstrip("/")
+    query = engine.parse(res_type, params, compartment=compartment, base_urls=(base,))
+    query.raise_if_strict(strict)
+    result = engine.search(conn, query, now=now)
+    return layout(query, result, base, path if path is not None else str(res_type), now)
+
+
+def layout(query: SearchQuery, result: SearchResult, base: str, path: str, now: datetime) -> Searchset:
+    """The Bundle's head, links and entries for a query's result (the one place that decides them)."""
     def link(cursor: str | None) -> str:
         pairs = list(query.used) + ([(CURSOR, cursor)] if cursor else [])
         return f"{base}/{path}" + (f"?{urlencode(pairs)}" if pairs else "")
@@ -69,30 +86,53 @@ def render(query: SearchQuery, result: SearchResult, base: str, path: str, now: 
     if result.total is not None:
         head["total"] = result.total
     head["link"] = links
-    entries = [_entry(base, f, "match", query.elements) for f in result.matches]
-    entries += [_entry(base, f, "include", query.elements) for f in result.includes]
+    entries = [(f"{base}/{f.res_type}/{f.res_id}", f, "match") for f in result.matches]
+    entries += [(f"{base}/{f.res_type}/{f.res_id}", f, "include") for f in result.includes]
+    outcome = None
     if result.issues:
-        outcome = operation_outcome([Issue(i.severity, i.code, i.diagnostics, i.expression)
-                                     for i in result.issues])
-        entries.append(json.dumps({"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": outcome,
-                                   "search": {"mode": "outcome"}}))
-    text = json.dumps(head, separators=(",", ":"))
+        resource = operation_outcome([Issue(i.severity, i.code, i.diagnostics, i.expression)
+                                      for i in result.issues])
+        outcome = {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": resource, "search": {"mode": "outcome"}}
+    return Searchset(head, entries, outcome, query.elements)
+
+
+def render_text(bundle: Searchset) -> str:
+    """The Bundle as JSON text, stored resources spliced in unchanged (not re-serialised)."""
+    entries = [_entry_text(url, found, mode, bundle.elements) for url, found, mode in bundle.entries]
+    if bundle.outcome is not None:
+        entries.append(json.dumps(bundle.outcome))
+    text = json.dumps(bundle.head, separators=(",", ":"))
     if not entries:
         return text
     return text[:-1] + ',"entry":[' + ",".join(entries) + "]}"
 
 
-def _entry(base: str, found: Found, mode: str, elements: tuple[str, ...] | None) -> str:
-    content = found.content if elements is None else _subset(found.content, elements)
-    full_url = json.dumps(f"{base}/{found.res_type}/{found.res_id}")
-    return f'{{"fullUrl":{full_url},"resource":{content},"search":{{"mode":"{mode}"}}}}'
+def render_dict(bundle: Searchset) -> dict[str, Any]:
+    """The Bundle as a dict (for embedding in a batch/transaction response)."""
+    out = dict(bundle.head)
+    entries: list[dict[str, Any]] = []
+    for url, found, mode in bundle.entries:
+        resource = json.loads(found.content)
+        if bundle.elements is not None:
+            resource = _subset(resource, bundle.elements)
+        entries.append({"fullUrl": url, "resource": resource, "search": {"mode": mode}})
+    if bundle.outcome is not None:
+        entries.append(bundle.outcome)
+    if entries:
+        out["entry"] = entries
+    return out
 
 
-def _subset(content: str, elements: tuple[str, ...]) -> str:
+def _entry_text(full_url: str, found: Found, mode: str, elements: tuple[str, ...] | None) -> str:
+    content = found.content if elements is None else json.dumps(
+        _subset(json.loads(found.content), elements), separators=(",", ":"), ensure_ascii=False)
+    return f'{{"fullUrl":{json.dumps(full_url)},"resource":{content},"search":{{"mode":"{mode}"}}}}'
+
+
+def _subset(resource: dict[str, Any], elements: tuple[str, ...]) -> dict[str, Any]:
     """The resource with only the _elements asked for (plus id/meta), tagged SUBSETTED."""
-    resource = json.loads(content)
     kept = {k: v for k, v in resource.items() if k in _ALWAYS_KEPT or k in elements}
     meta = dict(kept.get("meta") or {})
     meta["tag"] = list(meta.get("tag") or []) + [SUBSETTED]
     kept["meta"] = meta
-    return json.dumps(kept, separators=(",", ":"), ensure_ascii=False)
+    return kept

@@ -127,6 +127,6 @@ def open_clinic(url: str) -> Clinic:
     clock = FixedClock(START)
     database = Database(url, clock=clock)
     database.migrate()
-    engine = SearchEngine(base_urls=[BASE], default_count=50, max_count=200)
+    engine = SearchEngine(base_urls=[BASE], default_count=50, max_count=200, clock=clock)
     engine.init_database(database)
     return Clinic(database, engine, clock)

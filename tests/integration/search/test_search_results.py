@@ -2,9 +2,15 @@
 compartments, $everything and the reporting of ignored parameters."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import pytest
 
-from search_clinic import Clinic  # type: ignore[import-not-found]
+from search_clinic import BASE, Clinic  # type: ignore[import-not-found]
+
+from service.clock import FixedClock
+from service.fhir.errors import BadRequest
+from service.store.search import SearchEngine
 
 
 def order(clinic: Clinic, url: str) -> list[str]:
@@ -103,3 +109,51 @@ def test_conditional_finder(clinic: Clinic) -> None:
     with clinic.database.unit_of_work(write=False) as uow:
         assert clinic.engine.find_ids(uow.conn, "Patient", [("identifier", "urn:mrn|M1")]) == ["pat-anna"]
         assert clinic.engine.find_ids(uow.conn, "Patient", [("identifier", "urn:mrn|M9")]) == []
+        assert clinic.engine.find_ids(uow.conn, "Patient", [("identifier", "M1"), ("_pretty", "true")]) == [
+            "pat-anna", "pat-zoe"]
+
+
+def test_finder_returns_every_match_in_storage_order_unless_limited(clinic: Clinic) -> None:
+    everyone = [("birthdate", "ge1900")]
+    with clinic.database.unit_of_work(write=False) as uow:
+        assert clinic.engine.find_ids(uow.conn, "Patient", everyone) == ["pat-anna", "pat-bob", "pat-zoe"]
+        assert clinic.engine.find_ids(uow.conn, "Patient", everyone, limit=2) == ["pat-anna", "pat-bob"]
+        assert clinic.engine.find_ids(uow.conn, "Patient", everyone, limit=0) == []
+
+
+def test_finder_is_not_capped_by_max_count(fresh: Clinic) -> None:
+    """A workflow that loads all of a patient's Observations gets all of them (max_count is 200)."""
+    n = fresh.engine.max_count + 5
+    with fresh.database.unit_of_work() as uow:
+        for i in range(n):
+            uow.repo.update("Observation", f"obs-{i:03d}", {
+                "resourceType": "Observation", "id": f"obs-{i:03d}", "status": "final",
+                "code": {"text": "pain"}, "subject": {"reference": "Patient/pat-anna"}})
+        uow.commit()
+    with fresh.database.unit_of_work(write=False) as uow:
+        ids = fresh.engine.find_ids(uow.conn, "Observation", [("patient", "Patient/pat-anna")])
+    assert ids == [f"obs-{i:03d}" for i in range(n)]
+
+
+@pytest.mark.parametrize("params", [
+    [], [("_pretty", "true")], [("_format", "json")], [("_count", "1")], [("_sort", "_id")],
+    [("_summary", "count")], [("_elements", "id")], [("_total", "accurate")],
+    [("_include", "Patient:general-practitioner")], [("_revinclude", "Observation:subject")],
+    [("_pretty", "true"), ("_count", "10"), ("_sort", "-_lastUpdated")],
+])
+def test_finder_refuses_criteria_of_result_parameters_only(clinic: Clinic, params: list[tuple[str, str]]) -> None:
+    """Result parameters select nothing: a conditional PUT /Patient?_pretty=true must not match
+    (and overwrite) every Patient."""
+    with clinic.database.unit_of_work(write=False) as uow, pytest.raises(BadRequest, match="needs search criteria"):
+        clinic.engine.find_ids(uow.conn, "Patient", params)
+
+
+def test_finder_reads_now_from_the_engine_clock(clinic: Clinic) -> None:
+    """'ap' widens by 10% of the distance from now: a century away, every Observation is near."""
+    criteria = [("date", "ap2026-02-10")]
+    far = SearchEngine(clinic.engine.registry, base_urls=[BASE],
+                       clock=FixedClock(datetime(2126, 1, 1, tzinfo=timezone.utc)))
+    with clinic.database.unit_of_work(write=False) as uow:
+        assert clinic.engine.find_ids(uow.conn, "Observation", criteria) == ["obs-pain"]
+        assert set(far.find_ids(uow.conn, "Observation", criteria)) == {
+            "obs-mri", "obs-pain", "obs-weight", "obs-group"}

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.fhir.search.definitions import (SearchParameterRegistry, parts_for_type, split_union,
-                                             supported_search_params)
+from service.fhir.search.definitions import SearchParameterRegistry, parts_for_type, split_union
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +58,20 @@ def test_split_union_respects_parentheses_and_quotes() -> None:
 
 
 def test_patient_compartment(registry: SearchParameterRegistry) -> None:
-    assert registry.compartment_params("Patient", "Condition") == ("patient", "asserter")
-    assert "Observation" in registry.compartment_members("Patient")
+    members = registry.compartment_members("Patient")
+    assert members["Condition"] == ("patient", "asserter")
+    assert "Observation" in members
 
 
-def test_capability_lists_name_type_definition_documentation() -> None:
-    params = {p["name"]: p for p in supported_search_params("Condition")}
+def test_capability_lists_name_type_definition_documentation(registry: SearchParameterRegistry) -> None:
+    params = {p["name"]: p for p in registry.capability("Condition")}
     assert params["onset-date"]["type"] == "date"
     assert params["onset-date"]["definition"] == "http://hl7.org/fhir/SearchParameter/Condition-onset-date"
     assert params["patient"]["documentation"] == "Who has the condition?"
+
+
+def test_capability_leaves_out_what_search_cannot_run(registry: SearchParameterRegistry) -> None:
+    observation = {p["name"]: p["type"] for p in registry.capability("Observation")}
+    assert registry.get("Observation", "code-value-quantity") is not None   # composite
+    assert "code-value-quantity" not in observation
+    assert set(observation.values()) <= {"token", "string", "reference", "date", "quantity", "uri", "number"}
