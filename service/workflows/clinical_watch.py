@@ -15,7 +15,7 @@ from typing import Any
 
 from service.clinical import Assessment, FlagChanges, Terminology, assess, flag_resource, reconcile_flags
 from service.fhir.canonical import FLAG_KEY_SYSTEM
-from service.fhir.search.values import parse_reference
+from service.fhir.references import parse_reference
 from service.store import Change, Repository, UnitOfWork
 
 # The resource types the rules read, and the search parameter that names their patient.
@@ -97,7 +97,8 @@ class ClinicalWatch:
 
     def assessment(self, repo: Repository, patient_id: str, as_of: date) -> Assessment:
         """The patient's assessment on a clinical date, from what is stored now."""
-        return assess(clinical_resources(repo, patient_id, self.base_urls), as_of, self.terminology)
+        return assess(clinical_resources(repo, patient_id, self.base_urls), as_of, self.terminology,
+                      base_urls=self.base_urls)
 
     def evaluate(self, repo: Repository, patient_id: str, as_of: date) -> FlagChanges:
         """Assess one patient and write the Flag changes; returns what was changed."""
