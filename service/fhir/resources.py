@@ -8,7 +8,6 @@ match R4 for every type the service reasons about. The R4 types that R4B replace
 from __future__ import annotations
 
 import json
-import re
 from functools import lru_cache
 from typing import Any
 
@@ -17,8 +16,8 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from service.fhir.errors import BadRequest, Issue, NotFound, Unprocessable
 from service.fhir.r4_types import R4_RESOURCE_TYPES
+from service.fhir.references import is_id
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 # R4 types whose R4B model was redefined, so R4 content would be wrongly rejected by it.
 R4B_REDEFINED = frozenset({"Evidence", "EvidenceVariable"})
@@ -33,7 +32,7 @@ def check_type(resource_type: str) -> str:
 
 def check_id(resource_id: str) -> str:
     """Return resource_id if it is a valid FHIR id; raises BadRequest otherwise."""
-    if not ID_PATTERN.match(resource_id):
+    if not is_id(resource_id):
         raise BadRequest(f"'{resource_id}' is not a valid FHIR id ([A-Za-z0-9-.]{{1,64}})")
     return resource_id
 
@@ -82,7 +81,7 @@ def validate(resource: dict[str, Any], expected_type: str | None = None) -> str:
     if expected_type is not None and resource_type != expected_type:
         raise BadRequest(f"resourceType '{resource_type}' does not match the URL's type '{expected_type}'")
     check_type(resource_type)
-    if "id" in resource and (not isinstance(resource["id"], str) or not ID_PATTERN.match(resource["id"])):
+    if "id" in resource and (not isinstance(resource["id"], str) or not is_id(resource["id"])):
         raise BadRequest(f"'{resource['id']}' is not a valid FHIR id", expression=[f"{resource_type}.id"])
     model = None if resource_type in R4B_REDEFINED else _model(resource_type)
     if model is None:

@@ -3,7 +3,6 @@
 one of its profiles is validated against it."""
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from service.fhir.errors import Unprocessable
@@ -51,10 +50,8 @@ def install_guide(database: Database, conformance: Conformance) -> int:
 
 
 def _same(stored: dict[str, Any], resource: dict[str, Any]) -> bool:
-    def strip(r: dict[str, Any]) -> str:
-        body = dict(r)
-        meta = {k: v for k, v in (body.pop("meta", None) or {}).items() if k not in ("versionId", "lastUpdated")}
-        if meta:
-            body["meta"] = meta
-        return json.dumps(body, sort_keys=True)
-    return strip(stored) == strip(resource)
+    """Whether a stored resource is the guide's, ignoring what the server adds to meta."""
+    def content(r: dict[str, Any]) -> dict[str, Any]:
+        meta = {k: v for k, v in (r.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+        return {**{k: v for k, v in r.items() if k != "meta"}, **({"meta": meta} if meta else {})}
+    return content(stored) == content(resource)

@@ -145,3 +145,9 @@ def test_capability_statement_lists_profiles(client) -> None:  # type: ignore[no
     assert SD_PAIN_SCORE in by_type["Observation"]["supportedProfile"]
     assert any(op["name"] == "validate" for op in by_type["Condition"]["operation"])
     assert any(op["name"] == "toh-assessment" for op in by_type["Patient"]["operation"])
+
+
+def test_restarting_does_not_rewrite_the_guide(app) -> None:  # type: ignore[no-untyped-def]
+    from service.workflows.conformance import install_guide
+    svc = app.extensions["toh"]
+    assert install_guide(svc.database, svc.conformance) == 0
