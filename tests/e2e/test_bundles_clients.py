@@ -1,7 +1,6 @@
 """Transactions posted by real FHIR clients from PyPI (fhirpy, fhirclient) to a real `toh serve`."""
 from __future__ import annotations
 
-from typing import Any
 
 import pytest
 import requests
@@ -10,17 +9,9 @@ from fhirpy import SyncFHIRClient
 from fhirpy.base.exceptions import OperationOutcome
 
 from tests.data.synthea.generator import synthea_bundle
+from tests.integration.test_bundles import references
 
 pytestmark = pytest.mark.slow
-
-
-def references(value: Any) -> list[str]:
-    if isinstance(value, dict):
-        found = [value["reference"]] if isinstance(value.get("reference"), str) else []
-        return found + [ref for key, item in value.items() if key != "reference" for ref in references(item)]
-    if isinstance(value, list):
-        return [ref for item in value for ref in references(item)]
-    return []
 
 
 def history_total(base: str) -> int:

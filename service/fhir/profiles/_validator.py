@@ -142,16 +142,17 @@ class Walker:
                         f"(allowed: {', '.join(sorted(str(a) for a in allowed))})", loc)
 
     # --- the children of a complex value -----------------------------------------------------
+    def _check_cardinality(self, path: str, least: int, most: int | None, found: int, where: str) -> None:
+        if found < least:
+            self._issue("required", f"{path}: minimum required = {least}, found {found}", where)
+        if most is not None and found > most:
+            self._issue("structure", f"{path}: maximum allowed = {most}, found {found}", where)
+
     def _check_children(self, el: Element, value: Mapping[str, Any], loc: str) -> None:
         for child in el.children:
             items = self._child_items(child, value, loc)
             where = f"{loc}.{child.name.removesuffix('[x]')}"
-            if len(items) < child.min:
-                self._issue("required", f"{child.path}: minimum required = {child.min}, "
-                            f"found {len(items)}", where)
-            if child.max is not None and len(items) > child.max:
-                self._issue("structure", f"{child.path}: maximum allowed = {child.max}, "
-                            f"found {len(items)}", where)
+            self._check_cardinality(child.path, child.min, child.max, len(items), where)
             for item_value, item_type, item_loc in items:
                 self.check_value(child, item_value, item_type, item_loc)
             if child.slices:
@@ -186,12 +187,7 @@ class Walker:
                             item[2])
         for s in el.slices:
             got = assigned[str(s.slice_name)]
-            if len(got) < s.min:
-                self._issue("required", f"{el.path}:{s.slice_name}: minimum required = {s.min}, "
-                            f"found {len(got)}", where)
-            if s.max is not None and len(got) > s.max:
-                self._issue("structure", f"{el.path}:{s.slice_name}: maximum allowed = {s.max}, "
-                            f"found {len(got)}", where)
+            self._check_cardinality(f"{el.path}:{s.slice_name}", s.min, s.max, len(got), where)
             for item_value, item_type, item_loc in got:
                 self.check_value(s, item_value, item_type, item_loc)
 
