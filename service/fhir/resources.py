@@ -3,7 +3,9 @@
 fhir.resources has no R4 package, so content is validated with its R4B models, which
 match R4 for every type the service reasons about. The R4 types that R4B replaced
 (MedicinalProduct*, Substance* details, the evidence syntheses) or redefined
-(Evidence, EvidenceVariable) get the structural checks only.
+(Evidence, EvidenceVariable) get the structural checks only. fhir.resources does not check
+codes, so every resource is also checked against R4's own required bindings
+(service.fhir.required_codes).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any
 import pydantic
 from fhir.resources.R4B import get_fhir_model_class
 
+from service.fhir import required_codes
 from service.fhir.errors import BadRequest, Issue, NotFound, Unprocessable
 from service.fhir.r4_types import R4_RESOURCE_TYPES
 from service.fhir.references import is_id
@@ -73,7 +76,7 @@ def validate(resource: dict[str, Any], expected_type: str | None = None) -> str:
 
     Raises BadRequest for a missing or unexpected resourceType or id, NotFound for an
     unknown type and Unprocessable (one issue per problem, with its FHIRPath) for content
-    that the model rejects.
+    that the model rejects or codes that a required R4 binding does not allow.
     """
     resource_type = resource.get("resourceType")
     if not isinstance(resource_type, str):
@@ -83,15 +86,24 @@ def validate(resource: dict[str, Any], expected_type: str | None = None) -> str:
     check_type(resource_type)
     if "id" in resource and (not isinstance(resource["id"], str) or not is_id(resource["id"])):
         raise BadRequest(f"'{resource['id']}' is not a valid FHIR id", expression=[f"{resource_type}.id"])
+    issues = _model_issues(resource, resource_type)
+    located = {e for issue in issues for e in issue.expression}
+    issues += [i for i in required_codes.check(resource, resource_type) if i.expression[0] not in located]
+    if issues:
+        raise Unprocessable(issues[0].diagnostics, issues=issues)
+    return resource_type
+
+
+def _model_issues(resource: dict[str, Any], resource_type: str) -> list[Issue]:
+    """One issue per problem the R4(B) model finds (none for the types it lacks)."""
     model = None if resource_type in R4B_REDEFINED else _model(resource_type)
     if model is None:
-        return resource_type
+        return []
     try:
         model.model_validate(resource)
     except pydantic.ValidationError as exc:
-        issues = [Issue("error", "structure" if e["type"] == "extra_forbidden" else "value",
-                        f"{_fhirpath(resource_type, e['loc'])}: {e['msg']}".split("\n")[0],
-                        (_fhirpath(resource_type, e["loc"]),))
-                  for e in exc.errors()]
-        raise Unprocessable(issues[0].diagnostics, issues=issues) from exc
-    return resource_type
+        return [Issue("error", "structure" if e["type"] == "extra_forbidden" else "value",
+                      f"{_fhirpath(resource_type, e['loc'])}: {e['msg']}".split("\n")[0],
+                      (_fhirpath(resource_type, e["loc"]),))
+                for e in exc.errors()]
+    return []

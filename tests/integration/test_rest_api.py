@@ -159,6 +159,7 @@ BAD_WRITES = [
     ("POST", "/fhir/Patient", {"resourceType": "Patient", "birthDate": "not-a-date"}, FHIR, 422, "value"),
     ("POST", "/fhir/Patient", {"resourceType": "Patient", "unknownElement": 1}, FHIR, 422, "structure"),
     ("POST", "/fhir/Observation", {"resourceType": "Observation", "status": "final"}, FHIR, 422, "value"),
+    ("POST", "/fhir/Patient", {"resourceType": "Patient", "gender": "banana"}, FHIR, 422, "code-invalid"),
     ("POST", "/fhir/Patient", "<Patient/>", "application/fhir+xml", 415, "not-supported"),
     ("POST", "/fhir/Patient", "resourceType=Patient", "text/plain", 415, "not-supported"),
     ("PUT", "/fhir/Patient/a", {"resourceType": "Patient", "id": "b"}, FHIR, 400, "invalid"),
