@@ -4,6 +4,7 @@ Fetched once with `npm pack` into .cache/ (or taken from $TOH_R4_EXAMPLES).
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -23,12 +24,14 @@ def examples_dir() -> Path:
     if configured:
         return Path(configured)
     package = CACHE / "package"
-    if not (package / "package.json").exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        out = subprocess.run(["npm", "pack", PACKAGE, "--silent"], cwd=CACHE, check=True,
-                             capture_output=True, text=True).stdout.strip().splitlines()[-1]
-        with tarfile.open(CACHE / out) as tar:
-            tar.extractall(CACHE, filter="data")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "w") as lock:  # test processes running side by side fetch it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (package / "package.json").exists():
+            out = subprocess.run(["npm", "pack", PACKAGE, "--silent"], cwd=CACHE, check=True,
+                                 capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            with tarfile.open(CACHE / out) as tar:
+                tar.extractall(CACHE, filter="data")
     return package
 
 

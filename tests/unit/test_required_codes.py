@@ -13,7 +13,6 @@ from service.fhir.errors import Unprocessable
 from service.fhir.resources import validate
 
 ROOT = Path(__file__).resolve().parents[2]
-CACHED_PACKAGE = ROOT / ".cache" / "hl7.fhir.r4.examples-4.0.1" / "package"
 
 OBSERVATION = {"resourceType": "Observation", "status": "final", "code": {"text": "weight"}}
 
@@ -92,10 +91,10 @@ def test_values_of_the_wrong_shape_are_left_to_the_model() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (CACHED_PACKAGE / "package.json").exists(), reason="R4 examples package not cached")
 def test_vendored_file_matches_the_generator() -> None:
+    from tests.r4_examples import examples_dir
     spec = importlib.util.spec_from_file_location("build_required_codes", ROOT / "scripts" / "build_required_codes.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.build(str(CACHED_PACKAGE)) == json.loads(required_codes.DATA_FILE.read_text())
+    assert module.build(str(examples_dir())) == json.loads(required_codes.DATA_FILE.read_text())
