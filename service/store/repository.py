@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, and_, func, insert, select, text, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from service.clock import Clock
@@ -92,6 +92,15 @@ class WriteHook(Protocol):
     def on_write(self, conn: Connection, change: Change) -> None: ...
 
 
+# The statements of the hot read path, built once (immutable; values are bound per call).
+_CURRENT = select(resources).where(resources.c.res_type == bindparam("res_type"),
+                                   resources.c.res_id == bindparam("res_id"))
+_CURRENT_FOR_UPDATE = _CURRENT.with_for_update()
+_VERSION = select(resource_versions).where(resource_versions.c.res_type == bindparam("res_type"),
+                                           resource_versions.c.res_id == bindparam("res_id"),
+                                           resource_versions.c.version == bindparam("version"))
+
+
 def _stored(row: Any, method: str = "") -> StoredResource:
     return StoredResource(row.res_type, row.res_id, row.version, row.last_updated, row.deleted,
                           row.content, method)
@@ -128,10 +137,8 @@ class Repository:
     # -- reads ------------------------------------------------------------------------
     def current(self, res_type: str, res_id: str, *, for_update: bool = False) -> tuple[int, StoredResource] | None:
         """The current row (rid, version) of a resource, deleted or not; None if never stored."""
-        query = select(resources).where(resources.c.res_type == res_type, resources.c.res_id == res_id)
-        if for_update and self.dialect == "postgresql":
-            query = query.with_for_update()
-        row = self.conn.execute(query).first()
+        query = _CURRENT_FOR_UPDATE if for_update and self.dialect == "postgresql" else _CURRENT
+        row = self.conn.execute(query, {"res_type": res_type, "res_id": res_id}).first()
         return None if row is None else (row.rid, _stored(row))
 
     def read(self, res_type: str, res_id: str) -> StoredResource:
@@ -155,9 +162,7 @@ class Repository:
 
     def vread(self, res_type: str, res_id: str, version: int) -> StoredResource:
         """One version; raises NotFound if that version does not exist, Gone if it is a deletion."""
-        row = self.conn.execute(select(resource_versions).where(
-            resource_versions.c.res_type == res_type, resource_versions.c.res_id == res_id,
-            resource_versions.c.version == version)).first()
+        row = self.conn.execute(_VERSION, {"res_type": res_type, "res_id": res_id, "version": version}).first()
         if row is None:
             raise NotFound(f"{res_type}/{res_id} has no version {version}")
         if row.deleted:
