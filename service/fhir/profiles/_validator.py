@@ -75,7 +75,6 @@ class Walker:
         self.terminology = resolver.terminology
         self.root = resource
         self.issues: list[Issue] = []
-        self.skipped_constraints = 0
 
     def run(self, profile_root: Element) -> list[Issue]:
         self.check_value(profile_root, self.root, None, str(self.root["resourceType"]))
@@ -103,8 +102,8 @@ class Walker:
         for constraint in el.constraints:
             try:
                 ok = constraint.holds(value, self.root)
-            except ConstraintEvaluationError:
-                self.skipped_constraints += 1
+            except ConstraintEvaluationError as exc:
+                self._issue("informational", f"{constraint.key} could not be evaluated here: {exc}", loc, "warning")
                 continue
             if not ok:
                 self._issue("invariant", f"{constraint.key}: {constraint.human}", loc,
