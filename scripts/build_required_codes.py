@@ -35,13 +35,11 @@ import argparse
 import glob
 import json
 import os
-import subprocess
-import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any
 
-PACKAGE = "hl7.fhir.r4.examples@4.0.1"
+from r4_package import unpack  # scripts/ is on sys.path when a script runs
 ROOT = Path(__file__).resolve().parent.parent
 CACHED = ROOT / ".cache" / "hl7.fhir.r4.examples-4.0.1" / "package"
 OUT = ROOT / "service" / "fhir" / "required-codes.json"
@@ -50,15 +48,6 @@ BASE = "http://hl7.org/fhir/StructureDefinition/"
 
 class Unexpandable(Exception):
     """The ValueSet has no closed list of codes in the package."""
-
-
-def unpack(dest: str) -> str:
-    """``npm pack`` the examples package into dest and return the unpacked package folder."""
-    out = subprocess.run(["npm", "pack", PACKAGE, "--silent"], cwd=dest, check=True,
-                         capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    with tarfile.open(os.path.join(dest, out)) as tar:
-        tar.extractall(dest, filter="data")
-    return os.path.join(dest, "package")
 
 
 def load(package_dir: str, kind: str) -> list[dict[str, Any]]:

@@ -18,24 +18,13 @@ import glob
 import json
 import os
 import re
-import subprocess
-import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any
 
-PACKAGE = "hl7.fhir.r4.examples@4.0.1"
+from r4_package import PACKAGE, unpack  # scripts/ is on sys.path when a script runs
 OUT = Path(__file__).resolve().parent.parent / "service" / "fhir" / "search" / "search-parameters.json"
 _DOC_LINE = re.compile(r"^\*\s*\[(\w+)\]\([^)]*\):\s*(.*)$")
-
-
-def unpack(dest: str) -> str:
-    """``npm pack`` the examples package into dest and return the unpacked package folder."""
-    out = subprocess.run(["npm", "pack", PACKAGE, "--silent"], cwd=dest, check=True,
-                         capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    with tarfile.open(os.path.join(dest, out)) as tar:
-        tar.extractall(dest, filter="data")
-    return os.path.join(dest, "package")
 
 
 def documentation(sp: dict[str, Any]) -> dict[str, str] | str:

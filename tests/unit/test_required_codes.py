@@ -91,8 +91,9 @@ def test_values_of_the_wrong_shape_are_left_to_the_model() -> None:
 
 
 @pytest.mark.slow
-def test_vendored_file_matches_the_generator() -> None:
+def test_vendored_file_matches_the_generator(monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.r4_examples import examples_dir
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     spec = importlib.util.spec_from_file_location("build_required_codes", ROOT / "scripts" / "build_required_codes.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
