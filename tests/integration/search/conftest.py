@@ -13,15 +13,19 @@ from search_clinic import CLINIC, Clinic, open_clinic  # type: ignore[import-not
 from tests.databases import empty_tables
 
 
+def _empty_store(request: pytest.FixtureRequest, folder: Path) -> str:
+    """The URL of an empty database: a new SQLite file in folder, or the session's PostgreSQL emptied."""
+    if request.param == "sqlite":
+        return f"sqlite:///{folder / 'toh.db'}"
+    url: str = request.getfixturevalue("pg_database_url")
+    empty_tables(url)
+    return url
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def clinic(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clinic]:
     """The clinic data, loaded once per module and backend (tests must not write)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('search') / 'toh.db'}"
-    else:
-        url = request.getfixturevalue("pg_database_url")
-        empty_tables(url)
-    c = open_clinic(url)
+    c = open_clinic(_empty_store(request, tmp_path_factory.mktemp("search")))
     for resource in CLINIC:
         c.clock.advance(timedelta(hours=1))
         c.store(resource)
@@ -32,11 +36,6 @@ def clinic(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 @pytest.fixture(params=["sqlite", "postgres"])
 def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Clinic]:
     """An empty store for tests that write (paging while writing)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'toh.db'}"
-    else:
-        url = request.getfixturevalue("pg_database_url")
-        empty_tables(url)
-    c = open_clinic(url)
+    c = open_clinic(_empty_store(request, tmp_path))
     yield c
     c.database.dispose()
