@@ -32,7 +32,9 @@ def default_directory() -> Path:
         for candidate in candidates:
             if (candidate / "StructureDefinition").is_dir():
                 return candidate
-    except (ImportError, ValueError, TypeError):
+    except (ImportError, ValueError, TypeError, OSError):
+        # OSError: an editable install's namespace path holds a path hook, not a folder,
+        # and importlib.resources refuses it (NotADirectoryError).
         pass
     return Path(__file__).resolve().parents[3] / "fhir_profiles"
 
