@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -145,3 +147,18 @@ def test_reindex_rebuilds_a_lost_index(tmp_path: Path) -> None:
     assert cli.main(["reindex", "--database-url", url]) == 0
     assert client.get("/fhir/Patient?gender=female").get_json()["total"] == 1
     app.extensions["toh"].database.dispose()
+
+
+def test_servers_started_by_the_tests_run_the_working_tree(tmp_path: Path) -> None:
+    """README's test command installs the package editable, so a `toh serve` started from any
+    folder (the live servers run in a tmp folder) imports this working tree's service/ and reads
+    its fhir_profiles/, not a copy made at install time."""
+    code = ("import service; from service.fhir.profiles import default_directory; "
+            "print(service.__file__); print(default_directory())")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert done.returncode == 0, done.stderr
+    module, profiles = done.stdout.split()
+    root = Path(__file__).resolve().parents[2]
+    assert Path(module) == root / "service" / "__init__.py"
+    assert Path(profiles) == root / "fhir_profiles"
