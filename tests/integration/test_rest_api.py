@@ -145,8 +145,9 @@ def test_conditional_create_by_criteria_with_one_and_several_matches(client) -> 
     assert "gender" not in same.get_json() and count_resources(client) == 1
     post(client, "/fhir/Patient", {"resourceType": "Patient", "identifier": [ident]})   # a second match
     assert count_resources(client) == 2
-    assert_outcome(post(client, "/fhir/Patient", {"resourceType": "Patient", "identifier": [ident]},
-                        **{"If-None-Exist": "identifier=urn:mrn|X1"}), 412)
+    outcome = assert_outcome(post(client, "/fhir/Patient", {"resourceType": "Patient", "identifier": [ident]},
+                                  **{"If-None-Exist": "identifier=urn:mrn|X1"}), 412)
+    assert "If-None-Exist" in outcome["issue"][0]["diagnostics"]       # the error names what was too wide
     assert count_resources(client) == 2
 
 
