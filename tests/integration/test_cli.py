@@ -18,6 +18,8 @@ from service import cli
 from service.config import Settings
 
 FHIR = {"Content-Type": "application/fhir+json"}
+SERVE_VARIABLES = ("TOH_HOST", "TOH_PORT", "TOH_WORKERS", "TOH_THREADS", "TOH_DATABASE_URL", "TOH_DATA_DIR",
+                   "TOH_BASE_URL", "TOH_MIGRATE_ON_START")
 
 
 class Gunicorn:
@@ -42,9 +44,10 @@ class Gunicorn:
 
 @pytest.fixture
 def gunicorn(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Gunicorn:
-    """No TOH_* variable set, the working directory a fresh folder, gunicorn a recorder."""
-    for name in [n for n in os.environ if n.startswith("TOH_")]:
-        monkeypatch.delenv(name)
+    """None of the variables `toh serve` reads set, the working directory a fresh folder,
+    gunicorn a recorder."""
+    for name in SERVE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     recorder = Gunicorn()
     monkeypatch.setattr(cli, "_gunicorn_app", recorder)
