@@ -1,4 +1,6 @@
-"""`toh serve` with no configuration, and gunicorn on the application factory directly."""
+"""Real servers: `toh serve` with no configuration, `toh serve --host H --port P` (its base URL),
+and gunicorn on the application factory directly. The options without a server are checked in
+tests/integration/test_cli.py."""
 from __future__ import annotations
 
 import os
@@ -10,7 +12,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from service.config import Settings
 from tests.conftest import _free_port
 
 pytestmark = pytest.mark.slow
@@ -26,15 +27,6 @@ def wait_healthy(port: int, process: subprocess.Popen[bytes]) -> None:
         except (requests.ConnectionError, requests.Timeout):  # still booting
             time.sleep(0.2)
     raise AssertionError("no /healthz answer within 30 s")
-
-
-def test_defaults_are_sqlite_in_toh_data_on_8080(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    settings = Settings.from_env({})
-    assert settings.database_url == f"sqlite:///{tmp_path / 'toh-data' / 'toh.db'}"
-    from service.cli import main
-    with pytest.raises(SystemExit):
-        main(["serve", "--help"])
 
 
 def test_toh_serve_without_configuration_creates_its_database(tmp_path: Path) -> None:
@@ -70,19 +62,23 @@ def test_gunicorn_runs_the_factory(tmp_path: Path, pg_database_url: str) -> None
         process.wait(timeout=15)
 
 
-def test_reindex_rebuilds_a_lost_index(tmp_path: Path) -> None:
-    from sqlalchemy import text
-
-    from service import create_app
-    from service.cli import main
-    url = f"sqlite:///{tmp_path / 'toh.db'}"
-    app = create_app({"database_url": url})
-    client = app.test_client()
-    client.put("/fhir/Patient/p1", json={"resourceType": "Patient", "id": "p1", "gender": "female"},
-               headers={"Content-Type": "application/fhir+json"})
-    with app.extensions["toh"].database.unit_of_work() as uow:
-        uow.conn.execute(text("DELETE FROM search_token"))
-        uow.commit()
-    assert client.get("/fhir/Patient?gender=female").get_json()["total"] == 0
-    assert main(["reindex", "--database-url", url]) == 0
-    assert client.get("/fhir/Patient?gender=female").get_json()["total"] == 1
+def test_toh_serve_host_and_port_make_its_own_absolute_references_local(live_server) -> None:  # type: ignore[no-untyped-def]
+    """`toh serve --host 127.0.0.1 --port P` (LiveServer) defaults TOH_BASE_URL to
+    http://127.0.0.1:P/fhir, so a reference written with that base is a reference to this server:
+    a search by the patient's relative reference finds it."""
+    headers = {"Content-Type": "application/fhir+json"}
+    assert live_server.base == f"http://127.0.0.1:{live_server.port}/fhir"
+    patient = requests.post(f"{live_server.base}/Patient", json={"resourceType": "Patient"}, headers=headers,
+                            timeout=10)
+    assert patient.headers["Location"].startswith(f"{live_server.base}/Patient/")
+    pid = patient.json()["id"]
+    observation = {"resourceType": "Observation", "status": "final", "code": {"text": "weight"},
+                   "subject": {"reference": f"{live_server.base}/Patient/{pid}"}}
+    assert requests.post(f"{live_server.base}/Observation", json=observation, headers=headers,
+                         timeout=10).status_code == 201
+    found = requests.get(f"{live_server.base}/Observation?patient=Patient/{pid}", timeout=10).json()
+    assert found["total"] == 1
+    elsewhere = {"resourceType": "Observation", "status": "final", "code": {"text": "weight"},
+                 "subject": {"reference": f"http://127.0.0.2:{live_server.port}/fhir/Patient/{pid}"}}
+    requests.post(f"{live_server.base}/Observation", json=elsewhere, headers=headers, timeout=10)
+    assert requests.get(f"{live_server.base}/Observation?patient=Patient/{pid}", timeout=10).json()["total"] == 1

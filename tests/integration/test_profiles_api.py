@@ -107,11 +107,18 @@ def test_guide_resources_are_served_and_searchable(client) -> None:  # type: ign
     assert client.get("/fhir/CodeSystem?code=no-such-code").get_json()["total"] == 0
     plan = client.get("/fhir/PlanDefinition?url=https://fhir.toh-service.org/PlanDefinition/toh-follow-up-protocol")
     assert len(plan.get_json()["entry"]) == 1
-    by_name = client.get("/fhir/ValueSet?name=TrackedJoints").get_json()
-    assert by_name["total"] >= 0  # name search runs; exact name checked below
-    names = {e["resource"]["name"] for e in client.get("/fhir/ValueSet?_count=100").get_json()["entry"]}
-    some = sorted(names)[0]
-    assert client.get(f"/fhir/ValueSet?name={some}").get_json()["entry"][0]["resource"]["name"] == some
+
+    def valueset_names(query: str) -> list[str]:
+        bundle = client.get(f"/fhir/ValueSet?{query}").get_json()
+        return sorted(e["resource"]["name"] for e in bundle.get("entry", []) if e["search"]["mode"] == "match")
+
+    # the guide's ValueSet names (fhir_profiles/ValueSet/*.json); a string search matches a
+    # case- and accent-insensitive start of the value, :exact the whole value (R4 3.1.1.5.2)
+    assert valueset_names("name=TrackedJoints") == ["TrackedJoints"]
+    assert valueset_names("name=pregnancy") == ["PregnancyBreastfeedingFindings", "PregnancyStatusValues"]
+    assert valueset_names("name:exact=trackedjoints") == []
+    assert valueset_names("name:exact=TrackedJoints") == ["TrackedJoints"]
+    assert len(valueset_names("_count=100")) == len(list((EXAMPLES.parent / "ValueSet").glob("*.json")))
 
 
 def test_guide_search_parameters_are_served_and_used(client) -> None:  # type: ignore[no-untyped-def]

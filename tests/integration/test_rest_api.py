@@ -132,6 +132,25 @@ def test_conditional_create_by_id(client) -> None:  # type: ignore[no-untyped-de
     assert fresh.status_code == 201
 
 
+def test_conditional_create_by_criteria_with_one_and_several_matches(client) -> None:  # type: ignore[no-untyped-def]
+    """R4 3.1.0.8.1 (conditional create): no match creates (201), one match returns it (200)
+    and creates nothing, several matches are a 412 that creates nothing."""
+    ident = {"system": "urn:mrn", "value": "X1"}
+    first = post(client, "/fhir/Patient", {"resourceType": "Patient", "identifier": [ident]},
+                 **{"If-None-Exist": "identifier=urn:mrn|X1"})
+    assert first.status_code == 201
+    same = post(client, "/fhir/Patient", {"resourceType": "Patient", "identifier": [ident], "gender": "male"},
+                **{"If-None-Exist": "identifier=urn:mrn|X1"})
+    assert same.status_code == 200 and same.get_json()["id"] == first.get_json()["id"]
+    assert "gender" not in same.get_json() and count_resources(client) == 1
+    post(client, "/fhir/Patient", {"resourceType": "Patient", "identifier": [ident]})   # a second match
+    assert count_resources(client) == 2
+    outcome = assert_outcome(post(client, "/fhir/Patient", {"resourceType": "Patient", "identifier": [ident]},
+                                  **{"If-None-Exist": "identifier=urn:mrn|X1"}), 412)
+    assert "If-None-Exist" in outcome["issue"][0]["diagnostics"]       # the error names what was too wide
+    assert count_resources(client) == 2
+
+
 @pytest.mark.parametrize("media", ["application/fhir+json", "application/json",
                                    "application/fhir+json; charset=utf-8"])
 def test_json_media_types_accepted(client, media) -> None:  # type: ignore[no-untyped-def]
@@ -141,9 +160,14 @@ def test_json_media_types_accepted(client, media) -> None:  # type: ignore[no-un
 
 
 def test_format_parameter(client) -> None:  # type: ignore[no-untyped-def]
-    put(client, "/fhir/Patient/f", {"resourceType": "Patient", "id": "f"})
-    assert client.get("/fhir/Patient/f?_format=json").status_code == 200
-    assert client.get("/fhir/Patient/f?_format=application/fhir%2Bjson").status_code == 200
+    put(client, "/fhir/Patient/f", {"resourceType": "Patient", "id": "f", "gender": "female"})
+    for fmt in ("json", "application/json", "application/fhir%2Bjson"):
+        # R4 3.1.0.1.10 (_format): the JSON resource, in FHIR's JSON media type
+        response = client.get(f"/fhir/Patient/f?_format={fmt}", headers={"Accept": "application/fhir+xml"})
+        assert response.status_code == 200, fmt
+        assert response.mimetype == FHIR, fmt
+        body = response.get_json()
+        assert (body["resourceType"], body["id"], body["gender"]) == ("Patient", "f", "female")
     assert_outcome(client.get("/fhir/Patient/f?_format=xml"), 406)
     assert_outcome(client.get("/fhir/Patient/f", headers={"Accept": "application/fhir+xml"}), 406)
 
@@ -213,7 +237,8 @@ def test_server_maintains_meta(client) -> None:  # type: ignore[no-untyped-def]
     assert stored["meta"]["profile"] == ["http://example.org/p"] and stored["meta"]["tag"] == [{"code": "t"}]
 
 
-def test_every_r4_type_can_be_stored(client) -> None:  # type: ignore[no-untyped-def]
+def test_types_beyond_the_clinical_ones_can_be_stored(client) -> None:  # type: ignore[no-untyped-def]
+    """Every R4 type: tests/integration/test_r4_examples.py."""
     body = {"resourceType": "Encounter", "status": "finished",
             "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"}}
     assert post(client, "/fhir/Encounter", body).status_code == 201

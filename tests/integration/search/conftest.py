@@ -1,5 +1,6 @@
 """Fixtures for the search tests: `clinic` (the clinic data, stored once per module on SQLite
-and on PostgreSQL) and `fresh` (an empty store per test, for tests that write)."""
+and on PostgreSQL), `module_store` (an empty store per module, for a module's own data) and
+`fresh` (an empty store per test, for tests that write)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -29,6 +30,14 @@ def clinic(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     for resource in CLINIC:
         c.clock.advance(timedelta(hours=1))
         c.store(resource)
+    yield c
+    c.database.dispose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def module_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clinic]:
+    """An empty store per module and backend, for a module that loads its own data once."""
+    c = open_clinic(_empty_store(request, tmp_path_factory.mktemp("search")))
     yield c
     c.database.dispose()
 

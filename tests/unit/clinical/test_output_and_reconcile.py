@@ -10,6 +10,9 @@ from service.clinical import (
     FlagFinding, assess, assessment_to_parameters, flag_key, flag_resource, reconcile_flags,
 )
 from service.fhir.canonical import EXT_FLAG_DETAIL, FLAG_CATEGORY, FLAG_KEY_SYSTEM, SD_TOH_FLAG, TOH_CODES
+from service.fhir.errors import Unprocessable
+from service.fhir.profiles import has_errors
+from service.fhir.resources import validate
 
 
 def finding(key: str = "migration|knee|right|2023-06-10", text: str = "Bone marrow oedema now in ...",
@@ -36,16 +39,29 @@ def test_flag_resource_shape():
     assert flag_key(flag) == finding().key
 
 
-def test_flag_and_parameters_are_valid_r4(terminology):
-    fhir_resources = pytest.importorskip("fhir.resources")
-    from fhir.resources.flag import Flag
-    from fhir.resources.parameters import Parameters
+def test_flag_and_parameters_are_valid_r4(terminology, guide):
+    """Checked as the service checks a write: the R4 structure (service.fhir.resources, R4B
+    models plus R4's required bindings; fhir.resources' top-level models are R5) and, for the
+    Flags, the guide's TOH Flag profile they claim."""
     a = assess([condition("left hip"), condition("hip", day(1)), condition("right knee", day(4)),
                 mri(day(1), oedema=True)], day(13), terminology)
-    assert a.flags and a.issues and fhir_resources
+    assert a.flags and a.issues
     for f in a.flags:
-        Flag.model_validate(flag_resource(f, PATIENT))
-    Parameters.model_validate(assessment_to_parameters(a))
+        flag = flag_resource(f, PATIENT)
+        assert validate(flag, "Flag") == "Flag"
+        assert flag["meta"]["profile"] == [SD_TOH_FLAG]
+        assert not has_errors(guide.validate(flag)), guide.validate(flag)
+    assert validate(assessment_to_parameters(a), "Parameters") == "Parameters"
+
+
+def test_the_r4_check_used_above_rejects_a_broken_flag():
+    """The check above can fail: a Flag without its required code, or with a status outside
+    R4's required flag-status binding, is refused."""
+    flag = flag_resource(finding(), PATIENT)
+    with pytest.raises(Unprocessable):
+        validate({k: v for k, v in flag.items() if k != "code"}, "Flag")
+    with pytest.raises(Unprocessable):
+        validate(flag | {"status": "resolved"}, "Flag")
 
 
 def test_parameters_content(terminology):

@@ -1,5 +1,7 @@
-"""A two-year TOH course written through the REST API as it happens (the clock moves with it):
-left hip at month 0, migration to the right knee at month 5, hip resolved at month 9, knee
+"""A two-year TOH course written through the REST API (Flask test client, SQLite and PostgreSQL)
+as it happens: the test clock moves with it, which a real server's clock cannot, so this lives in
+integration/, not e2e/.
+Left hip at month 0, migration to the right knee at month 5, hip resolved at month 9, knee
 still active at month 18. The assessment is checked at several dates, and so are the Flags
 the service stored on its own."""
 from __future__ import annotations
