@@ -4,7 +4,7 @@ Each parameter's FHIRPath (one type's part of the official expression) is evalua
 fhirpathpy; the results are turned into rows by parameter type:
 
     token      Coding / CodeableConcept / Identifier / ContactPoint / code / boolean / string
-               -> (system, code, normalised display text)
+               -> (system, code, normalised display text, code case-folded if a string)
     string     string / HumanName / Address -> (normalised, exact)
     reference  Reference / canonical / uri -> (target type, target id) or absolute url
     date       date / dateTime / instant / Period / Timing -> UTC range [low, high)
@@ -27,7 +27,7 @@ import fhirpathpy
 from fhirpathpy.models import models as _fhirpath_models
 
 from service.fhir.search.definitions import TABLE_PARAMS, PathPart, SearchParameterRegistry, TypeParam
-from service.fhir.search.values import HIGH_END, LOW_END, date_range, normalize, parse_reference
+from service.fhir.search.values import HIGH_END, LOW_END, date_range, fold_case, normalize, parse_reference
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ class TokenRow(NamedTuple):
     system: str | None
     code: str | None
     text: str | None
+    code_ci: str | None = None   # code case-folded, when it is a string (searched without case)
 
 
 class StringRow(NamedTuple):
@@ -163,7 +164,8 @@ class Extractor:
         if isinstance(v, bool):
             out.add(TokenRow(code, None, "true" if v else "false", None))
         elif isinstance(v, (str, int, Decimal, float)):
-            out.add(TokenRow(code, None, _cut(str(v)), None))
+            plain = _cut(str(v))
+            out.add(TokenRow(code, None, plain, None, fold_case(plain) if t == "string" else None))
         elif isinstance(v, dict):
             if "coding" in v or t == "CodeableConcept" or ("text" in v and "value" not in v and "code" not in v):
                 for coding in v.get("coding") or ():
@@ -174,11 +176,13 @@ class Extractor:
             elif t == "Identifier" or ("value" in v and "code" not in v and t != "ContactPoint"):
                 if v.get("value") is not None or v.get("system"):
                     text = (v.get("type") or {}).get("text") if isinstance(v.get("type"), dict) else None
-                    out.add(TokenRow(code, _s(v.get("system")), _s(v.get("value")),
-                                     _norm(text) if text else None))
+                    ident = _s(v.get("value"))
+                    out.add(TokenRow(code, _s(v.get("system")), ident, _norm(text) if text else None,
+                                     fold_case(ident) if ident is not None else None))
             elif t == "ContactPoint":
                 if v.get("value") is not None:
-                    out.add(TokenRow(code, _s(v.get("system")), _s(v.get("value")), None))
+                    contact = _s(v.get("value"))
+                    out.add(TokenRow(code, _s(v.get("system")), contact, None, fold_case(contact or "")))
             else:   # Coding (or Quantity/other with code)
                 self._coding(out, code, v)
 

@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, FromClause, Select, and_, false, literal, 
 from service.fhir.search.definitions import SearchParameterRegistry
 from service.fhir.search.query import (Criterion, DateValue, NumberValue, QuantityValue,
                                        RefValue, TextValue, TokenValue, UriValue)
-from service.fhir.search.values import normalize
+from service.fhir.search.values import fold_case, normalize
 from service.store.schema import UTCDateTime, resources
 from service.store.search.tables import TABLES, VALUE, search_reference
 
@@ -103,8 +103,8 @@ class Compiler:
         t = TABLES[c.type]
         if isinstance(v, TokenValue):
             conds = []
-            if v.code is not None:
-                conds.append(t.c.code == v.code[:VALUE])
+            if v.code is not None:   # a string-typed element's value matches without case
+                conds.append(or_(t.c.code == v.code[:VALUE], t.c.code_ci == fold_case(v.code)))
             if v.system is not None:
                 conds.append(t.c.system == v.system[:VALUE])
             elif v.system_given:

@@ -4,7 +4,7 @@ parameter code. Rows hold the current version only (the indexer replaces them on
 Indexes lead with (res_type, param, value...) so a criterion is a range scan of one index, and
 end with rid so PostgreSQL can answer it from the index alone; search_reference also has
 (target_type, target_id) for _revinclude and compartments. Created by the alembic revision
-0002_search_index (kept in step with this module by tests).
+0002_search_index and 0003_token_case (kept in step with this module by tests).
 """
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ def _table(name: str, *columns: Column) -> Table:  # type: ignore[type-arg]
 
 search_token = _table("search_token",
                       Column("system", String(VALUE)), Column("code", String(VALUE)),
-                      Column("text", Sortable))
+                      Column("text", Sortable),
+                      # the case-folded code of a string-typed element (0003_token_case)
+                      Column("code_ci", String(VALUE)))
 search_string = _table("search_string",
                        Column("norm", Sortable, nullable=False),
                        Column("exact", String(VALUE), nullable=False))
@@ -54,6 +56,7 @@ TABLES: dict[str, Table] = {
 INDEXES: list[tuple[str, Table, tuple[str, ...]]] = [
     ("ix_search_token_code", search_token, ("res_type", "param", "code", "system", "rid")),
     ("ix_search_token_system", search_token, ("res_type", "param", "system", "rid")),
+    ("ix_search_token_code_ci", search_token, ("res_type", "param", "code_ci", "rid")),
     ("ix_search_string_norm", search_string, ("res_type", "param", "norm", "rid")),
     ("ix_search_reference_target", search_reference,
      ("res_type", "param", "target_id", "target_type", "rid")),
