@@ -121,7 +121,7 @@ class SearchQuery:
     sort: list[SortKey] = field(default_factory=list)
     count: int = 50
     total: str = "none"                   # none | estimate | accurate
-    summary: str | None = None            # None | count
+    summary: str | None = None            # None | count | true | text | data (R4 _summary)
     elements: tuple[str, ...] | None = None
     includes: list[Include] = field(default_factory=list)
     compartment: tuple[str, str] | None = None   # ('Patient', id)
@@ -131,7 +131,8 @@ class SearchQuery:
     issues: list[Issue] = field(default_factory=list)
 
     def raise_if_strict(self, strict: bool) -> None:
-        """Under Prefer: handling=strict, any issue is an error: raises BadRequest."""
+        """Under Prefer: handling=strict, any issue (an unknown or unsupported parameter) is an
+        error: raises BadRequest with the issues as errors."""
         if strict and self.issues:
             raise BadRequest(issues=[Issue("error", i.code, i.diagnostics, i.expression)
                                      for i in self.issues])

@@ -1,17 +1,21 @@
 """Parsing a search request — a list of (name, value) pairs — into a SearchQuery.
 
 The result is a SearchQuery (model.py): criteria ANDed, each with ORed values.
-A parameter that is unknown, unsupported or malformed is left out of the query and recorded
-in ``issues`` (OperationOutcome issues); the caller reports them in the Bundle, or raises
-BadRequest with them under ``Prefer: handling=strict`` (see ``raise_if_strict``).
+A parameter that is unknown or unsupported (or has an empty value) is left out of the query
+and recorded in ``issues`` (OperationOutcome issues); the caller reports them in the Bundle,
+or raises BadRequest with them under ``Prefer: handling=strict`` (see ``raise_if_strict``),
+as https://hl7.org/fhir/R4/search.html#errors allows. A known parameter whose value is
+malformed is never dropped (that would widen the search): parse raises BadRequest (400)
+naming every such parameter, whatever the handling.
 No SQL here: parameter names are only ever looked up in the registry.
 https://hl7.org/fhir/R4/search.html
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from service.fhir.errors import Issue
+from service.fhir.errors import BadRequest, Issue
 from service.fhir.search.definitions import SearchParameterRegistry, TypeParam
 from service.fhir.search.model import (Chain, Criterion, DateValue, Include, NumberValue,
                                        QuantityValue, RefValue, SearchQuery, SortKey, TextValue,
@@ -27,6 +31,11 @@ MAX_CHAIN_DEPTH = 3
 # Result-shaping parameters; the paging cursor is ours (opaque to clients).
 CURSOR = "_cursor"
 _IGNORED = frozenset({"_format", "_pretty"})
+# Result parameters that take one value: a repetition is refused rather than half-applied.
+_SINGLE = frozenset({"_count", "_total", "_summary", "_elements", "_type", CURSOR})
+_SUMMARY_MODES = ("true", "text", "data", "count", "false")
+_URI = re.compile(r"^\S+$")                              # R4 datatypes: uri is \S*
+_ABSOLUTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")     # scheme:rest, no spaces
 _SORTABLE_TYPES = frozenset({"date", "string", "token", "number", "quantity", "uri"})
 _MODIFIERS = {
     "token": {"not", "missing", "text"},
@@ -40,11 +49,20 @@ _MODIFIERS = {
 
 
 class _Malformed(ValueError):
-    """A parameter that cannot be applied; the message goes into the OperationOutcome."""
+    """A parameter value that is malformed: the search is refused (400); the message goes
+    into the OperationOutcome."""
 
     def __init__(self, message: str, code: str = "invalid") -> None:
         super().__init__(message)
         self.code = code
+
+
+class _Unsupported(_Malformed):
+    """A parameter the server does not know or support (or an empty value): left out of the
+    search and reported (lenient), or refused (strict)."""
+
+    def __init__(self, message: str, code: str = "not-supported") -> None:
+        super().__init__(message, code)
 
 
 def split_escaped(text: str, sep: str, *, keep_escapes: bool = False) -> list[str]:
@@ -84,25 +102,39 @@ class SearchParser:
 
     def parse(self, res_type: str | None, params: list[tuple[str, str]], *,
               compartment: tuple[str, str] | None = None) -> SearchQuery:
-        """Parse params for res_type (None for any type). Never raises: problems become issues."""
+        """Parse params for res_type (None for any type).
+
+        Unknown and unsupported parameters become warning issues (see raise_if_strict).
+        Raises BadRequest (400, one issue per parameter, its name as the expression) when
+        a value is malformed (https://hl7.org/fhir/R4/search.html#errors).
+        """
         q = SearchQuery(res_type, count=self.default_count, compartment=compartment)
+        errors: list[Issue] = []
         for name, value in params:
             try:
                 if self._control(q, name, value):
                     continue
                 if res_type is None:
-                    raise _Malformed(f"parameter {name!r} is not supported here", "not-supported")
+                    raise _Unsupported(f"parameter {name!r} is not supported here")
                 q.criteria.append(self.criterion(res_type, name, value))
                 q.used.append((name, value))
+            except _Unsupported as exc:
+                q.issues.append(Issue("warning", exc.code, f"{name}={value}: {exc}", (name,)))
             except _Malformed as exc:
-                q.issues.append(Issue("warning", exc.code, f"{name}={value}: {exc} (ignored)", (name,)))
+                errors.append(Issue("error", exc.code, f"{name}={value}: {exc}", (name,)))
+        if errors:
+            raise BadRequest("; ".join(i.diagnostics for i in errors), issues=errors)
         return q
 
     # --- result parameters -------------------------------------------------------------------
 
     def _control(self, q: SearchQuery, name: str, value: str) -> bool:
+        """Apply a result parameter to q; False if name is not one. Raises _Malformed."""
         if name in _IGNORED:
             return True
+        if name in _SINGLE:
+            if any(used == name for used, _ in q.used) or (name == CURSOR and q.cursor is not None):
+                raise _Malformed(f"{name} may be given only once")
         if name == CURSOR:
             q.cursor = value
             return True
@@ -114,15 +146,15 @@ class SearchParser:
             if n < 0:
                 raise _Malformed("_count must be a non-negative integer")
             q.count = min(n, self.max_count)
+            value = str(q.count)          # the self link carries the count actually used
         elif name == "_total":
             if value not in ("none", "estimate", "accurate"):
                 raise _Malformed("_total must be none, estimate or accurate")
             q.total = value
         elif name == "_summary":
-            if value == "count":
-                q.summary = "count"
-            elif value != "false":
-                raise _Malformed("only _summary=count and _summary=false are supported", "not-supported")
+            if value not in _SUMMARY_MODES:
+                raise _Malformed("_summary must be true, text, data, count or false")
+            q.summary = None if value == "false" else value
         elif name == "_type" and q.res_type is None:
             types = tuple(t.strip() for t in value.split(",") if t.strip())
             if not types or not all(is_type_name(t) for t in types):
@@ -130,8 +162,8 @@ class SearchParser:
             q.types = types
         elif name == "_elements":
             q.elements = tuple(e.strip() for e in value.split(",") if e.strip())
-        elif name == "_sort":
-            q.sort = [self._sort_key(q.res_type, s.strip()) for s in value.split(",") if s.strip()]
+        elif name == "_sort":    # repeated, as if comma-joined
+            q.sort += [self._sort_key(q.res_type, s.strip()) for s in value.split(",") if s.strip()]
         elif name.split(":")[0] in ("_include", "_revinclude"):
             q.includes.append(self._include(name, value))
         else:
@@ -146,20 +178,20 @@ class SearchParser:
             return SortKey(name, "date" if name == "_lastUpdated" else "token", desc)
         param = self.registry.get(res_type, name) if res_type else None
         if param is None or param.type not in _SORTABLE_TYPES:
-            raise _Malformed(f"cannot sort by {name!r}", "not-supported")
+            raise _Unsupported(f"cannot sort by {name!r}")
         return SortKey(name, param.type, desc)
 
     def _include(self, name: str, value: str) -> Include:
         reverse = name.startswith("_revinclude")
         modifier = name.partition(":")[2]
         if modifier not in ("", "iterate", "recurse"):
-            raise _Malformed(f"unknown modifier {modifier!r}")
+            raise _Unsupported(f"unknown modifier {modifier!r}")
         bits = value.split(":")
         if len(bits) not in (2, 3) or not is_type_name(bits[0]):
             raise _Malformed("expected Type:parameter[:TargetType]")
         param = self.registry.get(bits[0], bits[1])
         if param is None or param.type != "reference":
-            raise _Malformed(f"{bits[0]} has no reference parameter {bits[1]!r}")
+            raise _Unsupported(f"{bits[0]} has no reference parameter {bits[1]!r}")
         target = bits[2] if len(bits) == 3 else None
         if target is not None and not is_type_name(target):
             raise _Malformed(f"bad target type {target!r}")
@@ -176,11 +208,11 @@ class SearchParser:
             return self._id(res_type, mod, value)
         if code == "_lastUpdated":
             if mod is not None:
-                raise _Malformed(f"unsupported modifier :{mod}", "not-supported")
+                raise _Unsupported(f"unsupported modifier :{mod}")
             return Criterion(res_type, code, "date", values=self._values(value, self._date))
         param = self.registry.get(res_type, code)
         if param is None:
-            raise _Malformed(f"unknown search parameter for {res_type}", "not-supported")
+            raise _Unsupported(f"unknown search parameter for {res_type}")
         if dot:
             return self._chain(res_type, param, mod, rest, value, depth)
         if mod == "missing":
@@ -192,14 +224,14 @@ class SearchParser:
             return self._reference(res_type, param, mod, value)
         allowed = _MODIFIERS.get(param.type)
         if allowed is None:
-            raise _Malformed(f"{param.type} parameters are not supported", "not-supported")
+            raise _Unsupported(f"{param.type} parameters are not supported")
         if mod is not None and mod not in allowed:
-            raise _Malformed(f"unsupported modifier :{mod}", "not-supported")
+            raise _Unsupported(f"unsupported modifier :{mod}")
         parse_one = {
             "token": self._text if mod == "text" else self._token,
             "string": (lambda v: TextValue(_unescape(v))) if mod == "exact" else self._text,
             "date": self._date, "number": self._number, "quantity": self._quantity,
-            "uri": lambda v: UriValue(_unescape(v)),
+            "uri": self._uri,
         }[param.type]
         return Criterion(res_type, code, param.type, mod, self._values(value, parse_one))
 
@@ -207,7 +239,7 @@ class SearchParser:
     def _values(value: str, parse_one: Any) -> tuple[Value, ...]:
         parts = [p for p in split_escaped(value, ",", keep_escapes=True) if p != ""]
         if not parts:
-            raise _Malformed("empty value")
+            raise _Unsupported("empty value", "invalid")
         try:
             return tuple(parse_one(p) for p in parts)
         except ValueError as exc:
@@ -215,7 +247,7 @@ class SearchParser:
 
     def _id(self, res_type: str, mod: str | None, value: str) -> Criterion:
         if mod not in (None, "not"):
-            raise _Malformed(f"unsupported modifier :{mod}", "not-supported")
+            raise _Unsupported(f"unsupported modifier :{mod}")
         values = tuple(TokenValue(None, v, False) for v in split_escaped(value, ",") if v)
         if not values or not all(is_id(v.code or "") for v in values):
             raise _Malformed("not a valid id")
@@ -239,6 +271,13 @@ class SearchParser:
         if not t:
             raise ValueError("empty string")
         return TextValue(t)
+
+    @staticmethod
+    def _uri(text: str) -> UriValue:
+        uri = _unescape(text)
+        if not _URI.match(uri):
+            raise ValueError(f"not a uri: {uri!r}")
+        return UriValue(uri)
 
     @staticmethod
     def _date(text: str) -> DateValue:
@@ -267,7 +306,7 @@ class SearchParser:
         type_mod = None
         if mod is not None:
             if not is_type_name(mod):
-                raise _Malformed(f"unsupported modifier :{mod}", "not-supported")
+                raise _Unsupported(f"unsupported modifier :{mod}")
             if param.targets and mod not in param.targets:
                 raise _Malformed(f"{mod} is not a target of {param.code}")
             type_mod = mod
@@ -283,6 +322,8 @@ class SearchParser:
                 return RefValue(ref.target_type, ref.target_id)
             if is_id(text):          # a bare id, e.g. 'patient=123'
                 return RefValue(type_mod, text)
+            if not _ABSOLUTE.match(text):
+                raise ValueError(f"{text!r} is neither [type]/[id], an id nor an absolute URL")
             return RefValue(None, None, ref.url)
 
         return Criterion(res_type, param.code, "reference", type_mod,
@@ -295,17 +336,17 @@ class SearchParser:
         if depth >= MAX_CHAIN_DEPTH:
             raise _Malformed("chain too deep", "too-costly")
         if mod is not None and not is_type_name(mod):
-            raise _Malformed(f"unsupported modifier :{mod} in a chain", "not-supported")
+            raise _Unsupported(f"unsupported modifier :{mod} in a chain")
         candidates = (mod,) if mod else param.targets
         types, criteria = [], []
         for target in candidates:
             try:
                 criteria.append(self.criterion(target, rest, value, depth + 1))
                 types.append(target)
-            except _Malformed:
+            except _Unsupported:
                 if mod:
                     raise
         if not criteria:
-            raise _Malformed(f"no target of {param.code} has a parameter {rest.split(':')[0]!r}")
+            raise _Unsupported(f"no target of {param.code} has a parameter {rest.split(':')[0]!r}")
         return Criterion(res_type, param.code, "reference", mod,
                          chain=Chain(tuple(types), tuple(criteria)), targets=param.targets)
