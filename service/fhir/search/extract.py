@@ -12,8 +12,12 @@ fhirpathpy; the results are turned into rows by parameter type:
     number     decimal / integer -> value
     uri        uri / url / canonical -> the string
 
+    composite  two components of one element -> (token, second value) (composite.py)
+
+Identifier tokens also give rows '<param>:of-type' (type system and code, value case-folded)
+and references with an identifier give rows '<param>:identifier', for those modifiers.
 Compiled expressions are cached per resource type on the Extractor instance (read-only once
-built). Composite and special parameters are not indexed. Pure: no database, no Flask.
+built). Special parameters are not indexed. Pure: no database, no Flask.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from typing import Any, NamedTuple
 import fhirpathpy
 from fhirpathpy.models import models as _fhirpath_models
 
+from service.fhir.search.composite import CompositeExtractor, CompositeRow
 from service.fhir.search.definitions import TABLE_PARAMS, PathPart, SearchParameterRegistry, TypeParam
 from service.fhir.search.values import HIGH_END, LOW_END, date_range, fold_case, normalize, parse_reference
 
@@ -92,6 +97,7 @@ class IndexRows:
     quantity: set[QuantityRow] = field(default_factory=set)
     number: set[NumberRow] = field(default_factory=set)
     uri: set[UriRow] = field(default_factory=set)
+    composite: set[CompositeRow] = field(default_factory=set)
 
     def kinds(self) -> Iterator[tuple[str, set[Any]]]:
         yield from vars(self).items()
@@ -114,6 +120,7 @@ class Extractor:
         self.registry = registry
         self.base_urls = tuple(b.rstrip("/") for b in base_urls if b)
         self._compiled: dict[str, tuple[_Compiled, ...]] = {}
+        self.composites = CompositeExtractor(registry)
 
     def compiled(self, res_type: str) -> tuple[_Compiled, ...]:
         """The compiled paths of every indexed parameter of res_type (built once)."""
@@ -155,7 +162,14 @@ class Extractor:
                 if data is None:
                     continue
                 add(self, rows, c.param.code, c.part, fhir_type, data)
+        rows.composite = self.composites.extract(resource, self.index_value)
         return rows
+
+    def index_value(self, kind: str, code: str, fhir_type: str | None, value: Any) -> set[Any]:
+        """The rows one value gives as a parameter of type kind (for composite components)."""
+        rows = IndexRows()
+        _ADDERS[kind](self, rows, code, _ANY_PART, fhir_type, value)
+        return {r for r in getattr(rows, kind) if r.param == code}
 
     # --- one adder per parameter type -----------------------------------------------------
 
@@ -179,6 +193,11 @@ class Extractor:
                     ident = _s(v.get("value"))
                     out.add(TokenRow(code, _s(v.get("system")), ident, _norm(text) if text else None,
                                      fold_case(ident) if ident is not None else None))
+                    type_ = v.get("type")
+                    for coding in (type_.get("coding") or ()) if isinstance(type_, dict) and ident else ():
+                        if isinstance(coding, dict) and coding.get("code"):   # for :of-type
+                            out.add(TokenRow(f"{code}:of-type", _s(coding.get("system")), _s(coding["code"]),
+                                             None, fold_case(ident or "")))
             elif t == "ContactPoint":
                 if v.get("value") is not None:
                     contact = _s(v.get("value"))
@@ -199,6 +218,10 @@ class Extractor:
                 rows.string.add(StringRow(code, _norm(s), _cut(s)))
 
     def _reference(self, rows: IndexRows, code: str, part: PathPart, t: str | None, v: Any) -> None:
+        ident = v.get("identifier") if isinstance(v, dict) else None
+        if isinstance(ident, dict) and ident.get("value") is not None:    # for :identifier
+            value = _s(ident["value"]) or ""
+            rows.token.add(TokenRow(f"{code}:identifier", _s(ident.get("system")), value, None, fold_case(value)))
         text = v.get("reference") if isinstance(v, dict) else v if isinstance(v, str) else None
         if not isinstance(text, str):
             return
@@ -229,6 +252,7 @@ class Extractor:
             rows.uri.add(UriRow(code, _cut(v)))
 
 
+_ANY_PART = PathPart("")
 _ADDERS: dict[str, Callable[..., None]] = {
     "token": Extractor._token, "string": Extractor._string, "reference": Extractor._reference,
     "date": Extractor._date, "quantity": Extractor._quantity, "number": Extractor._number,

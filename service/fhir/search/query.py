@@ -13,13 +13,16 @@ https://hl7.org/fhir/R4/search.html
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from service.fhir.errors import BadRequest, Issue
 from service.fhir.search.definitions import SearchParameterRegistry, TypeParam
-from service.fhir.search.model import (Chain, Criterion, DateValue, Include, NumberValue,
-                                       QuantityValue, RefValue, SearchQuery, SortKey, TextValue,
-                                       TokenValue, UriValue, Value)
+from service.fhir.r4_types import R4_RESOURCE_TYPES
+from service.fhir.search.composite import components
+from service.fhir.search.model import (Chain, CompositeValue, Criterion, DateValue, Has, Include,
+                                       NumberValue, OfTypeValue, QuantityValue, RefValue, SearchQuery,
+                                       Simple, SortKey, TextValue, TokenValue, UriValue, Value)
 from service.fhir.search.values import (date_range, is_id, is_type_name, normalize,
                                         number_range, parse_reference, split_prefix)
 
@@ -38,7 +41,7 @@ _URI = re.compile(r"^\S+$")                              # R4 datatypes: uri is 
 _ABSOLUTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")     # scheme:rest, no spaces
 _SORTABLE_TYPES = frozenset({"date", "string", "token", "number", "quantity", "uri"})
 _MODIFIERS = {
-    "token": {"not", "missing", "text"},
+    "token": {"not", "missing", "text", "of-type", "in", "not-in", "above", "below"},
     "string": {"exact", "contains", "missing"},
     "reference": {"missing"},
     "date": {"missing"},
@@ -201,6 +204,8 @@ class SearchParser:
 
     def criterion(self, res_type: str, name: str, value: str, depth: int = 0) -> Criterion:
         """One parameter occurrence on res_type; raises _Malformed."""
+        if name.startswith("_has:"):
+            return self._has(res_type, name, value, depth)
         head, dot, rest = name.partition(".")
         code, _, modifier = head.partition(":")
         mod = modifier or None
@@ -222,11 +227,15 @@ class SearchParser:
                              targets=param.targets)
         if param.type == "reference":
             return self._reference(res_type, param, mod, value)
+        if param.type == "composite":
+            return self._composite(res_type, param, mod, value)
         allowed = _MODIFIERS.get(param.type)
         if allowed is None:
             raise _Unsupported(f"{param.type} parameters are not supported")
         if mod is not None and mod not in allowed:
             raise _Unsupported(f"unsupported modifier :{mod}")
+        if param.type == "token" and mod in ("of-type", "in", "not-in", "above", "below"):
+            return self._token_modifier(res_type, code, mod, value)
         parse_one = {
             "token": self._text if mod == "text" else self._token,
             "string": (lambda v: TextValue(_unescape(v))) if mod == "exact" else self._text,
@@ -302,7 +311,86 @@ class SearchParser:
         code = bits[2] or None if len(bits) == 3 else None
         return QuantityValue(prefix, value, low, high, system, code)
 
+    def _token_modifier(self, res_type: str, code: str, mod: str, value: str) -> Criterion:
+        """:of-type (identifier type and value), :in / :not-in (a ValueSet's canonical URL),
+        :above / :below (system|code in a CodeSystem's hierarchy); the engine resolves the last
+        four against the terminology the server holds."""
+        if mod == "of-type":
+            return Criterion(res_type, f"{code}:of-type", "token", mod, self._values(value, self._of_type))
+        if mod in ("in", "not-in"):
+            return Criterion(res_type, code, "token", mod, self._values(value, self._uri))
+
+        def coded(text: str) -> TokenValue:
+            token = self._token(text)
+            if token.system is None or token.code is None:
+                raise ValueError(f":{mod} takes system|code, not {text!r}")
+            return token
+        return Criterion(res_type, code, "token", mod, self._values(value, coded))
+
+    @staticmethod
+    def _of_type(text: str) -> OfTypeValue:
+        bits = split_escaped(text, "|")
+        if len(bits) != 3 or not all(bits):
+            raise ValueError(f":of-type takes [type system]|[type code]|[value], not {text!r}")
+        return OfTypeValue(bits[0], bits[1], bits[2])
+
+    def _composite(self, res_type: str, param: TypeParam, mod: str | None, value: str) -> Criterion:
+        comps = components(self.registry, param)
+        if comps is None:
+            raise _Unsupported("composite parameters of this shape are not supported")
+        if mod is not None:
+            raise _Unsupported(f"unsupported modifier :{mod}")
+        kind = comps[1][0]
+        parsers: dict[str, Callable[[str], Simple]] = {
+            "token": self._token, "quantity": self._quantity, "number": self._number,
+            "date": self._date, "string": self._text,
+            "reference": lambda text: self._ref_value(text, None)}
+        second = parsers[kind]
+
+        def one(text: str) -> CompositeValue:
+            parts = split_escaped(text, "$", keep_escapes=True)
+            if len(parts) != 2:
+                raise ValueError(f"expected [token]$[{kind}], not {text!r}")
+            return CompositeValue(self._token(parts[0]), second(parts[1]), kind)
+        return Criterion(res_type, param.code, "composite", None, self._values(value, one))
+
+    def _has(self, res_type: str, name: str, value: str, depth: int) -> Criterion:
+        """_has:[type]:[reference parameter]:[parameter]=value (https://hl7.org/fhir/R4/search.html#has)."""
+        bits = name.split(":", 3)
+        if len(bits) != 4 or not bits[3]:
+            raise _Malformed("expected _has:[type]:[reference parameter]:[parameter]")
+        _, source, ref_code, rest = bits
+        if depth >= MAX_CHAIN_DEPTH:
+            raise _Malformed("chain too deep", "too-costly")
+        if source not in R4_RESOURCE_TYPES:
+            raise _Unsupported(f"{source!r} is not a resource type")
+        ref = self.registry.get(source, ref_code)
+        if ref is None or ref.type != "reference":
+            raise _Unsupported(f"{source} has no reference parameter {ref_code!r}")
+        if ref.targets and res_type not in ref.targets:
+            raise _Malformed(f"{source}:{ref_code} does not refer to a {res_type}")
+        inner = self.criterion(source, rest, value, depth + 1)
+        return Criterion(res_type, name, "reference", has=Has(source, ref_code, inner))
+
+    def _ref_value(self, text: str, type_mod: str | None) -> RefValue:
+        """One reference search value: [type]/[id], an id, or an absolute URL; raises ValueError."""
+        text = _unescape(text)
+        ref = parse_reference(text, self.base_urls)
+        if ref is None:
+            raise ValueError(f"bad reference {text!r}")
+        if ref.url is None:
+            if type_mod and ref.target_type != type_mod:
+                raise ValueError(f"{text!r} is not a {type_mod}")
+            return RefValue(ref.target_type, ref.target_id)
+        if is_id(text):          # a bare id, e.g. 'patient=123'
+            return RefValue(type_mod, text)
+        if not _ABSOLUTE.match(text):
+            raise ValueError(f"{text!r} is neither [type]/[id], an id nor an absolute URL")
+        return RefValue(None, None, ref.url)
+
     def _reference(self, res_type: str, param: TypeParam, mod: str | None, value: str) -> Criterion:
+        if mod == "identifier":     # Reference.identifier (https://hl7.org/fhir/R4/search.html#reference)
+            return Criterion(res_type, f"{param.code}:identifier", "token", None, self._values(value, self._token))
         type_mod = None
         if mod is not None:
             if not is_type_name(mod):
@@ -312,19 +400,7 @@ class SearchParser:
             type_mod = mod
 
         def one(text: str) -> RefValue:
-            text = _unescape(text)
-            ref = parse_reference(text, self.base_urls)
-            if ref is None:
-                raise ValueError(f"bad reference {text!r}")
-            if ref.url is None:
-                if type_mod and ref.target_type != type_mod:
-                    raise ValueError(f"{text!r} is not a {type_mod}")
-                return RefValue(ref.target_type, ref.target_id)
-            if is_id(text):          # a bare id, e.g. 'patient=123'
-                return RefValue(type_mod, text)
-            if not _ABSOLUTE.match(text):
-                raise ValueError(f"{text!r} is neither [type]/[id], an id nor an absolute URL")
-            return RefValue(None, None, ref.url)
+            return self._ref_value(text, type_mod)
 
         return Criterion(res_type, param.code, "reference", type_mod,
                          self._values(value, one), targets=param.targets)

@@ -76,6 +76,12 @@ MALFORMED = [   # (search, parameter): one per parameter type, and the inputs of
     ("Observation?value-quantity=ll109", "value-quantity"),
     ("RiskAssessment?probability=abc", "probability"),                      # number
     ("Patient?_profile=not a uri", "_profile"),                             # uri
+    ("Observation?code-value-quantity=http://loinc.org|72514-3$gtabc", "code-value-quantity"),  # composite
+    ("Observation?code-value-quantity=http://loinc.org|72514-3", "code-value-quantity"),
+    ("Observation?code-value-quantity=a|b|c$7", "code-value-quantity"),
+    ("Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR", "identifier:of-type"),
+    ("Flag?code:below=migration", "code:below"),
+    ("Patient?_has:Observation:patient:date=notadate", "_has:Observation:patient:date"),
     ("Patient?_id=x' OR '1'='1", "_id"),
     ("Patient?_lastUpdated=gt2026-13-45", "_lastUpdated"),
 ]

@@ -8,6 +8,7 @@ import pytest
 
 from service.fhir.errors import BadRequest
 from service.fhir.search.definitions import SearchParameterRegistry
+from service.fhir.search.model import CompositeValue, OfTypeValue
 from service.fhir.search.query import (DateValue, Include, QuantityValue, RefValue, SearchParser,
                                        SortKey, TextValue, TokenValue, UriValue, split_escaped)
 
@@ -107,8 +108,9 @@ def test_uri_modifiers(parser: SearchParser) -> None:
 
 
 @pytest.mark.parametrize("name,value", [
-    ("bogus", "1"), ("code:in", "http://vs"), ("_sort", "bogus"), ("subject:Patient.bogus", "x"),
-    ("_include", "Condition:nope"), ("onset-date", ""),
+    ("bogus", "1"), ("code:nonsense", "x"), ("_sort", "bogus"), ("subject:Patient.bogus", "x"),
+    ("_include", "Condition:nope"), ("onset-date", ""), ("_has:Nothing:patient:code", "x"),
+    ("_has:Flag:nonsense:code", "x"),
 ])
 def test_unknown_or_unsupported_parameters_become_issues(parser: SearchParser, name: str, value: str) -> None:
     """R4 search.html#errors: unknown and unsupported parameters may be ignored (lenient) or
@@ -165,6 +167,33 @@ def test_the_count_used_is_the_count_in_the_link(parser: SearchParser) -> None:
                                            ("count", "count"), ("false", None)])
 def test_summary_modes(parser: SearchParser, mode: str, expected: str | None) -> None:
     assert parser.parse("Patient", [("_summary", mode)]).summary == expected
+
+
+def test_composite_values_pair_a_token_with_the_second_component() -> None:
+    parser = SearchParser(SearchParameterRegistry.load())
+    c = parser.parse("Observation", [("code-value-quantity", "http://loinc.org|72514-3$gt7,8480-6$le5.4||mg")]).criteria[0]
+    assert c.type == "composite"
+    assert c.values == (
+        CompositeValue(TokenValue("http://loinc.org", "72514-3", True),
+                       QuantityValue("gt", Decimal("7"), Decimal("6.5"), Decimal("7.5"), None, None), "quantity"),
+        CompositeValue(TokenValue(None, "8480-6", False),
+                       QuantityValue("le", Decimal("5.4"), Decimal("5.35"), Decimal("5.45"), None, "mg"), "quantity"))
+    concept = parser.parse("Observation", [("code-value-concept", "x\\$y$http://snomed.info/sct|1")]).criteria[0]
+    assert concept.values[0].first == TokenValue(None, "x$y", False)    # an escaped $ is not a separator
+
+
+def test_has_token_modifiers_and_reference_identifier(parser: SearchParser) -> None:
+    has = one(parser, "Patient", "_has:Observation:patient:code", "migration")
+    assert has.has is not None and (has.has.source_type, has.has.param) == ("Observation", "patient")
+    assert has.has.criterion.values == (TokenValue(None, "migration", False),)
+    of_type = one(parser, "Patient", "identifier:of-type", "http://t|MR|m1")
+    assert (of_type.name, of_type.values) == ("identifier:of-type", (OfTypeValue("http://t", "MR", "m1"),))
+    assert one(parser, "Condition", "code:in", "http://vs/x").values == (UriValue("http://vs/x"),)
+    below = one(parser, "Condition", "code:below", "http://sct|1")
+    assert (below.modifier, below.values) == ("below", (TokenValue("http://sct", "1", True),))
+    ident = one(parser, "Observation", "subject:identifier", "urn:mrn|M1")
+    assert (ident.name, ident.type, ident.values) == ("subject:identifier", "token",
+                                                      (TokenValue("urn:mrn", "M1", True),))
 
 
 def test_result_parameters(parser: SearchParser) -> None:
