@@ -19,6 +19,7 @@ from service.api.negotiation import if_match, json_response, request_resource, r
 from service.fhir.errors import BadRequest
 from service.fhir.http import conditional_criteria
 from service.fhir.resources import check_id, check_type
+from service.fhir.search.values import date_range
 from service.store import StoredResource
 from service.store.repository import format_instant
 
@@ -84,7 +85,8 @@ def conditional_update(res_type: str) -> Response:
 
 
 def delete(res_type: str, res_id: str) -> Response:
-    """DELETE [base]/[type]/[id]: later reads give 410 Gone; If-Match honoured."""
+    """DELETE [base]/[type]/[id]: later reads give 410 Gone; If-Match honoured. 204 also when
+    the resource was already deleted or never existed (R4 http.html#delete)."""
     check_type(res_type)
     check_id(res_id)
     stored = current_uow().repo.delete(res_type, res_id, if_match=if_match())
@@ -102,18 +104,34 @@ def _history(res_type: str | None = None, res_id: str | None = None) -> Response
     try:
         count = min(int(args.get("_count", settings.default_page_size)), settings.max_page_size)
         offset = int(args.get("_offset", 0))
-        since = datetime.fromisoformat(args["_since"].replace("Z", "+00:00")) if "_since" in args else None
-        at = datetime.fromisoformat(args["_at"].replace("Z", "+00:00")) if "_at" in args else None
     except ValueError as exc:
         raise BadRequest(f"Bad history parameter: {exc}") from exc
     if count < 0 or offset < 0:
         raise BadRequest("_count and _offset must not be negative")
-    for moment in (since, at):
-        if moment is not None and moment.tzinfo is None:
-            raise BadRequest("_since and _at need a time zone")
-    versions, total = current_uow().repo.history(res_type, res_id, since=since, at_or_before=at,
+    since = _history_time(args, "_since")
+    at = _history_time(args, "_at")
+    versions, total = current_uow().repo.history(res_type, res_id, since=since[0] if since else None, at=at,
                                                  count=count, offset=offset)
     return json_response(history_bundle(versions, total, count, offset))
+
+
+def _history_time(args: Any, name: str) -> tuple[datetime, datetime] | None:
+    """The UTC range [low, high) of _since or _at, by its precision (R4 http.html#history: _at is
+    a date(Time), so '2026' and '2026-11-30' are valid); None if absent. Raises BadRequest
+    when it is repeated, is not a FHIR date, or gives a time without a zone."""
+    values = args.getlist(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise BadRequest(f"{name} may be given only once", expression=[name])
+    text = values[0].replace(" ", "+")   # '+' arrives as ' ' in a query string
+    try:
+        low, high = date_range(text)
+    except ValueError as exc:
+        raise BadRequest(f"{name}: {exc}", expression=[name]) from exc
+    if "T" in text and not (text.endswith("Z") or "+" in text[10:] or "-" in text[10:]):
+        raise BadRequest(f"{name}: a time needs a time zone", expression=[name])
+    return low, high
 
 
 def history_bundle(versions: list[StoredResource], total: int, count: int, offset: int) -> dict[str, Any]:

@@ -188,6 +188,24 @@ class ValueSets:
                 self._named(url, system, code) for system, code in sorted(self.expand(url)))
         return found
 
+    def subsumed(self, system: str, code: str, direction: str) -> frozenset[str] | None:
+        """The codes of a held CodeSystem at or below (direction 'below') or at or above
+        ('above') code in its hierarchy, as the search modifiers :below and :above ask
+        (https://hl7.org/fhir/R4/search.html#token); for a prefix hierarchy (ATC), the codes
+        that any held ValueSet lists. None when the system is not held.
+        """
+        local = self._systems.get(strip_version(system))
+        if local is None:
+            if system not in PREFIX_HIERARCHIES:
+                return None
+            known = self._known_codes.get(system, set()) | {code}
+            if direction == "below":
+                return frozenset(c for c in known if c.startswith(code))
+            return frozenset(c for c in known if code.startswith(c))
+        if direction == "below":
+            return local.descendants(code) | {code}
+        return frozenset(c for c in local.concepts if code in local.descendants(c)) | {code}
+
     # -- membership -----------------------------------------------------------------------------
     def _has(self, url: str, system: str, code: str, seen: frozenset[str]) -> bool:
         vs = self._sets.get(url)

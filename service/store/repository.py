@@ -13,7 +13,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, select, text, update
@@ -38,6 +38,15 @@ Validator = Callable[[dict[str, Any]], None]
 def format_instant(moment: datetime) -> str:
     """A FHIR instant with milliseconds, in UTC ('2026-11-21T10:00:00.000Z')."""
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _floor_ms(moment: datetime) -> datetime:
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def _ceil_ms(moment: datetime) -> datetime:
+    floor = _floor_ms(moment)
+    return floor if floor == moment else floor + timedelta(milliseconds=1)
 
 
 def dump(resource: dict[str, Any]) -> str:
@@ -170,9 +179,15 @@ class Repository:
         return _stored(row, row.method)
 
     def history(self, res_type: str | None = None, res_id: str | None = None, *,
-                since: datetime | None = None, at_or_before: datetime | None = None,
+                since: datetime | None = None, at: tuple[datetime, datetime] | None = None,
                 count: int = 50, offset: int = 0) -> tuple[list[StoredResource], int]:
-        """Versions newest first, with the total; raises NotFound for an unknown instance."""
+        """Versions newest first, with the total; raises NotFound for an unknown instance.
+
+        Times are compared as they are served, to the millisecond (format_instant):
+        since keeps the versions created at or after it (R4 ``_since``); at = [low, high)
+        keeps the versions that were current at some point in that range (R4 ``_at``): made
+        before high, and not replaced by a next version at or before low.
+        """
         cond = []
         if res_type is not None:
             cond.append(resource_versions.c.res_type == res_type)
@@ -180,10 +195,16 @@ class Repository:
             cond.append(resource_versions.c.res_id == res_id)
             if self.current(res_type or "", res_id) is None:
                 raise NotFound(f"{res_type}/{res_id} is not known")
-        if since is not None:
-            cond.append(resource_versions.c.last_updated >= since)
-        if at_or_before is not None:
-            cond.append(resource_versions.c.last_updated <= at_or_before)
+        if since is not None:      # served(t) >= since  <=>  t >= ceil_ms(since)
+            cond.append(resource_versions.c.last_updated >= _ceil_ms(since))
+        if at is not None:         # served(t) < high; served(next) > low
+            low, high = at
+            nxt = resource_versions.alias("next_version")
+            replaced = select(nxt.c.version).where(
+                nxt.c.res_type == resource_versions.c.res_type, nxt.c.res_id == resource_versions.c.res_id,
+                nxt.c.version == resource_versions.c.version + 1,
+                nxt.c.last_updated < _floor_ms(low) + timedelta(milliseconds=1))
+            cond += [resource_versions.c.last_updated < _ceil_ms(high), ~replaced.exists()]
         where = and_(*cond) if cond else None
         total_q = select(func.count()).select_from(resource_versions)
         rows_q = select(resource_versions).order_by(
@@ -280,15 +301,20 @@ class Repository:
         return self._new_version(rid, previous, resource, "PUT"), False
 
     def delete(self, res_type: str, res_id: str, *, if_match: int | None = None) -> StoredResource | None:
-        """Delete (a new version marked deleted); None if it was already deleted.
+        """Delete (a new version marked deleted); None, and nothing written, if it was already
+        deleted or never existed (https://hl7.org/fhir/R4/http.html#delete: "...or if the
+        resource does not exist at all, the server should return either a 200 OK ... or a
+        204 No Content").
 
-        Raises NotFound if it never existed, PreconditionFailed on a stale if_match and
-        MethodNotAllowed for a read-only resource.
+        Raises PreconditionFailed on a stale if_match (or any if_match when there is no such
+        resource) and MethodNotAllowed for a read-only resource.
         """
         self._check_writable(res_type, res_id)
         found = self.current(res_type, res_id, for_update=True)
         if found is None:
-            raise NotFound(f"{res_type}/{res_id} is not known")
+            if if_match is not None:
+                raise PreconditionFailed(f"{res_type}/{res_id} does not exist, so If-Match cannot match")
+            return None
         rid, previous = found
         if if_match is not None and if_match != previous.version:
             raise PreconditionFailed(

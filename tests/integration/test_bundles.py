@@ -191,7 +191,7 @@ def _failing(kind: str) -> tuple[dict[str, Any], int]:
     """An entry that fails, and the status it must fail with."""
     return {
         "invalid": (entry("POST", "Patient", patient(birthDate="yesterday"), full_url="urn:uuid:bad"), 422),
-        "unknown": (entry("DELETE", "Patient/never-there", full_url="urn:uuid:bad"), 404),
+        "unknown": (entry("GET", "Patient/never-there", full_url="urn:uuid:bad"), 404),
         "stale": (entry("PUT", "Patient/seed", patient(id="seed"), full_url="urn:uuid:bad", ifMatch='W/"9"'), 412),
         "dangling": (entry("POST", "Condition", condition("urn:uuid:nobody"), full_url="urn:uuid:bad"), 400),
         "patch": (entry("PATCH", "Patient/seed", full_url="urn:uuid:bad"), 405),

@@ -82,8 +82,11 @@ def test_delete_then_read_is_gone_and_update_resurrects(database: Database) -> N
             uow.repo.read("Patient", pid)
         with pytest.raises(Gone):
             uow.repo.vread("Patient", pid, 2)
-        with pytest.raises(NotFound):
-            uow.repo.delete("Patient", "never-was")
+        # R4 http.html#delete: deleting what never existed is 200/204; nothing is written
+        assert uow.repo.delete("Patient", "never-was") is None
+        assert uow.repo.current("Patient", "never-was") is None
+        with pytest.raises(PreconditionFailed):
+            uow.repo.delete("Patient", "never-was", if_match=1)
         back, created = uow.repo.update("Patient", pid, patient(id=pid))
         assert back.version == 3 and not created
         uow.commit()

@@ -227,9 +227,10 @@ class SearchParameterRegistry:
 
     def capability(self, res_type: str) -> list[dict[str, str]]:
         """CapabilityStatement.rest.resource.searchParam entries for res_type."""
+        from service.fhir.search.composite import components   # it imports this module
         out = []
         for code, p in sorted(self.for_type(res_type).items()):
-            if p.type in SUPPORTED_TYPES:
+            if p.type in SUPPORTED_TYPES or components(self, p) is not None:
                 out.append({"name": code, "definition": p.url, "type": p.type,
                             "documentation": p.definition.documentation(res_type)})
         return out

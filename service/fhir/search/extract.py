@@ -4,7 +4,7 @@ Each parameter's FHIRPath (one type's part of the official expression) is evalua
 fhirpathpy; the results are turned into rows by parameter type:
 
     token      Coding / CodeableConcept / Identifier / ContactPoint / code / boolean / string
-               -> (system, code, normalised display text)
+               -> (system, code, normalised display text, code case-folded if a string)
     string     string / HumanName / Address -> (normalised, exact)
     reference  Reference / canonical / uri -> (target type, target id) or absolute url
     date       date / dateTime / instant / Period / Timing -> UTC range [low, high)
@@ -12,8 +12,12 @@ fhirpathpy; the results are turned into rows by parameter type:
     number     decimal / integer -> value
     uri        uri / url / canonical -> the string
 
+    composite  two components of one element -> (token, second value) (composite.py)
+
+Identifier tokens also give rows '<param>:of-type' (type system and code, value case-folded)
+and references with an identifier give rows '<param>:identifier', for those modifiers.
 Compiled expressions are cached per resource type on the Extractor instance (read-only once
-built). Composite and special parameters are not indexed. Pure: no database, no Flask.
+built). Special parameters are not indexed. Pure: no database, no Flask.
 """
 from __future__ import annotations
 
@@ -26,8 +30,9 @@ from typing import Any, NamedTuple
 import fhirpathpy
 from fhirpathpy.models import models as _fhirpath_models
 
+from service.fhir.search.composite import CompositeExtractor, CompositeRow
 from service.fhir.search.definitions import TABLE_PARAMS, PathPart, SearchParameterRegistry, TypeParam
-from service.fhir.search.values import HIGH_END, LOW_END, date_range, normalize, parse_reference
+from service.fhir.search.values import HIGH_END, LOW_END, date_range, fold_case, normalize, parse_reference
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,7 @@ class TokenRow(NamedTuple):
     system: str | None
     code: str | None
     text: str | None
+    code_ci: str | None = None   # code case-folded, when it is a string (searched without case)
 
 
 class StringRow(NamedTuple):
@@ -91,6 +97,7 @@ class IndexRows:
     quantity: set[QuantityRow] = field(default_factory=set)
     number: set[NumberRow] = field(default_factory=set)
     uri: set[UriRow] = field(default_factory=set)
+    composite: set[CompositeRow] = field(default_factory=set)
 
     def kinds(self) -> Iterator[tuple[str, set[Any]]]:
         yield from vars(self).items()
@@ -113,6 +120,7 @@ class Extractor:
         self.registry = registry
         self.base_urls = tuple(b.rstrip("/") for b in base_urls if b)
         self._compiled: dict[str, tuple[_Compiled, ...]] = {}
+        self.composites = CompositeExtractor(registry)
 
     def compiled(self, res_type: str) -> tuple[_Compiled, ...]:
         """The compiled paths of every indexed parameter of res_type (built once)."""
@@ -154,7 +162,14 @@ class Extractor:
                 if data is None:
                     continue
                 add(self, rows, c.param.code, c.part, fhir_type, data)
+        rows.composite = self.composites.extract(resource, self.index_value)
         return rows
+
+    def index_value(self, kind: str, code: str, fhir_type: str | None, value: Any) -> set[Any]:
+        """The rows one value gives as a parameter of type kind (for composite components)."""
+        rows = IndexRows()
+        _ADDERS[kind](self, rows, code, _ANY_PART, fhir_type, value)
+        return {r for r in getattr(rows, kind) if r.param == code}
 
     # --- one adder per parameter type -----------------------------------------------------
 
@@ -163,7 +178,8 @@ class Extractor:
         if isinstance(v, bool):
             out.add(TokenRow(code, None, "true" if v else "false", None))
         elif isinstance(v, (str, int, Decimal, float)):
-            out.add(TokenRow(code, None, _cut(str(v)), None))
+            plain = _cut(str(v))
+            out.add(TokenRow(code, None, plain, None, fold_case(plain) if t == "string" else None))
         elif isinstance(v, dict):
             if "coding" in v or t == "CodeableConcept" or ("text" in v and "value" not in v and "code" not in v):
                 for coding in v.get("coding") or ():
@@ -174,11 +190,18 @@ class Extractor:
             elif t == "Identifier" or ("value" in v and "code" not in v and t != "ContactPoint"):
                 if v.get("value") is not None or v.get("system"):
                     text = (v.get("type") or {}).get("text") if isinstance(v.get("type"), dict) else None
-                    out.add(TokenRow(code, _s(v.get("system")), _s(v.get("value")),
-                                     _norm(text) if text else None))
+                    ident = _s(v.get("value"))
+                    out.add(TokenRow(code, _s(v.get("system")), ident, _norm(text) if text else None,
+                                     fold_case(ident) if ident is not None else None))
+                    type_ = v.get("type")
+                    for coding in (type_.get("coding") or ()) if isinstance(type_, dict) and ident else ():
+                        if isinstance(coding, dict) and coding.get("code"):   # for :of-type
+                            out.add(TokenRow(f"{code}:of-type", _s(coding.get("system")), _s(coding["code"]),
+                                             None, fold_case(ident or "")))
             elif t == "ContactPoint":
                 if v.get("value") is not None:
-                    out.add(TokenRow(code, _s(v.get("system")), _s(v.get("value")), None))
+                    contact = _s(v.get("value"))
+                    out.add(TokenRow(code, _s(v.get("system")), contact, None, fold_case(contact or "")))
             else:   # Coding (or Quantity/other with code)
                 self._coding(out, code, v)
 
@@ -195,6 +218,10 @@ class Extractor:
                 rows.string.add(StringRow(code, _norm(s), _cut(s)))
 
     def _reference(self, rows: IndexRows, code: str, part: PathPart, t: str | None, v: Any) -> None:
+        ident = v.get("identifier") if isinstance(v, dict) else None
+        if isinstance(ident, dict) and ident.get("value") is not None:    # for :identifier
+            value = _s(ident["value"]) or ""
+            rows.token.add(TokenRow(f"{code}:identifier", _s(ident.get("system")), value, None, fold_case(value)))
         text = v.get("reference") if isinstance(v, dict) else v if isinstance(v, str) else None
         if not isinstance(text, str):
             return
@@ -225,6 +252,7 @@ class Extractor:
             rows.uri.add(UriRow(code, _cut(v)))
 
 
+_ANY_PART = PathPart("")
 _ADDERS: dict[str, Callable[..., None]] = {
     "token": Extractor._token, "string": Extractor._string, "reference": Extractor._reference,
     "date": Extractor._date, "quantity": Extractor._quantity, "number": Extractor._number,

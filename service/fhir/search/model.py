@@ -3,8 +3,10 @@
     SearchQuery      the whole request: criteria (AND), sort, count, total, summary,
                      elements, includes, compartment, paging cursor, issues
      +-- Criterion   one parameter occurrence; its values are ORed (comma-separated)
-          +-- TokenValue, TextValue, RefValue, DateValue, NumberValue, QuantityValue, UriValue
+          +-- TokenValue, TextValue, RefValue, DateValue, NumberValue, QuantityValue, UriValue,
+          |   OfTypeValue (identifier:of-type), CompositeValue (code$value)
           +-- Chain  a chained reference parameter: target types + the criteria on them
+          +-- Has    _has: the resources of another type that refer to this one, and their criterion
 """
 from __future__ import annotations
 
@@ -71,7 +73,29 @@ class UriValue:
     uri: str
 
 
-Value = Union[TokenValue, TextValue, RefValue, DateValue, NumberValue, QuantityValue, UriValue]
+@dataclass(frozen=True)
+class OfTypeValue:
+    """identifier:of-type=[type system]|[type code]|[value] (https://hl7.org/fhir/R4/search.html#token)."""
+
+    system: str
+    code: str
+    value: str
+
+
+Simple = Union[TokenValue, TextValue, RefValue, DateValue, NumberValue, QuantityValue, UriValue]
+
+
+@dataclass(frozen=True)
+class CompositeValue:
+    """One value of a two-component composite parameter: the token, then the second component
+    parsed as its own type (kind) (https://hl7.org/fhir/R4/search.html#composite)."""
+
+    first: TokenValue
+    second: Simple
+    kind: str
+
+
+Value = Union[Simple, OfTypeValue, CompositeValue]
 
 
 @dataclass(frozen=True)
@@ -83,8 +107,23 @@ class Chain:
 
 
 @dataclass(frozen=True)
+class Has:
+    """_has:Flag:patient:code=x -> Has('Flag', 'patient', <code criterion on Flag>): the
+    resources that a Flag matching the criterion refers to through its parameter 'patient'."""
+
+    source_type: str
+    param: str
+    criterion: Criterion
+
+
+@dataclass(frozen=True)
 class Criterion:
-    """One parameter occurrence. values are ORed; missing is set for :missing."""
+    """One parameter occurrence. values are ORed; missing is set for :missing.
+
+    modifier is None, 'not', 'exact', 'contains', 'text', 'below', 'above', 'in', 'not-in'
+    (in/not-in/above/below on tokens are turned into plain token values, or 'not' ones, by the
+    engine before SQL) or a reference type.
+    """
 
     res_type: str
     name: str
@@ -94,6 +133,7 @@ class Criterion:
     missing: bool | None = None
     chain: Chain | None = None
     targets: tuple[str, ...] = ()     # for references: the parameter's target types
+    has: Has | None = None
 
 
 @dataclass(frozen=True)
@@ -121,7 +161,7 @@ class SearchQuery:
     sort: list[SortKey] = field(default_factory=list)
     count: int = 50
     total: str = "none"                   # none | estimate | accurate
-    summary: str | None = None            # None | count
+    summary: str | None = None            # None | count | true | text | data (R4 _summary)
     elements: tuple[str, ...] | None = None
     includes: list[Include] = field(default_factory=list)
     compartment: tuple[str, str] | None = None   # ('Patient', id)
@@ -131,7 +171,8 @@ class SearchQuery:
     issues: list[Issue] = field(default_factory=list)
 
     def raise_if_strict(self, strict: bool) -> None:
-        """Under Prefer: handling=strict, any issue is an error: raises BadRequest."""
+        """Under Prefer: handling=strict, any issue (an unknown or unsupported parameter) is an
+        error: raises BadRequest with the issues as errors."""
         if strict and self.issues:
             raise BadRequest(issues=[Issue("error", i.code, i.diagnostics, i.expression)
                                      for i in self.issues])

@@ -36,6 +36,13 @@ def normalize(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold().strip()
 
 
+def fold_case(text: str) -> str:
+    """The case-insensitive form of a token taken from a string-typed element (R4: "If the
+    underlying datatype is string then the search is not case sensitive"), cut to the
+    index's 255 characters."""
+    return text.casefold()[:255]
+
+
 def split_prefix(value: str) -> tuple[str, str]:
     """'ge2026' -> ('ge', '2026'); no prefix means 'eq'."""
     m = _PREFIXED.match(value)

@@ -17,11 +17,12 @@ from typing import Any
 from sqlalchemy import ColumnElement, FromClause, Select, and_, false, literal, not_, or_, select
 
 from service.fhir.search.definitions import SearchParameterRegistry
+from service.fhir.search.model import CompositeValue, OfTypeValue
 from service.fhir.search.query import (Criterion, DateValue, NumberValue, QuantityValue,
                                        RefValue, TextValue, TokenValue, UriValue)
-from service.fhir.search.values import normalize
+from service.fhir.search.values import fold_case, normalize
 from service.store.schema import UTCDateTime, resources
-from service.store.search.tables import TABLES, VALUE, search_reference
+from service.store.search.tables import TABLES, VALUE, search_composite, search_reference
 
 TOP = "\U0010ffff"   # sorts after every character: [p, p + TOP) is "starts with p"
 
@@ -54,6 +55,8 @@ class Compiler:
         if c.name == "_lastUpdated":
             return or_(*(self._point_date(res.c.last_updated, v) for v in c.values
                          if isinstance(v, DateValue)))
+        if c.has is not None:
+            return res.c.res_id.in_(self._has(c))
         table = TABLES[c.type]
         base = [table.c.res_type == c.res_type, table.c.param == c.name]
         if c.missing is not None:
@@ -61,10 +64,11 @@ class Compiler:
             return not_(has) if c.missing else has
         if c.chain is not None:
             return res.c.rid.in_(self._chain(c))
+        values = [self._value(c, v) for v in c.values]
+        matching = select(table.c.rid).where(*base, or_(*values) if values else false())
         if c.modifier == "not":
-            matching = select(table.c.rid).where(*base, or_(*(self._value(c, v) for v in c.values)))
             return not_(res.c.rid.in_(matching))
-        return res.c.rid.in_(select(table.c.rid).where(*base, or_(*(self._value(c, v) for v in c.values))))
+        return res.c.rid.in_(matching)
 
     def conditions(self, res: FromClause, criteria: Sequence[Criterion]) -> list[ColumnElement[bool]]:
         return [self.condition(res, c) for c in criteria]
@@ -97,19 +101,67 @@ class Compiler:
         return select(ref.c.rid).where(ref.c.res_type == c.res_type, ref.c.param == c.name,
                                        or_(*alternatives))
 
+    def _has(self, c: Criterion) -> Select[Any]:
+        """The ids of c.res_type that a c.has.source_type matching its criterion refers to."""
+        assert c.has is not None
+        ref, source = search_reference, resources.alias()
+        matching = select(source.c.rid).where(source.c.res_type == c.has.source_type, source.c.deleted.is_(False),
+                                              self.condition(source, c.has.criterion))
+        return select(ref.c.target_id).where(ref.c.res_type == c.has.source_type, ref.c.param == c.has.param,
+                                             ref.c.target_type == c.res_type, ref.c.rid.in_(matching))
+
     # --- one value -------------------------------------------------------------------------
+
+    @staticmethod
+    def _token(system: Any, code: Any, v: TokenValue, code_ci: Any = None) -> ColumnElement[bool]:
+        """A token value against (system, code) columns; code_ci: the case-folded code of a
+        string-typed element, matched without case."""
+        conds = []
+        if v.code is not None:
+            exact = code == v.code[:VALUE]
+            conds.append(exact if code_ci is None else or_(exact, code_ci == fold_case(v.code)))
+        if v.system is not None:
+            conds.append(system == v.system[:VALUE])
+        elif v.system_given:
+            conds.append(system.is_(None))
+        return and_(*conds)
+
+    def _composite(self, v: CompositeValue) -> ColumnElement[bool]:
+        t, s = search_composite, v.second
+        conds = [self._token(t.c.system, t.c.code, v.first)]
+        if isinstance(s, TokenValue):
+            conds.append(self._token(t.c.v_system, t.c.v_code, s))
+        elif isinstance(s, QuantityValue):
+            conds.append(self._point_number(t.c.v_value, s))
+            if s.system is not None:
+                conds.append(t.c.v_system == s.system)
+            if s.code is not None:
+                conds.append(or_(t.c.v_code == s.code, t.c.v_unit == s.code))
+        elif isinstance(s, NumberValue):
+            conds.append(self._point_number(t.c.v_value, s))
+        elif isinstance(s, DateValue):
+            conds.append(self._range_date(t.c.v_low, t.c.v_high, s))
+        elif isinstance(s, TextValue):
+            conds.append(starts_with(t.c.v_norm, s.text))
+        elif isinstance(s, RefValue):
+            if s.target_id is None:
+                return false()      # an absolute URL: composite rows keep local targets only
+            conds.append(t.c.v_target_id == s.target_id)
+            if s.target_type is not None:
+                conds.append(t.c.v_target_type == s.target_type)
+        else:
+            raise TypeError(f"no SQL for {s!r}")
+        return and_(*conds)
 
     def _value(self, c: Criterion, v: Any) -> ColumnElement[bool]:
         t = TABLES[c.type]
-        if isinstance(v, TokenValue):
-            conds = []
-            if v.code is not None:
-                conds.append(t.c.code == v.code[:VALUE])
-            if v.system is not None:
-                conds.append(t.c.system == v.system[:VALUE])
-            elif v.system_given:
-                conds.append(t.c.system.is_(None))
-            return and_(*conds)
+        if isinstance(v, TokenValue):   # a string-typed element's value matches without case
+            return self._token(t.c.system, t.c.code, v, t.c.code_ci)
+        if isinstance(v, OfTypeValue):
+            return and_(t.c.system == v.system[:VALUE], t.c.code == v.code[:VALUE],
+                        t.c.code_ci == fold_case(v.value))
+        if isinstance(v, CompositeValue):
+            return self._composite(v)
         if isinstance(v, TextValue):
             if c.type == "token":           # :text
                 return starts_with(t.c.text, v.text)

@@ -28,6 +28,7 @@ from service.fhir.search.values import HIGH_END, LOW_END
 from service.store.schema import UTCDateTime, resources
 from service.store.search.compiler import TOP, Compiler
 from service.store.search.indexer import SearchIndexer
+from service.store.search.modifiers import resolve
 from service.store.search.tables import TABLES, search_reference
 
 MAX_INCLUDES = 1000
@@ -161,6 +162,7 @@ class SearchEngine:
         query.raise_if_strict(True)
         if not query.criteria:
             raise BadRequest("a conditional request needs search criteria")
+        query.criteria = resolve(conn, query.criteria)
         where = self._where(query, Compiler(self.registry, self.clock.now()), None)
         stmt = select(resources.c.res_id).where(*where).order_by(resources.c.rid)
         if limit is not None:
@@ -170,7 +172,9 @@ class SearchEngine:
     # --- search ------------------------------------------------------------------------------
 
     def search(self, conn: Connection, query: SearchQuery, *, now: datetime | None = None) -> SearchResult:
-        """Run a parsed query; raises BadRequest for a cursor that does not fit the query."""
+        """Run a parsed query; raises BadRequest for a cursor that does not fit the query, or
+        for a :in/:not-in/:above/:below whose ValueSet or CodeSystem is not held."""
+        query.criteria = resolve(conn, query.criteria)
         compiler = Compiler(self.registry, now or self.clock.now())
         result = SearchResult(issues=list(query.issues))
         sort = self._sort_columns(query)

@@ -4,7 +4,8 @@
     searchset(...)                                                                 -> the same, a dict
 
 The Bundle holds the matches (search.mode=match), the _include/_revinclude results (include),
-an OperationOutcome entry (outcome) listing ignored parameters, ``total`` when known, and
+an OperationOutcome entry (outcome) listing ignored parameters, each resource subsetted
+for _summary=true|text|data or _elements (service.fhir.subsetting), ``total`` when known, and
 self/next/previous links whose opaque _cursor gives stable keyset paging. ``layout`` decides
 all of that once; ``render_text`` splices the stored resources in as they are (not
 re-serialised) and ``render_dict`` builds the dict directly. No web framework here: the
@@ -24,11 +25,10 @@ from sqlalchemy import Connection
 
 from service.fhir.errors import Issue, operation_outcome
 from service.fhir.search.query import CURSOR, SearchQuery
+from service.fhir.subsetting import SUMMARY_MODES, select_elements, summarize
 from service.store.repository import format_instant
 from service.store.search.engine import Found, SearchEngine, SearchResult
 
-SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
-_ALWAYS_KEPT = ("resourceType", "id", "meta")
 
 
 def searchset_json(engine: SearchEngine, conn: Connection, res_type: str | None, params: list[tuple[str, str]], *,
@@ -57,6 +57,19 @@ class Searchset:
     entries: list[tuple[str, Found, str]]    # (fullUrl, stored row, search mode)
     outcome: dict[str, Any] | None           # the OperationOutcome entry, if any issues
     elements: tuple[str, ...] | None         # _elements: the subset of each resource to show
+    summary: str | None = None               # _summary=true|text|data: the summary view to show
+
+    @property
+    def subsetted(self) -> bool:
+        return self.elements is not None or self.summary in SUMMARY_MODES
+
+    def subset(self, resource: dict[str, Any]) -> dict[str, Any]:
+        """The view of a stored resource this Bundle shows (_summary, else _elements)."""
+        if self.summary in SUMMARY_MODES:
+            return summarize(resource, self.summary)
+        if self.elements is not None:
+            return select_elements(resource, self.elements)
+        return resource
 
 
 def _bundle(engine: SearchEngine, conn: Connection, res_type: str | None, params: list[tuple[str, str]],
@@ -89,16 +102,16 @@ def layout(query: SearchQuery, result: SearchResult, base: str, path: str, now: 
     entries = [(f"{base}/{f.res_type}/{f.res_id}", f, "match") for f in result.matches]
     entries += [(f"{base}/{f.res_type}/{f.res_id}", f, "include") for f in result.includes]
     outcome = None
-    if result.issues:
-        resource = operation_outcome([Issue(i.severity, i.code, i.diagnostics, i.expression)
+    if result.issues:   # lenient handling: unknown/unsupported parameters were left out
+        resource = operation_outcome([Issue(i.severity, i.code, f"{i.diagnostics} (ignored)", i.expression)
                                       for i in result.issues])
         outcome = {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": resource, "search": {"mode": "outcome"}}
-    return Searchset(head, entries, outcome, query.elements)
+    return Searchset(head, entries, outcome, query.elements, query.summary)
 
 
 def render_text(bundle: Searchset) -> str:
     """The Bundle as JSON text, stored resources spliced in unchanged (not re-serialised)."""
-    entries = [_entry_text(url, found, mode, bundle.elements) for url, found, mode in bundle.entries]
+    entries = [_entry_text(url, found, mode, bundle) for url, found, mode in bundle.entries]
     if bundle.outcome is not None:
         entries.append(json.dumps(bundle.outcome))
     text = json.dumps(bundle.head, separators=(",", ":"))
@@ -112,9 +125,7 @@ def render_dict(bundle: Searchset) -> dict[str, Any]:
     out = dict(bundle.head)
     entries: list[dict[str, Any]] = []
     for url, found, mode in bundle.entries:
-        resource = json.loads(found.content)
-        if bundle.elements is not None:
-            resource = _subset(resource, bundle.elements)
+        resource = bundle.subset(json.loads(found.content))
         entries.append({"fullUrl": url, "resource": resource, "search": {"mode": mode}})
     if bundle.outcome is not None:
         entries.append(bundle.outcome)
@@ -123,16 +134,7 @@ def render_dict(bundle: Searchset) -> dict[str, Any]:
     return out
 
 
-def _entry_text(full_url: str, found: Found, mode: str, elements: tuple[str, ...] | None) -> str:
-    content = found.content if elements is None else json.dumps(
-        _subset(json.loads(found.content), elements), separators=(",", ":"), ensure_ascii=False)
+def _entry_text(full_url: str, found: Found, mode: str, bundle: Searchset) -> str:
+    content = found.content if not bundle.subsetted else json.dumps(
+        bundle.subset(json.loads(found.content)), separators=(",", ":"), ensure_ascii=False)
     return f'{{"fullUrl":{json.dumps(full_url)},"resource":{content},"search":{{"mode":"{mode}"}}}}'
-
-
-def _subset(resource: dict[str, Any], elements: tuple[str, ...]) -> dict[str, Any]:
-    """The resource with only the _elements asked for (plus id/meta), tagged SUBSETTED."""
-    kept = {k: v for k, v in resource.items() if k in _ALWAYS_KEPT or k in elements}
-    meta = dict(kept.get("meta") or {})
-    meta["tag"] = list(meta.get("tag") or []) + [SUBSETTED]
-    kept["meta"] = meta
-    return kept

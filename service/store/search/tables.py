@@ -4,7 +4,7 @@ parameter code. Rows hold the current version only (the indexer replaces them on
 Indexes lead with (res_type, param, value...) so a criterion is a range scan of one index, and
 end with rid so PostgreSQL can answer it from the index alone; search_reference also has
 (target_type, target_id) for _revinclude and compartments. Created by the alembic revision
-0002_search_index (kept in step with this module by tests).
+0002_search_index, 0003_token_case and 0004_composite (kept in step with this module by tests).
 """
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ def _table(name: str, *columns: Column) -> Table:  # type: ignore[type-arg]
 
 search_token = _table("search_token",
                       Column("system", String(VALUE)), Column("code", String(VALUE)),
-                      Column("text", Sortable))
+                      Column("text", Sortable),
+                      # the case-folded code of a string-typed element (0003_token_case)
+                      Column("code_ci", String(VALUE)))
 search_string = _table("search_string",
                        Column("norm", Sortable, nullable=False),
                        Column("exact", String(VALUE), nullable=False))
@@ -44,16 +46,26 @@ search_quantity = _table("search_quantity",
                          Column("code", String(VALUE)), Column("unit", String(VALUE)))
 search_number = _table("search_number", Column("value", Float, nullable=False))
 search_uri = _table("search_uri", Column("uri", Sortable, nullable=False))
+# composite parameters (0004_composite): the token component, then the second in its kind's columns
+search_composite = _table("search_composite",
+                          Column("system", String(VALUE)), Column("code", String(VALUE)),
+                          Column("v_system", String(VALUE)), Column("v_code", String(VALUE)),
+                          Column("v_unit", String(VALUE)), Column("v_value", Float),
+                          Column("v_norm", String(VALUE)),
+                          Column("v_low", UTCDateTime()), Column("v_high", UTCDateTime()),
+                          Column("v_target_type", String(64)), Column("v_target_id", String(64)))
 
 TABLES: dict[str, Table] = {
     "token": search_token, "string": search_string, "reference": search_reference,
     "date": search_date, "quantity": search_quantity, "number": search_number, "uri": search_uri,
+    "composite": search_composite,
 }
 
 # (index name, table, columns)
 INDEXES: list[tuple[str, Table, tuple[str, ...]]] = [
     ("ix_search_token_code", search_token, ("res_type", "param", "code", "system", "rid")),
     ("ix_search_token_system", search_token, ("res_type", "param", "system", "rid")),
+    ("ix_search_token_code_ci", search_token, ("res_type", "param", "code_ci", "rid")),
     ("ix_search_string_norm", search_string, ("res_type", "param", "norm", "rid")),
     ("ix_search_reference_target", search_reference,
      ("res_type", "param", "target_id", "target_type", "rid")),
@@ -63,6 +75,7 @@ INDEXES: list[tuple[str, Table, tuple[str, ...]]] = [
     ("ix_search_quantity_value", search_quantity, ("res_type", "param", "value", "rid")),
     ("ix_search_number_value", search_number, ("res_type", "param", "value", "rid")),
     ("ix_search_uri_uri", search_uri, ("res_type", "param", "uri", "rid")),
+    ("ix_search_composite_code", search_composite, ("res_type", "param", "code", "system", "rid")),
 ]
 INDEXES += [(f"ix_{t.name}_rid", t, ("rid",)) for t in TABLES.values()]
 

@@ -72,6 +72,11 @@ def test_capability_lists_name_type_definition_documentation(registry: SearchPar
 
 def test_capability_leaves_out_what_search_cannot_run(registry: SearchParameterRegistry) -> None:
     observation = {p["name"]: p["type"] for p in registry.capability("Observation")}
-    assert registry.get("Observation", "code-value-quantity") is not None   # composite
-    assert "code-value-quantity" not in observation
-    assert set(observation.values()) <= {"token", "string", "reference", "date", "quantity", "uri", "number"}
+    assert observation["code-value-quantity"] == "composite"          # two components, a token first
+    sequence = {p["name"] for p in registry.capability("MolecularSequence")}
+    assert registry.get("MolecularSequence", "chromosome-variant-coordinate") is not None   # three components
+    assert "chromosome-variant-coordinate" not in sequence
+    location = {p["name"] for p in registry.capability("Location")}
+    assert registry.get("Location", "near") is not None and "near" not in location          # special
+    assert set(observation.values()) <= {"token", "string", "reference", "date", "quantity", "uri", "number",
+                                         "composite"}

@@ -8,6 +8,7 @@ import pytest
 
 from service.fhir.errors import BadRequest
 from service.fhir.search.definitions import SearchParameterRegistry
+from service.fhir.search.model import CompositeValue, OfTypeValue
 from service.fhir.search.query import (DateValue, Include, QuantityValue, RefValue, SearchParser,
                                        SortKey, TextValue, TokenValue, UriValue, split_escaped)
 
@@ -107,12 +108,13 @@ def test_uri_modifiers(parser: SearchParser) -> None:
 
 
 @pytest.mark.parametrize("name,value", [
-    ("bogus", "1"), ("code:in", "http://vs"), ("onset-date", "yesterday"), ("onset-date", "zz2026"),
-    ("value-quantity", "ten"), ("_count", "-1"), ("_sort", "bogus"), ("_summary", "text"),
-    ("subject:Patient.bogus", "x"), ("code-value-quantity", "a$1"), ("_include", "Condition:nope"),
-    ("subject:Patient", "Group/g1"), ("code:missing", "maybe"), ("_id", "bad id!"),
+    ("bogus", "1"), ("code:nonsense", "x"), ("_sort", "bogus"), ("subject:Patient.bogus", "x"),
+    ("_include", "Condition:nope"), ("onset-date", ""), ("_has:Nothing:patient:code", "x"),
+    ("_has:Flag:nonsense:code", "x"),
 ])
-def test_unknown_or_malformed_parameters_become_issues(parser: SearchParser, name: str, value: str) -> None:
+def test_unknown_or_unsupported_parameters_become_issues(parser: SearchParser, name: str, value: str) -> None:
+    """R4 search.html#errors: unknown and unsupported parameters may be ignored (lenient) or
+    refused (Prefer: handling=strict)."""
     q = parser.parse("Observation" if "quantity" in name or name.startswith("subject") else "Condition",
                      [(name, value), ("_id", "ok")])
     assert len(q.issues) == 1 and q.issues[0].expression == (name,)
@@ -120,7 +122,78 @@ def test_unknown_or_malformed_parameters_become_issues(parser: SearchParser, nam
     with pytest.raises(BadRequest) as err:
         q.raise_if_strict(True)
     assert err.value.issues[0].severity == "error"
+    assert "ignored" not in err.value.issues[0].diagnostics
     q.raise_if_strict(False)
+
+
+@pytest.mark.parametrize("name,value", [
+    ("onset-date", "yesterday"), ("onset-date", "zz2026"), ("_count", "-1"), ("_summary", "some"),
+    ("subject:Patient", "Group/g1"), ("code:missing", "maybe"), ("_id", "bad id!"),
+    ("_id", "x' OR '1'='1"), ("_include", "Condition"), ("_total", "all"),
+])
+def test_malformed_values_are_refused(parser: SearchParser, name: str, value: str) -> None:
+    """R4 search.html#errors: a syntactically incorrect value SHOULD give an error; dropping the
+    parameter would widen the search, so it is 400 in lenient handling too."""
+    with pytest.raises(BadRequest) as err:
+        parser.parse("Observation" if name.startswith("subject") else "Condition",
+                     [("_id", "ok"), (name, value)])
+    assert [(i.severity, i.code, i.expression) for i in err.value.issues] == [("error", "invalid", (name,))]
+    assert "ignored" not in err.value.issues[0].diagnostics
+
+
+@pytest.mark.parametrize("params", [
+    [("_count", "1"), ("_count", "3")], [("_total", "accurate"), ("_total", "none")],
+    [("_summary", "count"), ("_summary", "false")], [("_elements", "id"), ("_elements", "code")],
+])
+def test_a_repeated_single_valued_result_parameter_is_refused(parser: SearchParser,
+                                                               params: list[tuple[str, str]]) -> None:
+    """R4: the self link SHALL carry the parameters actually used; half-applying a repetition
+    would make it lie."""
+    with pytest.raises(BadRequest, match="only once"):
+        parser.parse("Condition", params)
+
+
+def test_a_repeated_sort_is_applied_as_if_comma_joined(parser: SearchParser) -> None:
+    q = parser.parse("Patient", [("_sort", "gender"), ("_sort", "-birthdate")])
+    assert q.sort == [SortKey("gender", "token", False), SortKey("birthdate", "date", True)]
+    assert q.used == [("_sort", "gender"), ("_sort", "-birthdate")]
+
+
+def test_the_count_used_is_the_count_in_the_link(parser: SearchParser) -> None:
+    assert parser.parse("Patient", [("_count", "5000")]).used == [("_count", "100")]
+
+
+@pytest.mark.parametrize("mode,expected", [("true", "true"), ("text", "text"), ("data", "data"),
+                                           ("count", "count"), ("false", None)])
+def test_summary_modes(parser: SearchParser, mode: str, expected: str | None) -> None:
+    assert parser.parse("Patient", [("_summary", mode)]).summary == expected
+
+
+def test_composite_values_pair_a_token_with_the_second_component() -> None:
+    parser = SearchParser(SearchParameterRegistry.load())
+    c = parser.parse("Observation", [("code-value-quantity", "http://loinc.org|72514-3$gt7,8480-6$le5.4||mg")]).criteria[0]
+    assert c.type == "composite"
+    assert c.values == (
+        CompositeValue(TokenValue("http://loinc.org", "72514-3", True),
+                       QuantityValue("gt", Decimal("7"), Decimal("6.5"), Decimal("7.5"), None, None), "quantity"),
+        CompositeValue(TokenValue(None, "8480-6", False),
+                       QuantityValue("le", Decimal("5.4"), Decimal("5.35"), Decimal("5.45"), None, "mg"), "quantity"))
+    concept = parser.parse("Observation", [("code-value-concept", "x\\$y$http://snomed.info/sct|1")]).criteria[0]
+    assert concept.values[0].first == TokenValue(None, "x$y", False)    # an escaped $ is not a separator
+
+
+def test_has_token_modifiers_and_reference_identifier(parser: SearchParser) -> None:
+    has = one(parser, "Patient", "_has:Observation:patient:code", "migration")
+    assert has.has is not None and (has.has.source_type, has.has.param) == ("Observation", "patient")
+    assert has.has.criterion.values == (TokenValue(None, "migration", False),)
+    of_type = one(parser, "Patient", "identifier:of-type", "http://t|MR|m1")
+    assert (of_type.name, of_type.values) == ("identifier:of-type", (OfTypeValue("http://t", "MR", "m1"),))
+    assert one(parser, "Condition", "code:in", "http://vs/x").values == (UriValue("http://vs/x"),)
+    below = one(parser, "Condition", "code:below", "http://sct|1")
+    assert (below.modifier, below.values) == ("below", (TokenValue("http://sct", "1", True),))
+    ident = one(parser, "Observation", "subject:identifier", "urn:mrn|M1")
+    assert (ident.name, ident.type, ident.values) == ("subject:identifier", "token",
+                                                      (TokenValue("urn:mrn", "M1", True),))
 
 
 def test_result_parameters(parser: SearchParser) -> None:
