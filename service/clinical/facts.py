@@ -14,12 +14,21 @@ yet and is skipped. How each resource is read:
   * LOINC 82810-3 / 63895-7: pregnancy / breastfeeding status, positive when
     valueCodeableConcept is in pregnancy-breastfeeding-findings.
   * TOH weight-bearing-status: value TOH full-weight-bearing (or text "full weight bearing").
-  * anything else: findings. Each component with valueBoolean (true present, false reported
-    absent) whose code is in avn-features / insufficiency-fracture-findings, or TOH
-    bone-marrow-oedema-diffuse on an imaging Observation (code in mri-joint-codes or category
-    imaging); also an Observation coded as the finding itself (valueBoolean, or no value =
-    present) or valued with it (valueCodeableConcept in the set). Reported-absent AVN/fracture
-    findings are dropped; reported-absent oedema is kept (resolution suggested).
+  * anything else: findings, each read as present, absent or unknown (service.clinical.presence:
+    valueBoolean, SNOMED Present/Absent/Yes/No, v2-0136 Y/N, interpretation codes, text). Each
+    component whose code is in avn-features / insufficiency-fracture-findings, or TOH
+    bone-marrow-oedema-diffuse on an imaging Observation; also an Observation coded as the finding
+    itself (no value = present) or valued with it. An unknown value raises nothing and is an issue
+    (value-unknown); an imaging component whose code is not one of the guide's MRI findings is an
+    issue (code-unknown, information). Reported-absent AVN/fracture findings are dropped;
+    reported-absent oedema is kept (resolution suggested).
+  * narrative of an imaging Observation (valueString, note): service.clinical.narrative; an
+    uncertain mention is an issue (finding-uncertain), a hypothetical one is ignored.
+- DiagnosticReport: conclusionCode (a finding code, else its text as narrative) and conclusion,
+  dated effective[x] else issued.
+- Condition text: a code outside toh-conditions whose text or display names a member or a
+  synonym (the ValueSet's designations, as whole words) is TOH unless the text negates, doubts
+  or only questions it; reported as diagnosis-from-text (information).
 - MedicationRequest: status active/draft/on-hold/completed; medicationCodeableConcept, or
   medicationReference to a Medication in the input or contained, in bisphosphonates (codes,
   ATC is-a, or drug name as words of text/display). From authoredOn (else dosage boundsPeriod /
@@ -36,16 +45,17 @@ from datetime import date
 from typing import Any, Iterable
 
 from service.fhir.canonical import (
-    CONDITION_CLINICAL, CONDITION_VER_STATUS, LOINC, OBSERVATION_CATEGORY, SNOMED, TOH_CODES, VS_AVN_FEATURES,
-    VS_BISPHOSPHONATES, VS_INSUFFICIENCY_FRACTURE, VS_MRI_HIP, VS_PREGNANCY_BREASTFEEDING,
-    VS_TOH_CONDITIONS,
+    CONDITION_CLINICAL, CONDITION_VER_STATUS, LOINC, OBSERVATION_CATEGORY, TOH_CODES, VS_AVN_FEATURES,
+    VS_BISPHOSPHONATES, VS_INSUFFICIENCY_FRACTURE, VS_MRI_FINDINGS, VS_MRI_HIP,
+    VS_PREGNANCY_BREASTFEEDING, VS_TOH_CONDITIONS,
 )
 from service.fhir.references import parse_reference
 
-from . import codes
-from .anatomy import Site, read_site
+from . import codes, narrative
+from .anatomy import Site, parse_text, read_site
 from .dates import choice_date, observation_date, parse_date, period_end, period_start
 from .model import AssessmentIssue
+from .presence import PRESENT, UNKNOWN, value_presence
 from .terminology import Terminology, normalise
 
 _RESOLVED_STATUSES = {"resolved", "remission", "inactive"}
@@ -56,7 +66,26 @@ _CAREPLAN_STATUSES = {"active", "draft", "on-hold", "completed"}
 _EXCLUDED_ACTIVITY_STATUS = {"cancelled", "stopped", "entered-in-error"}
 _CONDITION_SETS = (VS_TOH_CONDITIONS, VS_AVN_FEATURES, VS_INSUFFICIENCY_FRACTURE, VS_PREGNANCY_BREASTFEEDING)
 _FINDING_SETS = (VS_AVN_FEATURES, VS_INSUFFICIENCY_FRACTURE)
-_ABSENT_WORDS = {"absent", "not present", "negative", "no", "not seen", "none"}
+_IMAGING_WORDS = frozenset(("mri", "mr", "magnetic", "xr", "x", "radiograph", "radiography",
+                            "radiographs", "ct", "imaging", "scan", "scintigraphy"))
+V2_0074 = "http://terminology.hl7.org/CodeSystem/v2-0074"
+
+
+def _unknown_component(t: Terminology, concept: Any) -> bool:
+    """A component code that is neither one of the guide's MRI findings nor a known non-finding."""
+    return isinstance(concept, dict) and not t.contains(VS_MRI_FINDINGS, concept)
+
+
+def _value_text(res: dict[str, Any], concept: Any) -> str:
+    """The value[x] of the component or Observation coded `concept`, as text for an issue."""
+    for element in [*(res.get("component") or ()), res]:
+        if isinstance(element, dict) and element.get("code") is concept:
+            for key, value in element.items():
+                if key.startswith("value") or key == "dataAbsentReason":
+                    return value if isinstance(value, str) else _concept_name(value) \
+                        if isinstance(value, dict) else str(value)
+            return "no value"
+    return "?"
 
 
 @dataclass(frozen=True)
@@ -185,11 +214,13 @@ class _Reader:
         code = res.get("code")
         t = self.t
         toh, avn, fracture, pregnant = t.memberships(code, _CONDITION_SETS)
+        ref = _ref(res)
+        if not toh and isinstance(code, dict) and t.memberships(code, (VS_TOH_CONDITIONS,), "words")[0]:
+            toh = self._text_diagnosis(code, ref)
         kinds = [(toh, self.facts.toh), (avn, self.facts.avn_conditions),
                  (fracture, self.facts.fracture_conditions)]
         if not pregnant and not any(hit for hit, _ in kinds):
             return
-        ref = _ref(res)
         onset = choice_date(res, "onset")
         recorded = parse_date(res.get("recordedDate"))
         start = onset or recorded
@@ -217,6 +248,24 @@ class _Reader:
         for hit, bucket in kinds:
             if hit:
                 bucket.append(fact)
+
+    def _text_diagnosis(self, code: dict[str, Any], ref: str) -> bool:
+        """A Condition whose code names TOH (or a synonym) only in text: recognised unless the
+        text negates it, doubts it or names it as a history or a question."""
+        texts = [code.get("text")] + [c.get("display") for c in code.get("coding") or () if isinstance(c, dict)]
+        label = next((x for x in texts if isinstance(x, str) and x.strip()), "")
+        assertion = narrative.qualifier(" ".join(x for x in texts if isinstance(x, str)))
+        if assertion == narrative.PRESENT:
+            codings = ", ".join(f"{c.get('system')}|{c.get('code')}" for c in code.get("coding") or ()
+                                if isinstance(c, dict))
+            self.issue("diagnosis-from-text", f"TOH recognised from the text {label!r} only"
+                       + (f" (its code {codings} is not in the toh-conditions ValueSet)" if codings else
+                          " (no code)"), ref, "information")
+            return True
+        if assertion == narrative.UNCERTAIN:
+            self.issue("diagnosis-uncertain", f"the diagnosis {label!r} is uncertain: not followed "
+                       "as a TOH episode", ref)
+        return False
 
     # -- Observation ----------------------------------------------------------------------
     def observation(self, res: dict[str, Any]) -> None:
@@ -247,43 +296,134 @@ class _Reader:
 
     def _findings(self, res: dict[str, Any], ref: str, day: date) -> None:
         t = self.t
-        imaging = t.contains(VS_MRI_HIP, res.get("code"), text="none") or any(
-            "imaging" in _codes(cat, OBSERVATION_CATEGORY) for cat in res.get("category") or ())
-        pairs: list[tuple[Any, bool]] = []
+        imaging = self._imaging(res)
+        # (concept naming the finding, presence, where it was read) in the order met.
+        found: list[tuple[Any, str]] = []
         for comp in res.get("component") or ():
-            value = comp.get("valueBoolean")
-            if isinstance(value, bool):
-                pairs.append((comp.get("code"), value))
-        # An Observation coded as the finding itself, or valued with it.
-        own = res.get("valueBoolean")
+            if not isinstance(comp, dict):
+                continue
+            concept = comp.get("code")
+            if not self._is_finding(concept, imaging):
+                if imaging and _unknown_component(t, concept):
+                    self.issue("code-unknown", f"imaging component {_concept_name(concept)!r} is "
+                               "not a finding the rules know: not read", ref, "information")
+                continue
+            found.append((concept, value_presence(comp) or UNKNOWN))
+        code = res.get("code")
         value = res.get("valueCodeableConcept")
-        if isinstance(own, bool):
-            pairs.append((res.get("code"), own))
-        elif isinstance(value, dict):
-            absent = normalise(_concept_name(value)) in _ABSENT_WORDS or _has_code(value, SNOMED, "2667000")
-            pairs.append((res.get("code"), not absent))
-            pairs.append((value, True))
-        else:
-            pairs.append((res.get("code"), True))
+        if self._is_finding(code, imaging):          # coded as the finding itself
+            answer = value_presence(res)
+            found.append((code, PRESENT if answer is None else answer))
+        elif isinstance(value, dict) and self._is_finding(value, imaging):
+            found.append((value, PRESENT))           # valued with the finding
+        texts: list[str] = []
+        if imaging or found:
+            if isinstance(res.get("valueString"), str) and not self._is_finding(code, imaging):
+                texts.append(res["valueString"])
+            texts += [n["text"] for n in res.get("note") or ()
+                      if isinstance(n, dict) and isinstance(n.get("text"), str)]
         site: Site | None = None
-        for concept, present in pairs:
-            is_avn, is_fracture = t.memberships(concept, _FINDING_SETS)
-            is_oedema = imaging and (TOH_CODES, codes.FINDING_OEDEMA) in _keys(concept)
-            if not (is_oedema or (present and (is_avn or is_fracture))):
-                continue                        # absent AVN/fracture findings are not findings
+        for concept, presence in found:
             if site is None:
                 site = read_site(res, t)
+            if presence == UNKNOWN:
+                self.issue("value-unknown", f"{self._finding_name(concept)}: the value "
+                           f"{_value_text(res, concept)!r} cannot be read as present or absent: "
+                           "no flag raised from it", ref)
+                continue
             if site.joint is None and not imaging:
                 self.issue("joint-unknown", "finding at no tracked joint: ignored", ref, "information")
                 return
-            name = self._finding_name(concept) if present and (is_avn or is_fracture) else ""
-            finding = Finding(ref, day, site, name, present, imaging)
-            if is_oedema:
-                self.facts.oedema.append(finding)
-            if present and is_avn:
-                self.facts.avn.append(finding)
-            if present and is_fracture:
-                self.facts.fracture.append(finding)
+            self._add(ref, day, site, concept, presence == PRESENT, imaging)
+        for text in texts:
+            self._narrative(res, ref, day, text, imaging)
+
+    def _narrative(self, res: dict[str, Any], ref: str, day: date, text: str, imaging: bool) -> None:
+        """The findings a report text names, with their negation and uncertainty."""
+        mentions = narrative.read_text(text)
+        if not mentions:
+            return
+        site = read_site(res, self.t)
+        for m in mentions:
+            if m.assertion == narrative.HYPOTHETICAL:
+                continue
+            if m.assertion == narrative.UNCERTAIN:
+                self.issue("finding-uncertain", f"the report says {m.sentence!r}: "
+                           f"{m.name.lower()} is uncertain, no flag raised from it; review the report", ref)
+                continue
+            here = site
+            if m.sides:
+                joints, _, _ = parse_text(m.sentence)
+                joint = next(iter(joints)) if len(joints) == 1 else site.joint
+                here = Site(joint, m.sides)
+            if here.joint is None and not imaging:
+                continue
+            concept = {"coding": [{"system": TOH_CODES, "code": m.key, "display": m.name}]}
+            self._add(ref, day, here, concept, m.assertion == narrative.PRESENT, imaging,
+                      key=m.key, name=m.name)
+
+    def _is_finding(self, concept: Any, imaging: bool) -> bool:
+        if not isinstance(concept, dict):
+            return False
+        is_avn, is_fracture = self.t.memberships(concept, _FINDING_SETS)
+        return is_avn or is_fracture or (imaging and (TOH_CODES, codes.FINDING_OEDEMA) in _keys(concept))
+
+    def _add(self, ref: str, day: date, site: Site, concept: Any, present: bool, imaging: bool,
+             key: str | None = None, name: str | None = None) -> None:
+        if key is not None:
+            is_avn, is_fracture = key in narrative.AVN_KEYS, key in narrative.FRACTURE_KEYS
+            is_oedema = imaging and key == narrative.OEDEMA
+        else:
+            is_avn, is_fracture = self.t.memberships(concept, _FINDING_SETS)
+            is_oedema = imaging and (TOH_CODES, codes.FINDING_OEDEMA) in _keys(concept)
+        if not (is_oedema or (present and (is_avn or is_fracture))):
+            return                                   # absent AVN/fracture findings are not findings
+        label = name or (self._finding_name(concept) if present and (is_avn or is_fracture) else "")
+        finding = Finding(ref, day, site, label if (is_avn or is_fracture) else "", present, imaging)
+        if is_oedema:
+            self.facts.oedema.append(finding)
+        if present and is_avn:
+            self.facts.avn.append(finding)
+        if present and is_fracture:
+            self.facts.fracture.append(finding)
+
+    def _imaging(self, res: dict[str, Any]) -> bool:
+        """An MRI or radiograph: code in mri-joint-codes, category imaging (Observation) or RAD
+        (DiagnosticReport, v2-0074), or a code whose text or display names an imaging study."""
+        code = res.get("code")
+        if self.t.contains(VS_MRI_HIP, code, text="none"):
+            return True
+        for cat in res.get("category") or ():
+            if "imaging" in _codes(cat, OBSERVATION_CATEGORY) or _codes(cat, V2_0074) & {"RAD", "MR", "RX", "CT"}:
+                return True
+        if isinstance(code, dict):
+            names = [code.get("text")] + [c.get("display") for c in code.get("coding") or () if isinstance(c, dict)]
+            return any(isinstance(n, str) and set(normalise(n).split()) & _IMAGING_WORDS for n in names)
+        return False
+
+    # -- DiagnosticReport -----------------------------------------------------------------
+    def diagnostic_report(self, res: dict[str, Any]) -> None:
+        if res.get("status") in _EXCLUDED_OBS_STATUS:
+            return
+        ref = _ref(res)
+        day = observation_date(res)
+        if day is None:
+            if res.get("conclusion") or res.get("conclusionCode"):
+                self.issue("missing-date", "DiagnosticReport without effective[x] or issued: "
+                           "its conclusion cannot be placed in time", ref)
+            return
+        if day > self.as_of:
+            return
+        imaging = self._imaging(res)
+        for concept in res.get("conclusionCode") or ():
+            if not isinstance(concept, dict):
+                continue
+            if self._is_finding(concept, imaging):
+                self._add(ref, day, read_site(res, self.t), concept, True, imaging)
+            elif isinstance(concept.get("text"), str):
+                self._narrative(res, ref, day, concept["text"], imaging)
+        if isinstance(res.get("conclusion"), str):
+            self._narrative(res, ref, day, res["conclusion"], imaging)
 
     def _finding_name(self, concept: dict[str, Any]) -> str:
         """Coding.display, else the display the AVN / fracture ValueSet gives, else text or code."""
@@ -378,6 +518,8 @@ def read_facts(resources: Iterable[dict[str, Any]], as_of: date, terminology: Te
         reader.condition(res)
     for res in buckets.get("Observation", ()):
         reader.observation(res)
+    for res in buckets.get("DiagnosticReport", ()):
+        reader.diagnostic_report(res)
     for res in buckets.get("MedicationRequest", ()):
         reader.medication_request(res)
     for res in buckets.get("CarePlan", ()):

@@ -19,7 +19,7 @@ from service.fhir.references import parse_reference
 from service.store import Change, Repository, UnitOfWork
 
 # The resource types the rules read, and the search parameter that names their patient.
-CLINICAL_TYPES = ("Condition", "Observation", "MedicationRequest", "CarePlan")
+CLINICAL_TYPES = ("Condition", "Observation", "DiagnosticReport", "MedicationRequest", "CarePlan")
 
 
 def patient_of(resource: dict[str, Any] | None, base_urls: tuple[str, ...] = ()) -> str | None:
@@ -71,7 +71,7 @@ def _medication_ids(resources: Iterable[dict[str, Any]], base_urls: tuple[str, .
 
 
 def clinical_resources(repo: Repository, patient_id: str, base_urls: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """Every current Condition, Observation, MedicationRequest and CarePlan of the patient,
+    """Every current Condition, Observation, DiagnosticReport, MedicationRequest and CarePlan of the patient,
     and the Medications their orders and plans name (found through the search index)."""
     found: list[dict[str, Any]] = []
     for res_type in CLINICAL_TYPES:
