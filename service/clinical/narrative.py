@@ -73,7 +73,7 @@ _TRIGGERS: list[tuple[str, str, str]] = [
         "absence of", "absent", "free of", "no definite", "no convincing", "no focal", "nor",
         "resolution of", "resolved", "never", "denies", "excluded", "rules out", "ruled out",
         "no mri evidence of", "no radiographic evidence of", "there is no", "there was no",
-        "rather than", "instead of")],
+        "rather than", "instead of", "avoid", "avoiding", "do not", "must not", "should not")],
     *[(p, ABSENT, "post") for p in (
         "not seen", "not identified", "not present", "not demonstrated", "not detected",
         "not visualised", "not visualized", "not evident", "is absent", "are absent", "absent",
