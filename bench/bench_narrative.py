@@ -15,6 +15,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -73,7 +74,27 @@ def main() -> int:
     if len(results) == 2:
         a, b = results["medspacy ConText"], results["service.clinical.narrative"]
         print(f"medspaCy p50 / ours p50 = {p(a, .5) / p(b, .5):.0f}x")
+        agreement(nlp, TargetRule)
     return 0
+
+
+def agreement(nlp: Any, target_rule: Any) -> None:
+    """How often medspaCy's default ConText rules, given our finding phrases as targets, give
+    the assertion tests/unit/clinical/test_narrative.py expects for each row."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "unit" / "clinical"))
+    from test_narrative import ROWS
+    phrases = list(narrative.TARGETS.items())
+    phrases += [(k.replace(" ", "-"), v) for k, v in phrases if " " in k]
+    nlp.get_pipe("medspacy_target_matcher").add([target_rule(k, v) for k, v in phrases])
+    agree = 0
+    for text, expected in ROWS:
+        got = [(e.label_, "absent" if e._.is_negated else "hypothetical" if e._.is_hypothetical
+                else "uncertain" if e._.is_uncertain else "present") for e in nlp(text).ents]
+        agree += got == expected
+        if got != expected:
+            print(f"  differs: {text!r}: medspaCy {got}, expected {expected}")
+    print(f"medspaCy ConText (default rules) gives the expected assertion on {agree}/{len(ROWS)} rows; "
+          f"service.clinical.narrative on {len(ROWS)}/{len(ROWS)} (pytest tests/unit/clinical/test_narrative.py)")
 
 
 if __name__ == "__main__":
