@@ -74,7 +74,7 @@ def main() -> int:
     if len(results) == 2:
         a, b = results["medspacy ConText"], results["service.clinical.narrative"]
         print(f"medspaCy p50 / ours p50 = {p(a, .5) / p(b, .5):.0f}x")
-        agreement(nlp, TargetRule)
+        agreement(medspacy.load(), TargetRule)     # a fresh pipeline: only our targets
     return 0
 
 
