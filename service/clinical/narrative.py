@@ -101,7 +101,7 @@ _TERMINATORS = frozenset(("but", "however", "although", "though", "which", "wher
 SCOPE = 6      # words a trigger reaches
 
 _WORD = re.compile(r"\?|[a-z0-9]+")
-_SENTENCES = re.compile(r"(?<=[.!;])\s+|\n+|(?<=:)\s+(?=[A-Z])")
+_SENTENCES = re.compile(r"[.!;](?:\s+|$)|\n+|:\s+(?=[A-Z])")
 
 
 _TARGET_WORDS = {tuple(_WORD.findall(p)): key for p, key in TARGETS.items()}
