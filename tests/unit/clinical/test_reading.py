@@ -232,3 +232,21 @@ def test_text_diagnosis_migrates_like_a_coded_one(guide_terminology):
     first = condition("left hip", ONSET)
     second = condition(None, day(4), code={"text": "Transient osteoporosis R hip"})
     assert assess([first, second], day(5), guide_terminology).flag_codes() == ["migration"]
+
+
+# Post-coordinated bodySite: a SNOMED CT expression with its laterality refinement.
+@pytest.mark.parametrize("code, side", [
+    ("24136001:272741003=7771000", "left"),
+    ("24136001 |Hip joint structure| : 272741003 |Laterality| = 24028007 |Right|", "right"),
+    ("24136001", None),
+])
+def test_post_coordinated_body_site(code, side, guide_terminology):
+    c = condition(None, ONSET, body={"coding": [{"system": SNOMED, "code": code}]}, id="pc")
+    (episode,) = assess([c], day(1), guide_terminology).episodes
+    assert (episode.joint, episode.side) == ("hip", side)
+
+
+def test_post_coordinated_sides_tell_migration(guide_terminology):
+    left = condition(None, ONSET, body={"coding": [{"system": SNOMED, "code": "24136001:272741003=7771000"}]})
+    right = condition(None, day(3), body={"coding": [{"system": SNOMED, "code": "24136001:272741003=24028007"}]})
+    assert assess([left, right], day(4), guide_terminology).flag_codes() == ["migration"]
