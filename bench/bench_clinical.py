@@ -2,10 +2,12 @@
 
     /work/venv/bin/python bench/bench_clinical.py [--runs 2000]
 
-Builds a two-year TOH course (Conditions at three joints, MRIs with findings, pain scores,
-weight-bearing and pregnancy status, MedicationRequests, CarePlans), then times assess() with
+Builds a two-year TOH course (Conditions at three joints, MRIs with findings, narrative MRI
+reports in Observation.valueString and DiagnosticReport.conclusion (each text different), pain
+scores, weight-bearing and pregnancy status, MedicationRequests, CarePlans), then times assess() with
 the guide's ValueSets (Terminology.from_value_sets over Conformance.load(), built once as the
-service does), with a fresh Terminology per call (empty memos), and, in the same run, two
+service does), with the narrative reader's memos emptied before each call (every report read
+afresh), with a fresh Terminology per call (empty memos), and, in the same run, two
 baselines over the same resources: a plain loop reading each resource's type and id, and
 json.loads of the resources' JSON text (what reading them from the store costs at least).
 """
@@ -23,7 +25,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.clinical import Terminology, assess  # noqa: E402
+from service.clinical import Terminology, assess, narrative  # noqa: E402
 from service.fhir.canonical import (  # noqa: E402
     ATC, CONDITION_CLINICAL, CONDITION_VER_STATUS, EXT_LATERALITY, LOINC, OBSERVATION_CATEGORY,
     SNOMED, TOH_CODES,
@@ -64,7 +66,12 @@ def patient_resources(n: int = 200, seed: int = 1) -> list[dict[str, Any]]:
         out.append(res)
     findings = ["bone-marrow-oedema-diffuse", "focal-subchondral-lesion", "double-line-sign",
                 "crescent-sign", "subchondral-fracture-line", "joint-effusion"]
-    kinds = ["mri", "pain", "pain", "pain", "wb", "preg", "med", "careplan"]
+    kinds = ["mri", "pain", "pain", "pain", "wb", "preg", "med", "careplan", "report", "dr"]
+    sentences = ["Diffuse bone marrow oedema of the {side} femoral head and neck, small joint effusion.",
+                 "No double line sign, crescent sign or collapse.", "Joint space preserved.",
+                 "Possible subchondral fracture line {n} mm below the articular surface.",
+                 "Marrow oedema has resolved.", "Double line sign not identified on T2.",
+                 "Comparison with the MRI of {n} weeks ago: no interval change."]
     while len(out) < n:
         i, kind, days = len(out), rnd.choice(kinds), rnd.randrange(0, 730)
         if kind == "mri":
@@ -74,6 +81,17 @@ def patient_resources(n: int = 200, seed: int = 1) -> list[dict[str, Any]]:
                         "bodySite": _site("hip", rnd.choice(["left", "right"])),
                         "component": [{"code": _cc(TOH_CODES, f), "valueBoolean": f == findings[0]}
                                       for f in findings]})
+        elif kind in ("report", "dr"):
+            side = rnd.choice(["left", "right"])
+            text = " ".join(rnd.sample(sentences, 4)).format(side=side, n=i)   # unique per report
+            if kind == "report":
+                out.append({"resourceType": "Observation", "id": f"o{i}", "status": "final",
+                            "code": _cc(LOINC, "36020-6" if side == "left" else "36022-2"),
+                            "effectiveDateTime": when(days), "valueString": text})
+            else:
+                out.append({"resourceType": "DiagnosticReport", "id": f"d{i}", "status": "final",
+                            "code": _cc(LOINC, "36013-1"), "effectiveDateTime": when(days),
+                            "conclusion": text})
         elif kind == "pain":
             out.append({"resourceType": "Observation", "id": f"o{i}", "status": "final",
                         "code": _cc(LOINC, "72514-3"), "effectiveDateTime": when(days),
@@ -114,6 +132,14 @@ def timed(fn: Callable[[], Any], runs: int) -> tuple[list[float], list[float]]:
     return wall, cpu
 
 
+def _cold(fn: Callable[[], Any]) -> Any:
+    """fn() with the narrative reader's memos emptied first: every report read afresh."""
+    narrative.read_text.cache_clear()
+    narrative.qualifier.cache_clear()
+    narrative._sentence_mentions.cache_clear()
+    return fn()
+
+
 def p(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -138,6 +164,8 @@ def main() -> int:
 
     results = {
         "assess": timed(lambda: assess(resources, as_of, terminology), args.runs),
+        "assess (narrative memo cold)": timed(lambda: _cold(lambda: assess(resources, as_of, terminology)),
+                                              args.runs),
         "assess (fresh Terminology)": timed(
             lambda: assess(resources, as_of, Terminology.from_value_sets(value_sets)), max(1, args.runs // 4)),
         "baseline json.loads": timed(lambda: [json.loads(t) for t in text], args.runs),
@@ -157,8 +185,9 @@ def main() -> int:
     print(f"assess p50 / json.loads p50 = {p(wall, .5) / p(json_wall, .5):.1f}x; "
           f"/ plain loop p50 = {p(wall, .5) / p(loop_wall, .5):.0f}x; "
           f"p95 ratio to json.loads p95 = {p(wall, .95) / p(json_wall, .95):.1f}x")
+    wall, cpu = results["assess (narrative memo cold)"]
     ok = p(wall, .5) < 5.0 and p(cpu, .95) < 5.0
-    print(f"target < 5 ms: {'OK' if ok else 'TOO SLOW'} (wall p50 {p(wall, .5):.3f} ms, "
+    print(f"target < 5 ms, narrative memo cold: {'OK' if ok else 'TOO SLOW'} (wall p50 {p(wall, .5):.3f} ms, "
           f"cpu p95 {p(cpu, .95):.3f} ms, wall p95 {p(wall, .95):.3f} ms)")
     return 0 if ok else 1
 

@@ -1,18 +1,21 @@
 """Which joint and which side a Condition or Observation is about.
 
 Sources, in order: bodySite codings (tracked-joints and laterality ValueSets, read through the
-display the ValueSet gives the code, so a clinic's pre-coordinated "Left hip joint" code works),
+display the ValueSet gives the code, so a clinic's pre-coordinated "Left hip joint" code works;
+a post-coordinated SNOMED CT expression is read concept by concept, so
+"24136001:272741003=7771000" is the left hip joint),
 Coding.display, bodySite.text ("Left hip", "R knee"), the laterality extension (on the resource or
 on bodySite), and last the resource's own code (an MRI LOINC code with its side, "TOH of the
 left hip"). Conflicting answers give no answer and a problem, never a guess.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterable
 
-from service.fhir.canonical import EXT_LATERALITY, LOINC, VS_LATERALITY, VS_MRI_HIP, VS_TRACKED_JOINTS
+from service.fhir.canonical import EXT_LATERALITY, LOINC, SNOMED, VS_LATERALITY, VS_MRI_HIP, VS_TRACKED_JOINTS
 
 from .terminology import Terminology, normalise
 
@@ -135,8 +138,26 @@ def _extensions(element: dict[str, Any], terminology: Terminology, out: _Collect
             _laterality_value(ext, terminology, out)
 
 
+_SCTID = re.compile(r"\b\d{6,18}\b")
+
+
+def _expanded(codings: Iterable[Any]) -> Iterable[dict[str, Any]]:
+    """Codings, with a post-coordinated SNOMED CT expression ("24136001 |Hip joint| :
+    272741003 |Laterality| = 7771000 |Left|") read as one coding per concept id in it
+    (SNOMED CT compositional grammar; the attribute 272741003 itself names nothing here)."""
+    for coding in codings:
+        if not isinstance(coding, dict):
+            continue
+        code = coding.get("code")
+        if coding.get("system") == SNOMED and isinstance(code, str) and not code.isdigit():
+            ids = [i for i in _SCTID.findall(code) if i != "272741003"]
+            yield from ({"system": SNOMED, "code": i} for i in ids)
+        else:
+            yield coding
+
+
 def _body_site(concept: dict[str, Any], terminology: Terminology, out: _Collector) -> None:
-    for coding in concept.get("coding") or ():
+    for coding in _expanded(concept.get("coding") or ()):
         system, code = coding.get("system"), coding.get("code")
         if terminology.contains_code(VS_TRACKED_JOINTS, system, code):
             out.text(terminology.display(VS_TRACKED_JOINTS, system, code) or coding.get("display"))

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 from service.fhir.canonical import (
     VS_AVN_FEATURES, VS_BISPHOSPHONATES, VS_INSUFFICIENCY_FRACTURE, VS_LATERALITY, VS_MRI_HIP,
-    VS_PREGNANCY_BREASTFEEDING, VS_TOH_CONDITIONS, VS_TRACKED_JOINTS,
+    VS_PREGNANCY_BREASTFEEDING, VS_PREGNANCY_ENDED, VS_TOH_CONDITIONS, VS_TRACKED_JOINTS,
 )
 from service.fhir.errors import BadRequest
 
@@ -19,20 +19,23 @@ from .terminology import Terminology
 
 REQUIRED_VALUESETS = (VS_TOH_CONDITIONS, VS_TRACKED_JOINTS, VS_LATERALITY, VS_AVN_FEATURES,
                       VS_INSUFFICIENCY_FRACTURE, VS_BISPHOSPHONATES, VS_PREGNANCY_BREASTFEEDING,
-                      VS_MRI_HIP)
+                      VS_MRI_HIP, VS_PREGNANCY_ENDED)
 
 
 def assess(resources: Iterable[dict[str, Any]], as_of: date, terminology: Terminology, *,
-           base_urls: tuple[str, ...] = ()) -> Assessment:
+           base_urls: tuple[str, ...] = (),
+           history: Mapping[str, Sequence[dict[str, Any]]] | None = None) -> Assessment:
     """Episodes, flags and issues of one patient's resources (plain FHIR JSON dicts, any order)
     as of the clinical date `as_of`. Resources dated after `as_of` are ignored; a reference to
-    `<one of base_urls>/Type/id` (this server) is read as `Type/id`. Pure: reads no clock, no
+    `<one of base_urls>/Type/id` (this server) is read as `Type/id`. `history` maps "Type/id" to
+    earlier versions of that resource (meta.versionId, meta.lastUpdated): it dates a reactivated
+    Condition (a recurrence, issue 9) and the end of a stopped order. Pure: reads no clock, no
     store. Raises BadRequest if `as_of` is not a date (a datetime is truncated)."""
     if isinstance(as_of, datetime):
         as_of = as_of.date()
     if not isinstance(as_of, date):
         raise BadRequest(f"asOf must be a date, got {as_of!r}", expression=["asOf"])
-    facts = read_facts(resources, as_of, terminology, base_urls)
+    facts = read_facts(resources, as_of, terminology, base_urls, history)
     episodes, issues = build_episodes(facts.toh, facts.oedema, as_of)
     issues = facts.issues + issues
     for url in REQUIRED_VALUESETS:

@@ -5,6 +5,11 @@
   are one episode (a second code for the same illness); an onset after the resolution starts a
   new episode (a recurrence; also after a resolution without a date).
 - A Condition without onset is its own episode with onset None (never merged, never ordered).
+- Encounter diagnoses (category encounter-diagnosis) at a joint and side that also has a
+  problem-list (or uncategorised) Condition are copies of it: they join the episode whose onset
+  is the latest on or before theirs as evidence, and never decide its status nor start one, so a
+  stale `active` copy never keeps a resolved problem open (shared/clinical/TOH.md). Where only
+  encounter diagnoses exist, they are read like any Condition.
 - An MRI is attached to the episode at its joint and side whose onset is the latest on or before
   the MRI date (the first episode if it precedes them all). An MRI whose side is unknown is
   attached only to an episode whose side is also unknown.
@@ -29,6 +34,7 @@ class _Draft:
     recorded: date | None
     conditions: list[ConditionFact] = field(default_factory=list)
     mris: list[Finding] = field(default_factory=list)
+    copies: list[ConditionFact] = field(default_factory=list)
 
     @property
     def resolved(self) -> bool:
@@ -85,7 +91,10 @@ def build_episodes(conditions: Iterable[ConditionFact], mris: Iterable[Finding],
     drafts: list[_Draft] = []
     for (joint, side), facts in units.items():
         current: _Draft | None = None
-        for fact in facts:
+        entries = [f for f in facts if not f.copy] or facts
+        copies = [f for f in facts if f.copy] if len(entries) < len(facts) else []
+        here: list[_Draft] = []
+        for fact in entries:
             if fact.onset is None:
                 drafts.append(_Draft(joint, side, None, fact.recorded, [fact]))
                 continue
@@ -94,6 +103,16 @@ def build_episodes(conditions: Iterable[ConditionFact], mris: Iterable[Finding],
                 continue
             current = _Draft(joint, side, fact.onset, fact.recorded, [fact])
             drafts.append(current)
+            here.append(current)
+        for fact in copies:      # copies of the problem list: evidence only, never the status
+            dated = [d for d in here if d.onset is not None]
+            if not dated:
+                continue
+            target = dated[0]
+            for d in dated:
+                if fact.onset is not None and d.onset is not None and d.onset <= fact.onset:
+                    target = d
+            target.copies.append(fact)
     _attach_mris(drafts, mris, issues)
     episodes = [_finish(d, as_of) for d in drafts]
     episodes.sort(key=lambda e: (e.onset or date.max, e.joint or "", e.side or "", e.evidence))
@@ -139,7 +158,7 @@ def _attach_mris(drafts: list[_Draft], mris: Iterable[Finding], issues: list[Ass
 def _finish(d: _Draft, as_of: date) -> Episode:
     resolved = d.resolved
     resolution = d.resolution_date
-    evidence = sorted({c.ref for c in d.conditions}) + sorted({m.ref for m in d.mris})
+    evidence = sorted({c.ref for c in d.conditions + d.copies}) + sorted({m.ref for m in d.mris})
     suggested = False
     if not resolved and d.mris:
         by_day: dict[date, list[Finding]] = {}

@@ -53,14 +53,27 @@ def _episode_parts(episode: Episode) -> list[dict[str, Any]]:
     return parts
 
 
-def _flag_parts(finding: FlagFinding) -> list[dict[str, Any]]:
+def _flag_parts(finding: FlagFinding, issues: tuple[AssessmentIssue, ...] = ()) -> list[dict[str, Any]]:
+    evidence = set(finding.evidence)
     return [
         {"name": "code", "valueCoding": flag_coding(finding)},
         {"name": "start", "valueDate": finding.start.isoformat()},
         {"name": "text", "valueString": finding.text},
         {"name": "key", "valueString": finding.key},
         *({"name": "evidence", "valueReference": _ref(r)} for r in finding.evidence),
+        *({"name": "issue", "valueString": f"{i.where}: {i.text} [{i.code}]"} for i in issues
+          if evidence & set(i.where.split(";"))),
     ]
+
+
+def _issue_parts(issue: AssessmentIssue) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = [{"name": "code", "valueCode": issue.code},
+                                   {"name": "severity", "valueCode": issue.severity}]
+    for where in filter(None, issue.where.split(";")):
+        if "/" in where:
+            parts.append({"name": "resource", "valueReference": _ref(where)})
+    parts.append({"name": "text", "valueString": issue.text})
+    return parts
 
 
 def _issue(issue: AssessmentIssue) -> Issue:
@@ -73,10 +86,14 @@ def assessment_to_parameters(assessment: Assessment) -> dict[str, Any]:
     """The Parameters resource of GET Patient/{id}/$toh-assessment: `asOf` (valueDate), one
     `episode` per episode (parts joint, side, onset, status, resolutionDate, monthsSinceOnset,
     resolutionSuggested, evidence*), one `flag` per finding (parts code, start, text, key,
-    evidence*), and `issues` (an OperationOutcome) when the engine met any."""
+    evidence*, and issue* (valueString) for what could not be read in its evidence), one `issue`
+    per thing the engine could not read or decide (parts code, severity, resource* (the
+    resources concerned), text), and `issues` (the same as an OperationOutcome) when there are
+    any."""
     params: list[dict[str, Any]] = [{"name": "asOf", "valueDate": assessment.as_of.isoformat()}]
     params += [{"name": "episode", "part": _episode_parts(e)} for e in assessment.episodes]
-    params += [{"name": "flag", "part": _flag_parts(f)} for f in assessment.flags]
+    params += [{"name": "flag", "part": _flag_parts(f, assessment.issues)} for f in assessment.flags]
+    params += [{"name": "issue", "part": _issue_parts(i)} for i in assessment.issues]
     if assessment.issues:
         params.append({"name": "issues",
                        "resource": operation_outcome([_issue(i) for i in assessment.issues])})

@@ -6,7 +6,8 @@ names the situation, so the same situation always maps to the same stored Flag.
 from __future__ import annotations
 
 from bisect import bisect_right
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, timedelta
 from . import codes
 from .anatomy import site_label
 from .dates import add_months, whole_months
@@ -151,59 +152,82 @@ def imaging_flags(facts: Facts) -> list[FlagFinding]:
 
 
 # -- bisphosphonate in pregnancy or breastfeeding -----------------------------------------------
-class _Timeline:
-    """A status over time from dated points: the latest on or before a day holds (same-day
-    ties: positive wins)."""
-
-    def __init__(self, points: list[StatusPoint]) -> None:
-        self.points = sorted(points, key=lambda p: (p.day, p.positive, p.ref))
-        self.days = [p.day for p in self.points]
-
-    def positive_on(self, day: date) -> str | None:
-        """The reference proving a positive status on `day`, or None."""
-        i = bisect_right(self.days, day)
-        if i == 0:
-            return None
-        latest = self.points[i - 1]
-        return latest.ref if latest.positive else None
+PREGNANCY_MAX = timedelta(weeks=42)
 
 
-def _pregnant_or_breastfeeding(facts: Facts, timelines: list[_Timeline], day: date) -> list[str]:
-    """References proving pregnancy or breastfeeding on `day` ([] if neither)."""
-    refs = [ref for ref in (t.positive_on(day) for t in timelines) if ref]
-    refs += [w.ref for w in facts.pregnancy_conditions
-             if w.start <= day and (w.end is None or w.end > day)]
-    return refs
+@dataclass(frozen=True)
+class StatusInterval:
+    """Pregnant or breastfeeding from `start` up to (not including) `end` (None: open)."""
+
+    ref: str
+    start: date
+    end: date | None
+
+    def holds_on(self, day: date) -> bool:
+        return self.start <= day and (self.end is None or day < self.end)
+
+
+def _first_after(day: date, days: list[date]) -> date | None:
+    i = bisect_right(days, day)
+    return days[i] if i < len(days) else None
+
+
+def pregnancy_intervals(facts: Facts) -> list[StatusInterval]:
+    """When the patient was pregnant or breastfeeding (shared/clinical/TOH.md, "How long a
+    status holds"): a "pregnant" status or pregnancy Condition holds from its date for at most
+    42 weeks, and ends sooner at a later "not pregnant", a breastfeeding status, a delivery or
+    postpartum Condition, or its abatement; a breastfeeding status or Condition holds until a
+    later "not breastfeeding" (or its abatement)."""
+    enders = sorted({p.day for p in facts.pregnancy if not p.positive}
+                    | {p.day for p in facts.breastfeeding if p.positive}
+                    | {p.day for p in facts.pregnancy_ended}
+                    | {w.start for w in facts.pregnancy_conditions if w.breastfeeding})
+    weaned = sorted({p.day for p in facts.breastfeeding if not p.positive})
+    out: list[StatusInterval] = []
+
+    def pregnancy(ref: str, start: date, end: date | None) -> None:
+        ends = [d for d in (start + PREGNANCY_MAX, _first_after(start, enders), end) if d is not None]
+        out.append(StatusInterval(ref, start, min(ends)))
+
+    for p in facts.pregnancy:
+        if p.positive:
+            pregnancy(p.ref, p.day, None)
+    for p in facts.breastfeeding:
+        if p.positive:
+            out.append(StatusInterval(p.ref, p.day, _first_after(p.day, weaned)))
+    for w in facts.pregnancy_conditions:
+        if w.breastfeeding:
+            out.append(StatusInterval(w.ref, w.start, w.end or _first_after(w.start, weaned)))
+        else:
+            pregnancy(w.ref, w.start, w.end)
+    return [i for i in out if i.end is None or i.end > i.start]
 
 
 def bisphosphonate_in_pregnancy(facts: Facts, as_of: date) -> list[FlagFinding]:
     """A bisphosphonate exposure (order or plan period) overlapping a time the patient was
-    pregnant or breastfeeding. Holds while the exposure is still open or the patient is still
-    pregnant or breastfeeding on as_of; starts on the first overlapping day."""
+    pregnant or breastfeeding (pregnancy_intervals). Holds while the exposure is still open or
+    the patient is still pregnant or breastfeeding on as_of; starts on the first overlapping day."""
     out: list[FlagFinding] = []
     if not facts.exposures:
         return out
-    timelines = [_Timeline(facts.pregnancy), _Timeline(facts.breastfeeding)]
-    # The state can only become positive on a positive record or a pregnancy Condition's start.
-    changes = sorted({p.day for p in facts.pregnancy + facts.breastfeeding if p.positive}
-                     | {w.start for w in facts.pregnancy_conditions})
+    intervals = pregnancy_intervals(facts)
     for exp in sorted(facts.exposures, key=lambda e: (e.start, e.ref)):
         last = min(exp.end, as_of) if exp.end else as_of
-        candidates = [exp.start] + [d for d in changes if exp.start < d <= last]
-        for day in candidates:
-            proof = _pregnant_or_breastfeeding(facts, timelines, day)
-            if not proof:
-                continue
-            still_open = exp.end is None or exp.end >= as_of
-            if not still_open and not _pregnant_or_breastfeeding(facts, timelines, as_of):
-                break
-            out.append(_finding(
-                codes.BISPHOSPHONATE_IN_PREGNANCY, day,
-                f"{exp.drug.capitalize()} ordered or planned ({exp.ref}, from {exp.start}) while "
-                f"the patient is pregnant or breastfeeding (since {day} at the latest): "
-                "bisphosphonates are avoided in pregnancy and breastfeeding",
-                [exp.ref] + proof, exp.ref))
-            break
+        firsts = [max(exp.start, i.start) for i in intervals]
+        overlapping = [(d, i) for d, i in zip(firsts, intervals) if d <= last and i.holds_on(d)]
+        if not overlapping:
+            continue
+        day = min(d for d, _ in overlapping)
+        still_open = exp.end is None or exp.end >= as_of
+        if not still_open and not any(i.holds_on(as_of) for i in intervals):
+            continue
+        proof = sorted({i.ref for i in intervals if i.holds_on(day)})
+        out.append(_finding(
+            codes.BISPHOSPHONATE_IN_PREGNANCY, day,
+            f"{exp.drug.capitalize()} ordered or planned ({exp.ref}, from {exp.start}) while "
+            f"the patient is pregnant or breastfeeding (since {day} at the latest): "
+            "bisphosphonates are avoided in pregnancy and breastfeeding",
+            [exp.ref] + proof, exp.ref))
     return out
 
 

@@ -9,8 +9,9 @@ cannot disagree. The rules:
 - an include of a whole system contributes every concept of the CodeSystem when it is held;
   a system that is not held is *open*: contains() accepts any of its codes (a problem);
 - filters of one include must all hold: `is-a` / `descendent-of` / `is-not-a` on a held
-  CodeSystem follow its concept hierarchy; `is-a` / `descendent-of` on ATC (PREFIX_HIERARCHIES)
-  match by code prefix, because ATC codes spell their hierarchy (M05BA04 is-a M05BA); `=` on
+  CodeSystem follow its concept hierarchy; `is-a` / `descendent-of` on ATC and ICD-10-CM
+  (PREFIX_HIERARCHIES) match by code prefix, because their codes spell their hierarchy
+  (M05BA04 is-a M05BA, Z3A.01 is-a Z3A); `=` on
   the `concept` or `code` property selects that code. Any other filter is a problem: `is-a`
   then selects its own code only, the rest select nothing;
 - include.valueSet imports: the include is the intersection of its system part and of every
@@ -28,10 +29,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.fhir.canonical import ATC
+from service.fhir.canonical import ATC, ICD10CM
 
-# Code systems whose codes spell their hierarchy: a descendant starts with its ancestor's code.
-PREFIX_HIERARCHIES = frozenset({ATC})
+# Code systems whose codes spell their hierarchy: a descendant starts with its ancestor's code
+# (ATC: M05BA04 is-a M05BA; ICD-10-CM: Z3A.01 is-a Z3A, O09.511 is-a O09; a chapter letter
+# such as "O" selects the chapter, O00-O9A).
+PREFIX_HIERARCHIES = frozenset({ATC, ICD10CM})
 HIERARCHY_OPS = frozenset({"is-a", "descendent-of", "is-not-a"})
 
 Code = tuple[str, str]  # (system, code)

@@ -19,7 +19,8 @@ from service.fhir.references import parse_reference
 from service.store import Change, Repository, UnitOfWork
 
 # The resource types the rules read, and the search parameter that names their patient.
-CLINICAL_TYPES = ("Condition", "Observation", "MedicationRequest", "CarePlan")
+CLINICAL_TYPES = ("Condition", "Observation", "DiagnosticReport", "MedicationRequest", "CarePlan",
+                  "ServiceRequest")
 
 
 def patient_of(resource: dict[str, Any] | None, base_urls: tuple[str, ...] = ()) -> str | None:
@@ -71,7 +72,8 @@ def _medication_ids(resources: Iterable[dict[str, Any]], base_urls: tuple[str, .
 
 
 def clinical_resources(repo: Repository, patient_id: str, base_urls: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """Every current Condition, Observation, MedicationRequest and CarePlan of the patient,
+    """Every current Condition, Observation, DiagnosticReport, MedicationRequest, CarePlan and
+    ServiceRequest of the patient,
     and the Medications their orders and plans name (found through the search index)."""
     found: list[dict[str, Any]] = []
     for res_type in CLINICAL_TYPES:
@@ -79,6 +81,30 @@ def clinical_resources(repo: Repository, patient_id: str, base_urls: tuple[str, 
         found.extend(stored.resource() for stored in repo.read_many(res_type, ids))
     medications = sorted(_medication_ids(found, base_urls))
     found.extend(stored.resource() for stored in repo.read_many("Medication", medications))
+    return found
+
+
+def needs_history(resource: dict[str, Any]) -> bool:
+    """True for a resource whose earlier versions the rules read: a Condition set to
+    recurrence / relapse (when was it resolved, when reactivated?) and a stopped
+    MedicationRequest (when was it stopped?), once it has more than one version."""
+    if (resource.get("meta") or {}).get("versionId") in (None, "1"):
+        return False
+    if resource.get("resourceType") == "Condition":
+        status = {c.get("code") for c in (resource.get("clinicalStatus") or {}).get("coding") or ()}
+        return bool(status & {"recurrence", "relapse"})
+    return resource.get("resourceType") == "MedicationRequest" and resource.get("status") == "stopped"
+
+
+def earlier_versions(repo: Repository, resources: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """"Type/id" -> the earlier (not deleted) versions of each resource that needs_history()."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for resource in resources:
+        if not needs_history(resource):
+            continue
+        versions, _ = repo.history(resource["resourceType"], resource["id"], count=100)
+        found[f"{resource['resourceType']}/{resource['id']}"] = [
+            v.resource() for v in versions if not v.deleted and v.content is not None]
     return found
 
 
@@ -97,8 +123,9 @@ class ClinicalWatch:
 
     def assessment(self, repo: Repository, patient_id: str, as_of: date) -> Assessment:
         """The patient's assessment on a clinical date, from what is stored now."""
-        return assess(clinical_resources(repo, patient_id, self.base_urls), as_of, self.terminology,
-                      base_urls=self.base_urls)
+        resources = clinical_resources(repo, patient_id, self.base_urls)
+        return assess(resources, as_of, self.terminology, base_urls=self.base_urls,
+                      history=earlier_versions(repo, resources))
 
     def evaluate(self, repo: Repository, patient_id: str, as_of: date) -> FlagChanges:
         """Assess one patient and write the Flag changes; returns what was changed."""

@@ -14,7 +14,7 @@ from service.clinical import Terminology
 from service.fhir.canonical import (
     ATC, CONDITION_CLINICAL, CONDITION_VER_STATUS, EXT_LATERALITY, ICD10CM, LOINC,
     OBSERVATION_CATEGORY, SNOMED, TOH_CODES, VS_AVN_FEATURES, VS_BISPHOSPHONATES,
-    VS_INSUFFICIENCY_FRACTURE, VS_LATERALITY, VS_MRI_HIP, VS_PREGNANCY_BREASTFEEDING,
+    VS_INSUFFICIENCY_FRACTURE, VS_LATERALITY, VS_MRI_HIP, VS_PREGNANCY_BREASTFEEDING, VS_PREGNANCY_ENDED,
     VS_TOH_CONDITIONS, VS_TRACKED_JOINTS,
 )
 
@@ -230,6 +230,7 @@ def small_valuesets() -> list[dict[str, Any]]:
                       designations={"M05BA04": ["Fosamax"]})),
         _vs(VS_PREGNANCY_BREASTFEEDING,
             _concepts(SNOMED, ("77386006", "Pregnant"), ("413712001", "Breastfeeding (mother)"))),
+        _vs(VS_PREGNANCY_ENDED, _concepts(ICD10CM, ("O80", "Encounter for full-term uncomplicated delivery"))),
         _vs(VS_MRI_HIP, _concepts(LOINC, ("36013-1", "MR Hip"), ("36020-6", "MR Hip - left"),
                                   ("36022-2", "MR Hip - right"), ("36017-2", "MR Hip - bilateral"))),
     ]

@@ -141,3 +141,19 @@ def test_flags_without_a_key_are_left_alone():
     manual = {"resourceType": "Flag", "id": "m", "status": "active", "code": {"text": "Allergy"}}
     changes = reconcile_flags([], [manual], date(2023, 9, 1))
     assert changes.empty and not changes.keep
+
+
+def test_issues_are_issue_parameters_and_reach_the_flags_they_concern(terminology):
+    """Each issue is an `issue` parameter (code, severity, resource, text); a flag lists the
+    issues met in its own evidence (issue 9: "no flag" told apart from "not understood")."""
+    knee = condition("knee", day(4), id="knee")           # side unknown: an issue on Condition/knee
+    a = assess([condition("left hip", id="hip"), knee], day(13), terminology)
+    params = assessment_to_parameters(a)["parameter"]
+    issues = [{p["name"]: next(v for k, v in p.items() if k.startswith("value")) for p in i["part"]}
+              for i in params if i["name"] == "issue"]
+    assert {"code": "side-unknown", "severity": "warning", "resource": {"reference": "Condition/knee"}}.items() \
+        <= next(i for i in issues if i["code"] == "side-unknown").items()
+    flags = {next(p["valueCoding"]["code"] for p in f["part"] if p["name"] == "code"): f["part"]
+             for f in params if f["name"] == "flag"}
+    assert any(p["name"] == "issue" and "Condition/knee" in p["valueString"] for p in flags["migration"])
+    assert not any(p["name"] == "issue" for p in flags["delayed-resolution"])   # hip only: nothing unread

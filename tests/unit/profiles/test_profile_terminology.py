@@ -51,7 +51,8 @@ def test_codesystem_has_every_required_code(conformance: Conformance) -> None:
     (VS_AVN_FEATURES, local("focal-subchondral-lesion", "double-line-sign", "crescent-sign")
      | {(SNOMED, "444849002"), (ICD10CM, "M87.051"), (ICD10CM, "M87.052"), (ICD10CM, "M87.059")}),
     (VS_INSUFFICIENCY_FRACTURE, local("subchondral-fracture-line", "subchondral-insufficiency-fracture")),
-    (VS_PREGNANCY_BREASTFEEDING, {(SNOMED, "77386006"), (SNOMED, "413712001")}),
+    (VS_PREGNANCY_BREASTFEEDING, {(SNOMED, "77386006"), (SNOMED, "413712001"), (ICD10CM, "Z33.1"),
+                                  (ICD10CM, "Z3A"), (ICD10CM, "O")}),   # O80, O82 excluded (delivery)
     (VS_MRI_HIP, {(LOINC, c) for c in ("36013-1", "36020-6", "36022-2", "36017-2")}),
     (VS_WEIGHT_BEARING, local("non-weight-bearing", "partial-weight-bearing", "full-weight-bearing")),
     (VS_MRI_FINDINGS, local("bone-marrow-oedema-diffuse", "focal-subchondral-lesion",
@@ -70,7 +71,8 @@ def test_expansion(conformance: Conformance, url: str, expected: set) -> None:
 def test_bisphosphonates_by_atc_prefix(conformance: Conformance) -> None:
     expansion = conformance.expand(VS_BISPHOSPHONATES)
     drugs = {f"M05BA0{i}" for i in range(1, 9)}
-    assert {(ATC, c) for c in drugs | {"M05BA", "M05BB"}} | local("bisphosphonate") == expansion
+    assert {(ATC, c) for c in drugs | {"M05BA", "M05BB", "M05BB03"}} | local("bisphosphonate") \
+        | {("http://www.nlm.nih.gov/research/umls/rxnorm", "77655")} == expansion
     assert conformance.contains(VS_BISPHOSPHONATES, ATC, "M05BA04")      # alendronic acid
     assert conformance.contains(VS_BISPHOSPHONATES, ATC, "M05BB03")      # alendronic acid + colecalciferol
     assert not conformance.contains(VS_BISPHOSPHONATES, ATC, "M05BX04")  # denosumab
