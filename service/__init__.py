@@ -24,6 +24,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clo
     from service.api.context import Services
     from service.store import Database
     from service.store.search import SearchEngine
+    from service.workflows.care_plans import CarePlanner, Policy
     from service.workflows.clinical_watch import ClinicalWatch
     from service.workflows.conformance import guide_keys, install_guide, profile_validator
 
@@ -44,12 +45,18 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clo
     database.set_read_only(guide_keys(conformance))
     clinical = ClinicalWatch(_terminology(), base_urls=(settings.base_url,) if settings.base_url else ())
     database.add_before_commit(clinical.before_commit)
+    planner = CarePlanner(clinical, _terminology(), Policy(settings.followup_plan, settings.followup_lead_days,
+                                                           settings.overdue_grace_days))
+    database.add_before_commit(planner.before_commit)
+    database.add_due_handler("task", planner.advance_task)
+    database.add_due_handler("patient", planner.advance_patient)
     if settings.migrate_on_start:
         database.migrate()
         install_guide(database, conformance)
 
     app.extensions["toh"] = Services(settings=settings, database=database, clock=clock,
-                                     conformance=conformance, search=search, clinical=clinical)
+                                     conformance=conformance, search=search, clinical=clinical,
+                                     planner=planner)
     api.init_app(app)
     return app
 

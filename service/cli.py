@@ -1,10 +1,12 @@
-"""The `toh` command: `toh serve` runs the service under gunicorn, `toh migrate` upgrades the
-schema, `toh reindex` rebuilds the search index."""
+"""The `toh` command: `toh serve` runs the service under gunicorn (with the sweep's tick),
+`toh worker` runs only the tick, `toh sweep [--now T]` runs one sweep, `toh migrate` upgrades
+the schema, `toh reindex` rebuilds the search index."""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from datetime import datetime, timezone
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -46,7 +48,11 @@ def serve(args: argparse.Namespace) -> int:
     worker_settings = settings.with_overrides({"migrate_on_start": False})
 
     def factory() -> Any:
-        return create_app(worker_settings)
+        app = create_app(worker_settings)
+        if worker_settings.scheduler:
+            from service.scheduling import start_background
+            start_background(app.extensions["toh"])
+        return app
 
     options = {
         "bind": f"{args.host}:{args.port}",
@@ -85,6 +91,50 @@ def reindex(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_now(value: str) -> datetime:
+    """--now as an aware UTC datetime ("2027-06-01T09:00:00Z" or a date); argparse reports errors."""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO date-time: {value!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def sweep_command(args: argparse.Namespace) -> int:
+    """Run one sweep as of --now (default: the wall clock), print what it did; exit 1 if an
+    item failed. The whole run, writes included, sees the clock at --now."""
+    from service import create_app
+    from service.clock import FixedClock, SystemClock
+    from service.workflows.sweep import sweep
+
+    now = args.now or SystemClock().now()
+    overrides: dict[str, Any] = {"migrate_on_start": False}
+    if args.database_url:
+        overrides["database_url"] = args.database_url
+    settings = Settings.from_env().with_overrides(overrides)
+    app = create_app(settings, clock=FixedClock(now) if args.now else None)
+    database = app.extensions["toh"].database
+    try:
+        report = sweep(database, now)
+    finally:
+        database.dispose()
+    print("\n".join(report.lines()), flush=True)
+    return 1 if report.failed else 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    """Run only the scheduler: the sweep every TOH_SWEEP_INTERVAL_SECONDS, until SIGTERM/SIGINT."""
+    from service import create_app
+    from service.scheduling import run_blocking
+
+    overrides: dict[str, Any] = {}
+    if args.database_url:
+        overrides["database_url"] = args.database_url
+    app = create_app(Settings.from_env().with_overrides(overrides))
+    run_blocking(app.extensions["toh"])
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `toh` console script."""
     parser = argparse.ArgumentParser(prog="toh", description="TOH follow-up FHIR service")
@@ -103,6 +153,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_reindex = sub.add_parser("reindex", help="rebuild the search index of every stored resource")
     p_reindex.add_argument("--database-url", default=None)
     p_reindex.set_defaults(run=reindex)
+    p_sweep = sub.add_parser("sweep", help="run the follow-up sweep once and print what it did")
+    p_sweep.add_argument("--now", type=_parse_now, default=None,
+                         help="the moment to sweep as of, e.g. 2027-06-01T09:00:00Z (default: now)")
+    p_sweep.add_argument("--database-url", default=None)
+    p_sweep.set_defaults(run=sweep_command)
+    p_worker = sub.add_parser("worker", help="run only the scheduler (the sweep every minute)")
+    p_worker.add_argument("--database-url", default=None)
+    p_worker.set_defaults(run=worker)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

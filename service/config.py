@@ -36,6 +36,11 @@ class Settings:
     max_bundle_entries: int = 1000       # entries in one batch/transaction Bundle
     migrate_on_start: bool = True
     sql_echo: bool = False
+    followup_plan: str = "https://fhir.toh-service.org/PlanDefinition/toh-follow-up-protocol"
+    followup_lead_days: int = 7          # a follow-up Task becomes ready this many days early
+    overdue_grace_days: int = 14         # days past a Task's window before follow-up-overdue
+    scheduler: bool = True               # the sweep tick inside `toh serve` (TOH_SCHEDULER=off)
+    sweep_interval_seconds: int = 60     # how often the tick runs the sweep
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -50,6 +55,11 @@ class Settings:
             max_bundle_entries=_int(env, "TOH_MAX_BUNDLE_ENTRIES", cls.max_bundle_entries),
             migrate_on_start=env.get("TOH_MIGRATE_ON_START", "1") not in ("0", "false", "no"),
             sql_echo=env.get("TOH_SQL_ECHO", "") in ("1", "true", "yes"),
+            followup_plan=env.get("TOH_FOLLOWUP_PLAN") or cls.followup_plan,
+            followup_lead_days=_int(env, "TOH_FOLLOWUP_LEAD_DAYS", cls.followup_lead_days),
+            overdue_grace_days=_int(env, "TOH_OVERDUE_GRACE_DAYS", cls.overdue_grace_days),
+            scheduler=env.get("TOH_SCHEDULER", "on").lower() not in ("0", "off", "false", "no"),
+            sweep_interval_seconds=_int(env, "TOH_SWEEP_INTERVAL_SECONDS", cls.sweep_interval_seconds),
         )
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:

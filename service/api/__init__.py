@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from flask import Flask, Response, json
 
-from service.api import context, errors, metadata, negotiation, rest, search, toh_assessment, validate
+from service.api import (context, errors, metadata, negotiation, plan_apply, rest, search, toh_assessment,
+                         validate)
 
 
 def init_app(app: Flask) -> None:
@@ -20,6 +21,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(metadata.bp, url_prefix=context.FHIR_PREFIX)
     app.register_blueprint(toh_assessment.bp, url_prefix=context.FHIR_PREFIX)
     app.register_blueprint(validate.bp, url_prefix=context.FHIR_PREFIX)
+    app.register_blueprint(plan_apply.bp, url_prefix=context.FHIR_PREFIX)
     rest.init_app(app)
     search.init_app(app)
 

@@ -21,6 +21,7 @@ from service.store import Database, UnitOfWork
 if TYPE_CHECKING:
     from service.fhir.profiles import Conformance
     from service.store.search import SearchEngine
+    from service.workflows.care_plans import CarePlanner
     from service.workflows.clinical_watch import ClinicalWatch
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -37,6 +38,7 @@ class Services:
     conformance: Conformance
     search: SearchEngine
     clinical: ClinicalWatch
+    planner: CarePlanner
 
 
 def services() -> Services:

@@ -42,7 +42,8 @@ def _operations() -> dict[str, set[str]]:
 
 
 # FHIR's own operations; the rest are the TOH guide's.
-_FHIR_OPERATIONS = {"validate": "Resource-validate", "everything": "Patient-everything"}
+_FHIR_OPERATIONS = {"validate": "Resource-validate", "everything": "Patient-everything",
+                    "apply": "PlanDefinition-apply"}
 
 
 def _operation_definition(res_type: str, name: str) -> str:

@@ -20,10 +20,11 @@ from .assess import assess, parse_as_of
 from .fhir_output import assessment_to_parameters, flag_resource
 from .model import Assessment, AssessmentIssue, Episode, FlagFinding
 from .reconcile import FlagChanges, flag_key, reconcile_flags
+from .rules import next_time_change
 from .terminology import Terminology
 
 __all__ = [
     "Assessment", "AssessmentIssue", "Episode", "FlagChanges", "FlagFinding", "Terminology",
-    "assess", "assessment_to_parameters", "flag_key", "flag_resource", "parse_as_of",
-    "reconcile_flags",
+    "assess", "assessment_to_parameters", "flag_key", "flag_resource", "next_time_change",
+    "parse_as_of", "reconcile_flags",
 ]

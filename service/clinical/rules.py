@@ -80,6 +80,25 @@ def migration_and_recurrence(episodes: list[Episode], as_of: date,
 
 
 # -- time to resolution -----------------------------------------------------------------------
+# (months after onset, flag code, advice): the only rules that change with the date alone.
+UNRESOLVED_THRESHOLDS = (
+    (12, codes.DELAYED_RESOLUTION, "expected to resolve within 6-12 months"),
+    (24, codes.FAILURE_TO_RESOLVE, "review the diagnosis (AVN, neoplasm) and consider core decompression"),
+)
+
+
+def next_time_change(episodes: tuple[Episode, ...] | list[Episode], as_of: date) -> date | None:
+    """The first day after `as_of` on which unresolved_too_long() can give other findings with
+    no new data (an active episode reaching 12 or 24 months), or None."""
+    days = []
+    for episode in episodes:
+        start = episode.onset or episode.recorded
+        if episode.status != ACTIVE or start is None:
+            continue
+        days += [due for due in (add_months(start, m) for m, _, _ in UNRESOLVED_THRESHOLDS) if due > as_of]
+    return min(days, default=None)
+
+
 def unresolved_too_long(episodes: list[Episode], as_of: date) -> list[FlagFinding]:
     """delayed-resolution from 12 months after onset and failure-to-resolve from 24 months, while
     the episode is unresolved; both fire on the day the months complete (onset + relativedelta).
@@ -91,10 +110,7 @@ def unresolved_too_long(episodes: list[Episode], as_of: date) -> list[FlagFindin
         start, exact = (episode.onset, True) if episode.onset else (episode.recorded, False)
         if start is None:
             continue
-        for months, code, advice in (
-                (12, codes.DELAYED_RESOLUTION, "expected to resolve within 6-12 months"),
-                (24, codes.FAILURE_TO_RESOLVE, "review the diagnosis (AVN, neoplasm) and "
-                                               "consider core decompression")):
+        for months, code, advice in UNRESOLVED_THRESHOLDS:
             due = add_months(start, months)
             if as_of < due:
                 continue

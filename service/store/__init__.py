@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from service.store.db import TRANSIENT_ERRORS, Database, UnitOfWork
+from service.store.followup import DueItem, FollowUps
 from service.store.repository import Change, Repository, StoredResource, WriteHook
 
-__all__ = ["TRANSIENT_ERRORS", "Change", "Database", "Repository", "StoredResource", "UnitOfWork", "WriteHook"]
+__all__ = ["TRANSIENT_ERRORS", "Change", "Database", "DueItem", "FollowUps", "Repository", "StoredResource", "UnitOfWork", "WriteHook"]

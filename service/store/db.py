@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from service.store.repository import Change, Finder, Repository, Validator, WriteHook
 
 BeforeCommit = Callable[["UnitOfWork"], None]
+# Handles one claimed row of due work (store.followup.DueItem) as of a moment; returns what it did.
+DueHandler = Callable[["UnitOfWork", Any, Any], list[str]]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -106,6 +108,7 @@ class Database:
         self.finder: Finder = id_only_finder
         self.before_commit: list[BeforeCommit] = []
         self.read_only: frozenset[tuple[str, str]] = frozenset()
+        self.due_handlers: dict[str, DueHandler] = {}
 
     def add_hook(self, hook: WriteHook) -> None:
         """Register a hook that runs inside the transaction of every write."""
@@ -118,6 +121,10 @@ class Database:
     def add_before_commit(self, step: BeforeCommit) -> None:
         """Register a step run in every unit of work just before it commits (it may write)."""
         self.before_commit.append(step)
+
+    def add_due_handler(self, kind: str, handler: DueHandler) -> None:
+        """Register what the sweep does with due work of this kind (see workflows.sweep)."""
+        self.due_handlers[kind] = handler
 
     def set_read_only(self, keys: frozenset[tuple[str, str]]) -> None:
         """Make these (type, id) resources read-only to clients (the service may still write them)."""

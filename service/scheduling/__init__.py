@@ -1,0 +1,81 @@
+"""The clock's tick: APScheduler (3.x) calls the sweep every TOH_SWEEP_INTERVAL_SECONDS.
+
+APScheduler is only the tick. Its job stores are not shared safely between processes and it
+drops runs missed by more than misfire_grace_time, so it keeps no state: jobs are listed here as
+data with stable ids (re-registering at start-up is harmless), run in memory, and every run asks
+the database what is due (workflows.sweep), so several processes (each `toh serve` worker, a
+`toh worker`) may tick at once and a missed tick only delays work to the next one.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import signal
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Callable
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+
+from service.workflows.sweep import sweep
+
+if TYPE_CHECKING:
+    from service.api.context import Services
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A periodic job: a stable id and one call into workflows."""
+
+    id: str
+    run: Callable[[Services], None]
+
+
+def run_sweep(services: Services) -> None:
+    """One sweep as of the services' clock; logs what it did."""
+    report = sweep(services.database, services.clock.now())
+    if report.handled or report.failed:
+        for line in report.lines():
+            log.info("%s", line)
+
+
+JOBS = (Job("toh-sweep", run_sweep),)
+
+
+def _configure(scheduler: Any, services: Services, first_run: float) -> Any:
+    interval = max(1, services.settings.sweep_interval_seconds)
+    for job in JOBS:
+        scheduler.add_job(job.run, "interval", seconds=interval, args=[services], id=job.id,
+                          replace_existing=True, max_instances=1, coalesce=True,
+                          misfire_grace_time=interval, jitter=interval / 10,
+                          next_run_time=datetime.now(timezone.utc) + timedelta(seconds=first_run))
+    return scheduler
+
+
+def start_background(services: Services) -> BackgroundScheduler:
+    """Start the tick in a daemon thread of this process (a `toh serve` worker). The first run
+    comes a random part of an interval after start, so workers started together do not tick
+    together and a booting worker answers its first requests first."""
+    scheduler = BackgroundScheduler(daemon=True, timezone="UTC")
+    interval = max(1, services.settings.sweep_interval_seconds)
+    _configure(scheduler, services, first_run=random.uniform(interval / 2, interval))
+    scheduler.start()
+    return scheduler
+
+
+def run_blocking(services: Services) -> None:
+    """Run the tick in this process until SIGTERM or SIGINT (`toh worker`)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    scheduler = BlockingScheduler(timezone="UTC")
+
+    def stop(_signum: int, _frame: Any) -> None:
+        scheduler.shutdown(wait=False)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    _configure(scheduler, services, first_run=0.5)
+    log.info("toh worker: sweeping every %ss", services.settings.sweep_interval_seconds)
+    scheduler.start()
