@@ -1,8 +1,8 @@
 """Follow-up tables: managed CarePlans and Tasks, the sweep's due work, the reminder queue
 (service/store/followup.py).
 
-Revision ID: 0003_follow_up
-Revises: 0002_search_index
+Revision ID: 0005_follow_up
+Revises: 0004_composite
 Create Date: 2026-11-30
 """
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_follow_up"
-down_revision = "0002_search_index"
+revision = "0005_follow_up"
+down_revision = "0004_composite"
 branch_labels = None
 depends_on = None
 
