@@ -2,11 +2,37 @@
 patient, and the assessment lists, as `issue` parts, what it could not read."""
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from typing import Any
 
-from service.fhir.canonical import CONDITION_CLINICAL, LOINC
-from test_toh_course import HIP, LEFT, active_flags, toh_condition, write
+from service.fhir.canonical import CONDITION_CLINICAL, EXT_LATERALITY, LOINC, SNOMED, TOH_CODES
+
+FHIR = {"Content-Type": "application/fhir+json"}
+HIP, LEFT = "24136001", "7771000"
+
+
+def toh_condition(cid: str, joint: str, side: str, text: str, onset: str, **extra: Any) -> dict[str, Any]:
+    site = {"coding": [{"system": SNOMED, "code": joint}], "text": text,
+            "extension": [{"url": EXT_LATERALITY, "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": side}]}}]}
+    return {"resourceType": "Condition", "id": cid, "subject": {"reference": "Patient/p1"},
+            "clinicalStatus": {"coding": [{"system": CONDITION_CLINICAL, "code": "active"}]},
+            "code": {"coding": [{"system": TOH_CODES, "code": "transient-osteoporosis-hip"}]},
+            "bodySite": [site], "onsetDateTime": onset, **extra}
+
+
+def write(client, clock, when: str, resource: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    """PUT the resource with the clock set to noon UTC of `when`."""
+    clock.set(datetime.fromisoformat(when).replace(hour=12, tzinfo=timezone.utc))
+    response = client.put(f"/fhir/{resource['resourceType']}/{resource['id']}", data=json.dumps(resource),
+                          headers=FHIR)
+    assert response.status_code in (200, 201), response.get_json()
+
+
+def active_flags(client) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    bundle = client.get("/fhir/Flag?patient=Patient/p1&status=active&_count=100").get_json()
+    return sorted((e["resource"]["code"]["coding"][0]["code"], e["resource"]["period"]["start"])
+                  for e in bundle.get("entry", []) if e["search"]["mode"] == "match")
 
 
 def dr(conclusion: str) -> dict[str, Any]:
