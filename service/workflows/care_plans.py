@@ -165,11 +165,17 @@ class CarePlanner:
         definition: dict[str, Any] | None = None
         decisions: list[date] = []
 
-        def protocol() -> dict[str, Any]:
+        def protocol(condition: dict[str, Any], onset: date) -> tuple[dict[str, Any], Actions] | None:
+            """The PlanDefinition and what it asks; None (logged) when it is missing or cannot
+            be applied: a clinic's broken protocol must not stop the clinical write itself."""
             nonlocal definition
-            if definition is None:
-                definition = self.plan_definition(repo)
-            return definition
+            try:
+                if definition is None:
+                    definition = self.plan_definition(repo)
+                return definition, self._actions(definition, condition, onset, today)
+            except FhirError as exc:
+                log.error("no follow-up plan for Patient/%s: %s", patient_id, exc)
+                return None
 
         for condition_id, row in sorted(current.items()):
             if row.status in ENDED_PLAN:
@@ -189,8 +195,8 @@ class CarePlanner:
                 resolved_on = max((e.resolution_date for e in eps if e.resolution_date), default=today)
                 done += self._end(uow, followups, row, careplan, "completed", resolved_on,
                                   f"Episode resolved on {resolved_on.isoformat()}")
-            elif eps:
-                actions = self._actions(protocol(), condition, date.fromisoformat(row.onset), today)
+            elif eps and (applied := protocol(condition, date.fromisoformat(row.onset))) is not None:
+                actions = applied[1]
                 done += self._add_follow_ups(uow, followups, row, careplan, actions, today)
                 if actions.next_decision():
                     decisions.append(actions.next_decision())  # type: ignore[arg-type]
@@ -206,8 +212,11 @@ class CarePlanner:
             if any(current[o].status not in ENDED_PLAN for o in others - {condition_id} if o in current):
                 continue  # a copy of a Condition whose episode already has a plan
             generation = 1 if previous is None else previous.generation + 1
-            actions = self._actions(protocol(), condition, min(onsets), today)
-            done += self._create(uow, followups, protocol(), patient_id, condition_id, generation,
+            applied = protocol(condition, min(onsets))
+            if applied is None:
+                continue
+            actions = applied[1]
+            done += self._create(uow, followups, applied[0], patient_id, condition_id, generation,
                                  min(onsets), actions, today)
             if actions.next_decision():
                 decisions.append(actions.next_decision())  # type: ignore[arg-type]
