@@ -115,10 +115,13 @@ class CarePlanner:
         for patient_id in sorted(patients):
             self.reconcile_patient(uow, patient_id, today)
         tasks: dict[str, dict[str, Any] | None] = {}
+        created: set[str] = set()
         plans: set[str] = set()
         for change in uow.changes:
             if change.res_type == "Task":
                 tasks[change.res_id] = change.resource
+                if change.previous is None:
+                    created.add(change.res_id)
             elif change.res_type == "CarePlan" and change.previous is not None:
                 old = change.previous.resource().get("status") if change.previous.content else None
                 new = (change.resource or {}).get("status")
@@ -128,7 +131,7 @@ class CarePlanner:
             for task_id in uow.repo.find_ids("Task", [("based-on", f"CarePlan/{careplan_id}")]):
                 tasks.setdefault(task_id, uow.repo.read("Task", task_id).resource())
         for task_id, task in sorted(tasks.items()):
-            self.task_written(uow, task_id, task, today)
+            self.task_written(uow, task_id, task, today, created=task_id in created)
 
     # -- plans --------------------------------------------------------------------------------------
     def plan_definition(self, repo: Repository) -> dict[str, Any]:
@@ -162,11 +165,17 @@ class CarePlanner:
         definition: dict[str, Any] | None = None
         decisions: list[date] = []
 
-        def protocol() -> dict[str, Any]:
+        def protocol(condition: dict[str, Any], onset: date) -> tuple[dict[str, Any], Actions] | None:
+            """The PlanDefinition and what it asks; None (logged) when it is missing or cannot
+            be applied: a clinic's broken protocol must not stop the clinical write itself."""
             nonlocal definition
-            if definition is None:
-                definition = self.plan_definition(repo)
-            return definition
+            try:
+                if definition is None:
+                    definition = self.plan_definition(repo)
+                return definition, self._actions(definition, condition, onset, today)
+            except FhirError as exc:
+                log.error("no follow-up plan for Patient/%s: %s", patient_id, exc)
+                return None
 
         for condition_id, row in sorted(current.items()):
             if row.status in ENDED_PLAN:
@@ -186,8 +195,8 @@ class CarePlanner:
                 resolved_on = max((e.resolution_date for e in eps if e.resolution_date), default=today)
                 done += self._end(uow, followups, row, careplan, "completed", resolved_on,
                                   f"Episode resolved on {resolved_on.isoformat()}")
-            elif eps:
-                actions = self._actions(protocol(), condition, date.fromisoformat(row.onset), today)
+            elif eps and (applied := protocol(condition, date.fromisoformat(row.onset))) is not None:
+                actions = applied[1]
                 done += self._add_follow_ups(uow, followups, row, careplan, actions, today)
                 if actions.next_decision():
                     decisions.append(actions.next_decision())  # type: ignore[arg-type]
@@ -203,8 +212,11 @@ class CarePlanner:
             if any(current[o].status not in ENDED_PLAN for o in others - {condition_id} if o in current):
                 continue  # a copy of a Condition whose episode already has a plan
             generation = 1 if previous is None else previous.generation + 1
-            actions = self._actions(protocol(), condition, min(onsets), today)
-            done += self._create(uow, followups, protocol(), patient_id, condition_id, generation,
+            applied = protocol(condition, min(onsets))
+            if applied is None:
+                continue
+            actions = applied[1]
+            done += self._create(uow, followups, applied[0], patient_id, condition_id, generation,
                                  min(onsets), actions, today)
             if actions.next_decision():
                 decisions.append(actions.next_decision())  # type: ignore[arg-type]
@@ -428,23 +440,25 @@ class CarePlanner:
             return None
         return overdue_on
 
-    def task_written(self, uow: UnitOfWork, task_id: str, task: dict[str, Any] | None, today: date) -> None:
+    def task_written(self, uow: UnitOfWork, task_id: str, task: dict[str, Any] | None, today: date, *,
+                     created: bool = False) -> None:
         """After a Task write: clear its overdue Flag if it is done, cancelled or moved out of
-        overdue; cancel its pending reminders when it is closed; schedule its next transition."""
+        overdue; cancel its pending reminders when it is closed; schedule its next transition.
+        A Task created in this transaction has no Flag or reminder yet (nothing to clear)."""
         if task is not None and not self.is_follow_up(task):
             return
         repo = uow.repo
         followups = FollowUps(uow.conn, uow.database.dialect)
         closed = task is None or task.get("status") not in OPEN_TASK
         window = _window(task) if task is not None else None
-        if closed or (window is not None and today < self.policy.overdue_on(window)):
+        if not created and (closed or (window is not None and today < self.policy.overdue_on(window))):
             for flag in self._overdue_flags(repo, task_id):
                 if flag.get("status") == "active":
                     flag["status"] = "inactive"
                     flag["period"] = {**flag.get("period", {}), "end": max(today.isoformat(),
                                                                             flag.get("period", {}).get("start", ""))}
                     repo.update("Flag", flag["id"], flag)
-        if closed:
+        if closed and not created:
             followups.cancel_reminders(f"Task/{task_id}")
         due = self.next_due(repo, task_id, task, today)
         followups.schedule("task", task_id, midnight(due) if due else None)

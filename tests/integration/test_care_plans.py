@@ -291,3 +291,28 @@ def test_after_40_days_down_one_sweep_catches_up_in_order_once(app, client, cloc
         ("follow-up-due", f"Task/{first['id']}", "2025-04-05"),
         ("follow-up-due", f"Task/{second['id']}", "2025-04-24"),
         ("follow-up-overdue", f"Task/{first['id']}", "2025-04-27")]
+
+
+def test_a_clinic_names_its_own_plan_definition_in_configuration(database_url, clock) -> None:  # type: ignore[no-untyped-def]
+    from service import create_app
+    custom = "https://clinic.example/PlanDefinition/toh-short"
+    app = create_app({"database_url": database_url, "base_url": "http://toh.test/fhir",
+                      "followup_plan": custom}, clock=clock)
+    client = app.test_client()
+    try:
+        clock.set(at("2025-03-05"))
+        put(client, {"resourceType": "Patient", "id": "p1"})
+        put(client, condition("early", HIP, LEFT, "2025-03-01"))      # not stored yet: the write stands, no plan
+        assert plans(client) == []
+        put(client, {"resourceType": "PlanDefinition", "id": "toh-short", "url": custom, "status": "active",
+                     "action": [{"id": "review-2w", "title": "Review at 2 weeks",
+                                 "code": [{"coding": [{"system": TOH_CODES, "code": "follow-up-review"}]}],
+                                 "timingDuration": {"value": 14, "unit": "days", "system": "http://unitsofmeasure.org",
+                                                    "code": "d"}}]})
+        put(client, {**condition("early", HIP, LEFT, "2025-03-01"), "note": [{"text": "seen again"}]})
+        [plan] = plans(client)
+        assert plan["instantiatesCanonical"] == [custom]
+        assert [(t["instantiatesUri"], t["restriction"]["period"]["end"]) for t in tasks(client)] == \
+            [(f"{custom}#review-2w", "2025-03-15")]
+    finally:
+        app.extensions["toh"].database.dispose()
