@@ -43,6 +43,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _SUSPECT_ESCAPE = re.compile(r"\\(?:[bf]|u00(?:0[0-8bcefBCEF]|1[0-9a-fA-F])|u[dD][89a-fA-F])")
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _BRACKETS = {ord(c): None for c in map(chr, range(128)) if c not in "[]{}"}
+_STRUCTURE = {ord(c): None for c in map(chr, range(128)) if c not in '[]{}"\\'}
 _DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
@@ -92,7 +93,9 @@ def _parse_float(text: str) -> float:
 
 def _depth(text: str) -> int:
     """How deep the JSON text nests (objects and arrays), from its brackets outside strings."""
-    brackets = _JSON_STRING.sub("", text).translate(_BRACKETS)
+    # Only brackets, quotes and backslashes decide it: keep those (and the non-ASCII text of
+    # strings, which translate leaves), cut out the strings, count what remains.
+    brackets = _JSON_STRING.sub("", text.translate(_STRUCTURE)).translate(_BRACKETS)
     return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
 
 

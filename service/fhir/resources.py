@@ -3,7 +3,8 @@
 fhir.resources has no R4 package, so content is validated with its R4B models, which
 match R4 for every type the service reasons about. The R4 types that R4B replaced
 (MedicinalProduct*, Substance* details, the evidence syntheses) or redefined
-(Evidence, EvidenceVariable) get the structural checks only. fhir.resources does not check
+(Evidence, EvidenceVariable) are checked against their R4 StructureDefinitions
+(service.fhir.r4_structures: elements, cardinality, JSON kinds, data types). fhir.resources does not check
 codes, so every resource is also checked against R4's own required bindings
 (service.fhir.required_codes).
 """
@@ -24,6 +25,12 @@ from service.fhir.references import is_id
 
 # R4 types whose R4B model was redefined, so R4 content would be wrongly rejected by it.
 R4B_REDEFINED = frozenset({"Evidence", "EvidenceVariable"})
+
+
+def r4_only_types() -> frozenset[str]:
+    """The R4 resource types that have no R4B model, or one R4B redefined: checked against
+    their R4 StructureDefinitions (service.fhir.r4_structures) instead."""
+    return frozenset(t for t in R4_RESOURCE_TYPES if t in R4B_REDEFINED or _model(t) is None)
 
 
 def check_type(resource_type: str) -> str:
@@ -93,10 +100,12 @@ def validate(resource: dict[str, Any], expected_type: str | None = None) -> str:
 
 
 def _model_issues(resource: dict[str, Any], resource_type: str) -> list[Issue]:
-    """One issue per problem the R4(B) model finds (none for the types it lacks)."""
+    """One issue per problem the R4(B) model finds; the types R4B lacks or redefined are
+    checked against their R4 StructureDefinitions (service.fhir.r4_structures)."""
     model = None if resource_type in R4B_REDEFINED else _model(resource_type)
     if model is None:
-        return []
+        from service.fhir.r4_structures import structure_issues
+        return structure_issues(resource, _validate_nested)
     try:
         model.model_validate(resource)
     except pydantic.ValidationError as exc:
@@ -105,3 +114,7 @@ def _model_issues(resource: dict[str, Any], resource_type: str) -> list[Issue]:
                       (_fhirpath(resource_type, e["loc"]),))
                 for e in exc.errors()]
     return []
+
+
+def _validate_nested(resource: dict[str, Any]) -> None:
+    validate(resource)

@@ -59,6 +59,10 @@ REFUSED: list[tuple[str, str, str, Any, dict[str, str], tuple[int, ...], str | N
     ("-Infinity in a Bundle entry", "POST", "/fhir", '{"resourceType":"Bundle","type":"batch","entry":[{"resource":'
      '{"resourceType":"Observation","valueQuantity":{"value":-Infinity}},"request":{"method":"POST",'
      '"url":"Observation"}}]}', {}, (400,), "structure"),
+    ("an unknown element in Evidence", "POST", "/fhir/Evidence", {"resourceType": "Evidence", "status": "active",
+     "exposureBackground": {"reference": "EvidenceVariable/e"}, "colour": "red"}, {}, (422,), "structure"),
+    ("an unknown element in MedicinalProduct", "POST", "/fhir/MedicinalProduct", {"resourceType": "MedicinalProduct",
+     "name": [{"productName": "x", "strength": "1 mg"}]}, {}, (422,), "structure"),
     ("a lone surrogate in Evidence", "POST", "/fhir/Evidence", '{"resourceType":"Evidence","status":"active",'
      '"name":"\\ud800"}', {}, (400,), "structure"),
     # 7. control characters
