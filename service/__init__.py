@@ -22,6 +22,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clo
     """
     from service import api
     from service.api.context import Services
+    from service.fhir.search.query import SearchLimits
     from service.store import Database
     from service.store.search import SearchEngine
     from service.workflows.care_plans import CarePlanner, Policy
@@ -36,10 +37,13 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clo
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
 
-    database = Database(settings.database_url, clock=clock, echo=settings.sql_echo)
+    database = Database(settings.database_url, clock=clock, echo=settings.sql_echo,
+                        statement_timeout=settings.statement_timeout)
     conformance = _guide()
+    limits = SearchLimits(settings.max_search_params, settings.max_search_values, settings.max_chain_depth)
     search = SearchEngine(_search_parameters(), base_urls=[settings.base_url] if settings.base_url else [],
-                          default_count=settings.default_page_size, max_count=settings.max_page_size, clock=clock)
+                          default_count=settings.default_page_size, max_count=settings.max_page_size, clock=clock,
+                          limits=limits, max_index_entries=settings.max_index_entries)
     search.init_database(database)
     database.add_validator(profile_validator(conformance))
     database.set_read_only(guide_keys(conformance))

@@ -57,9 +57,10 @@ def serve(args: argparse.Namespace) -> int:
     options = {
         "bind": f"{args.host}:{args.port}",
         "workers": args.workers,
-        "worker_class": "gthread",
+        "worker_class": "service.gunicorn_worker.OutcomeThreadWorker",
         "threads": args.threads,
-        "timeout": 60,
+        "timeout": args.timeout if args.timeout is not None else settings.worker_timeout,
+        "limit_request_line": 8190,       # gunicorn's most: long search URLs are common in FHIR
         "accesslog": "-" if args.access_log else None,
         "errorlog": "-",
         "loglevel": "info",
@@ -145,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_serve.add_argument("--database-url", default=None, help="default: $TOH_DATABASE_URL or SQLite in ./toh-data/")
     p_serve.add_argument("--workers", type=int, default=int(os.environ.get("TOH_WORKERS", "2")))
     p_serve.add_argument("--threads", type=int, default=int(os.environ.get("TOH_THREADS", "4")))
+    p_serve.add_argument("--timeout", type=int, default=None,
+                         help="gunicorn's worker timeout in seconds (default: $TOH_WORKER_TIMEOUT or 60)")
     p_serve.add_argument("--access-log", action="store_true")
     p_serve.set_defaults(run=serve)
     p_migrate = sub.add_parser("migrate", help="create or upgrade the database schema")

@@ -24,6 +24,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from exc
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service is configured by."""
@@ -34,6 +44,12 @@ class Settings:
     default_page_size: int = 50
     max_page_size: int = 1000
     max_bundle_entries: int = 1000       # entries in one batch/transaction Bundle
+    max_search_params: int = 64          # name=value pairs in one search
+    max_search_values: int = 100         # comma-separated values of one search parameter
+    max_chain_depth: int = 3             # links of one chained search parameter
+    max_index_entries: int = 50_000      # estimated search index rows of one resource
+    statement_timeout: float = 30.0      # seconds a PostgreSQL statement may run (0: no limit)
+    worker_timeout: int = 60             # gunicorn's --timeout, seconds
     migrate_on_start: bool = True
     sql_echo: bool = False
     followup_plan: str = "https://fhir.toh-service.org/PlanDefinition/toh-follow-up-protocol"
@@ -53,6 +69,12 @@ class Settings:
             default_page_size=_int(env, "TOH_DEFAULT_PAGE_SIZE", cls.default_page_size),
             max_page_size=_int(env, "TOH_MAX_PAGE_SIZE", cls.max_page_size),
             max_bundle_entries=_int(env, "TOH_MAX_BUNDLE_ENTRIES", cls.max_bundle_entries),
+            max_search_params=_int(env, "TOH_SEARCH_MAX_PARAMS", cls.max_search_params),
+            max_search_values=_int(env, "TOH_SEARCH_MAX_VALUES", cls.max_search_values),
+            max_chain_depth=_int(env, "TOH_SEARCH_MAX_CHAIN_DEPTH", cls.max_chain_depth),
+            max_index_entries=_int(env, "TOH_MAX_INDEX_ENTRIES", cls.max_index_entries),
+            statement_timeout=_float(env, "TOH_STATEMENT_TIMEOUT", cls.statement_timeout),
+            worker_timeout=_int(env, "TOH_WORKER_TIMEOUT", cls.worker_timeout),
             migrate_on_start=env.get("TOH_MIGRATE_ON_START", "1") not in ("0", "false", "no"),
             sql_echo=env.get("TOH_SQL_ECHO", "") in ("1", "true", "yes"),
             followup_plan=env.get("TOH_FOLLOWUP_PLAN") or cls.followup_plan,

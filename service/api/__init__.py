@@ -16,6 +16,7 @@ def init_app(app: Flask) -> None:
     def _negotiate() -> None:
         from flask import request
         if request.path.startswith(context.FHIR_PREFIX):
+            negotiation.check_url_text()
             negotiation.check_accept()
 
     app.register_blueprint(metadata.bp, url_prefix=context.FHIR_PREFIX)

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, json
+from flask import Flask, Response, json, request
 from werkzeug.exceptions import HTTPException
 
 from service.api.negotiation import FHIR_JSON
 from service.fhir.errors import (BadRequest, Conflict, FhirError, Gone, MethodNotAllowed, NotAcceptable,
                                  NotFound, PayloadTooLarge, PreconditionFailed, ServiceUnavailable,
                                  UnsupportedMediaType, Unprocessable)
-from service.store import TRANSIENT_ERRORS
+from service.api.context import READ_METHODS
+from service.store import TRANSIENT_ERRORS, is_too_costly
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,11 @@ def _http_error(exc: HTTPException) -> Response:
 def _unexpected(exc: Exception) -> Response:
     if isinstance(exc, HTTPException):
         return _http_error(exc)
+    if is_too_costly(exc) and request.method in READ_METHODS:
+        log.warning("a read stopped for its cost: %s", exc)
+        return outcome_response(BadRequest(
+            "The request was stopped because it costs too much (a statement timeout, TOH_STATEMENT_TIMEOUT, "
+            "or a database limit); narrow it", code="too-costly"))
     if isinstance(exc, TRANSIENT_ERRORS):
         log.exception("database unavailable")
         return outcome_response(ServiceUnavailable("The database is unavailable; try again"))

@@ -1,11 +1,14 @@
 """FHIR's HTTP conventions: media types, _format, Prefer, If-Match, and resource responses."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from flask import Response, json, request
 
-from service.fhir.errors import BadRequest, Issue, NotAcceptable, UnsupportedMediaType, operation_outcome
+from service.fhir.content import has_control_character
+from service.fhir.errors import (BadRequest, Issue, NotAcceptable, PayloadTooLarge, UnsupportedMediaType,
+                                 operation_outcome)
 from service.fhir.http import etag_version
 from service.fhir.resources import parse_json
 from service.store import StoredResource
@@ -31,12 +34,41 @@ def check_accept() -> None:
     raise NotAcceptable(f"Cannot produce {request.headers.get('Accept')}; this server speaks application/fhir+json")
 
 
+def check_url_text() -> None:
+    """Refuse a control character (other than tab, CR, LF) in the path or in a query
+    parameter's name or value: FHIR strings may not hold them and PostgreSQL cannot store NUL.
+    Raises BadRequest naming the parameter."""
+    if has_control_character(request.path):
+        raise BadRequest("The URL's path holds a control character")
+    check_params(request.args.items(multi=True))
+
+
+def check_params(pairs: Iterable[tuple[str, str]]) -> None:
+    """Refuse a parameter (name, value) holding a control character; raises BadRequest."""
+    for name, value in pairs:
+        if has_control_character(name) or has_control_character(value):
+            shown = name.encode("unicode_escape").decode("ascii")
+            raise BadRequest(f"The parameter '{shown}' holds a control character", expression=[shown])
+
+
+def request_body() -> bytes:
+    """The request body as read, whatever its framing; raises PayloadTooLarge (413) beyond
+    MAX_CONTENT_LENGTH. Werkzeug cuts a chunked body (no Content-Length) at the limit without
+    saying so; here a body that fills the limit and has more behind it is refused."""
+    body = request.get_data(cache=True)
+    limit = request.max_content_length
+    if limit is not None and request.content_length is None and len(body) >= limit:
+        if request.environ["wsgi.input"].read(1):
+            raise PayloadTooLarge(f"The body is larger than {limit} bytes (TOH_MAX_PAYLOAD_BYTES)")
+    return body
+
+
 def request_resource() -> dict[str, Any]:
-    """The JSON body of a write; raises UnsupportedMediaType or BadRequest."""
+    """The JSON body of a write; raises UnsupportedMediaType, PayloadTooLarge or BadRequest."""
     mimetype = request.mimetype
     if mimetype and mimetype not in JSON_TYPES:
         raise UnsupportedMediaType(f"Content-Type '{mimetype}' is not supported; send application/fhir+json")
-    body = request.get_data(cache=True)
+    body = request_body()
     if not body:
         raise BadRequest("The request has no body", code="required")
     return parse_json(body)

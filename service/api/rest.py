@@ -17,7 +17,7 @@ from service.api.bundles import batch_or_transaction
 from service.api.context import FHIR_PREFIX, base_url, current_uow, request_url, services
 from service.api.negotiation import if_match, json_response, request_resource, resource_response
 from service.fhir.errors import BadRequest
-from service.fhir.http import conditional_criteria
+from service.fhir.http import bounded_int, conditional_criteria
 from service.fhir.resources import check_id, check_type
 from service.fhir.search.values import date_range
 from service.store import StoredResource
@@ -58,9 +58,9 @@ def read(res_type: str, res_id: str) -> Response:
 def vread(res_type: str, res_id: str, version: str) -> Response:
     """GET [base]/[type]/[id]/_history/[vid]: one version."""
     check_type(res_type)
-    if not version.isdigit():
-        raise BadRequest(f"'{version}' is not a version number")
-    return resource_response(current_uow().repo.vread(res_type, res_id, int(version)))
+    check_id(res_id)
+    number = bounded_int(version, "The version", low=1)
+    return resource_response(current_uow().repo.vread(res_type, res_id, number))
 
 
 def update(res_type: str, res_id: str) -> Response:
@@ -99,15 +99,12 @@ def delete(res_type: str, res_id: str) -> Response:
 def _history(res_type: str | None = None, res_id: str | None = None) -> Response:
     if res_type is not None:
         check_type(res_type)
+    if res_id is not None:
+        check_id(res_id)
     settings = services().settings
     args = request.args
-    try:
-        count = min(int(args.get("_count", settings.default_page_size)), settings.max_page_size)
-        offset = int(args.get("_offset", 0))
-    except ValueError as exc:
-        raise BadRequest(f"Bad history parameter: {exc}") from exc
-    if count < 0 or offset < 0:
-        raise BadRequest("_count and _offset must not be negative")
+    count = min(bounded_int(args.get("_count", str(settings.default_page_size)), "_count"), settings.max_page_size)
+    offset = bounded_int(args.get("_offset", "0"), "_offset")
     since = _history_time(args, "_since")
     at = _history_time(args, "_at")
     versions, total = current_uow().repo.history(res_type, res_id, since=since[0] if since else None, at=at,

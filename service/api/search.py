@@ -17,7 +17,7 @@ from flask import Blueprint, Flask, Response, request
 from werkzeug.routing import BaseConverter
 
 from service.api.context import base_url, current_uow, services
-from service.api.negotiation import FHIR_JSON, prefer_strict
+from service.api.negotiation import FHIR_JSON, check_params, prefer_strict
 from service.fhir.resources import check_id, check_type
 from service.store.search import SearchEngine
 from service.store.search.searchset import searchset_json
@@ -39,7 +39,9 @@ def engine() -> SearchEngine:
 def _params() -> list[tuple[str, str]]:
     pairs = list(request.args.items(multi=True))
     if request.method == "POST":
-        pairs += list(request.form.items(multi=True))
+        form = list(request.form.items(multi=True))
+        check_params(form)
+        pairs += form
     return pairs
 
 

@@ -8,7 +8,9 @@ from urllib.parse import parse_qsl
 
 from service.fhir.errors import BadRequest
 
-_ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
+_ETAG = re.compile(r'^\s*(?:W/)?"?([0-9]+)"?\s*$')
+_DIGITS = re.compile(r"^[0-9]{1,18}$")
+MAX_INT = 2**31 - 1   # FHIR integer (https://hl7.org/fhir/R4/datatypes.html#integer); versions, counts, offsets
 
 Criteria = list[tuple[str, str]]
 
@@ -19,8 +21,16 @@ def etag_version(etag: Any, what: str = "If-Match") -> int | None:
         return None
     match = _ETAG.match(str(etag))
     if not match:
-        raise BadRequest(f"{what} '{etag}' is not a version ETag like W/\"3\"")
-    return int(match.group(1))
+        raise BadRequest(f"{what} '{str(etag)[:40]}' is not a version ETag like W/\"3\"")
+    return bounded_int(match.group(1), what, low=1)
+
+
+def bounded_int(text: str, what: str, *, low: int = 0, high: int = MAX_INT) -> int:
+    """A client's decimal integer (ASCII digits only) within [low, high]; raises BadRequest
+    naming `what` otherwise, so no number from a request can overflow the database's columns."""
+    if not _DIGITS.match(text) or not low <= int(text) <= high:
+        raise BadRequest(f"{what} must be an integer from {low} to {high}, got '{text[:40]}'")
+    return int(text)
 
 
 def conditional_criteria(text: str, what: str) -> Criteria:

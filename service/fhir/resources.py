@@ -3,13 +3,13 @@
 fhir.resources has no R4 package, so content is validated with its R4B models, which
 match R4 for every type the service reasons about. The R4 types that R4B replaced
 (MedicinalProduct*, Substance* details, the evidence syntheses) or redefined
-(Evidence, EvidenceVariable) get the structural checks only. fhir.resources does not check
+(Evidence, EvidenceVariable) are checked against their R4 StructureDefinitions
+(service.fhir.r4_structures: elements, cardinality, JSON kinds, data types). fhir.resources does not check
 codes, so every resource is also checked against R4's own required bindings
 (service.fhir.required_codes).
 """
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from typing import Any
 
@@ -17,6 +17,7 @@ import pydantic
 from fhir.resources.R4B import get_fhir_model_class
 
 from service.fhir import required_codes
+from service.fhir.content import parse_json
 from service.fhir.errors import BadRequest, Issue, NotFound, Unprocessable
 from service.fhir.r4_types import R4_RESOURCE_TYPES
 from service.fhir.references import is_id
@@ -26,6 +27,12 @@ from service.fhir.references import is_id
 R4B_REDEFINED = frozenset({"Evidence", "EvidenceVariable"})
 
 
+def r4_only_types() -> frozenset[str]:
+    """The R4 resource types that have no R4B model, or one R4B redefined: checked against
+    their R4 StructureDefinitions (service.fhir.r4_structures) instead."""
+    return frozenset(t for t in R4_RESOURCE_TYPES if t in R4B_REDEFINED or _model(t) is None)
+
+
 def check_type(resource_type: str) -> str:
     """Return resource_type if it is an R4 resource type; raises NotFound otherwise."""
     if resource_type not in R4_RESOURCE_TYPES:
@@ -33,22 +40,20 @@ def check_type(resource_type: str) -> str:
     return resource_type
 
 
+__all__ = ["check_id", "check_type", "is_addressable_id", "parse_json", "validate"]
+
+
+def is_addressable_id(resource_id: str) -> bool:
+    """Whether resource_id is a FHIR id ([A-Za-z0-9-.]{1,64}) that a URL can address: the
+    pattern allows '.' and '..', but URL resolution removes them (RFC 3986 section 5.2.4)."""
+    return is_id(resource_id) and resource_id not in (".", "..")
+
+
 def check_id(resource_id: str) -> str:
-    """Return resource_id if it is a valid FHIR id; raises BadRequest otherwise."""
-    if not is_id(resource_id):
-        raise BadRequest(f"'{resource_id}' is not a valid FHIR id ([A-Za-z0-9-.]{{1,64}})")
+    """Return resource_id if it is a valid, addressable FHIR id; raises BadRequest otherwise."""
+    if not is_addressable_id(resource_id):
+        raise BadRequest(f"{resource_id!r} is not a valid FHIR id ([A-Za-z0-9-.]{{1,64}}, not '.' or '..')")
     return resource_id
-
-
-def parse_json(body: bytes | str) -> dict[str, Any]:
-    """Parse a request body as a JSON object; raises BadRequest if it is not one."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"The body is not valid JSON: {exc}", code="structure") from exc
-    if not isinstance(data, dict):
-        raise BadRequest("The body must be a JSON object (a FHIR resource)", code="structure")
-    return data
 
 
 @lru_cache(maxsize=None)
@@ -84,7 +89,7 @@ def validate(resource: dict[str, Any], expected_type: str | None = None) -> str:
     if expected_type is not None and resource_type != expected_type:
         raise BadRequest(f"resourceType '{resource_type}' does not match the URL's type '{expected_type}'")
     check_type(resource_type)
-    if "id" in resource and (not isinstance(resource["id"], str) or not is_id(resource["id"])):
+    if "id" in resource and (not isinstance(resource["id"], str) or not is_addressable_id(resource["id"])):
         raise BadRequest(f"'{resource['id']}' is not a valid FHIR id", expression=[f"{resource_type}.id"])
     issues = _model_issues(resource, resource_type)
     located = {e for issue in issues for e in issue.expression}
@@ -95,10 +100,12 @@ def validate(resource: dict[str, Any], expected_type: str | None = None) -> str:
 
 
 def _model_issues(resource: dict[str, Any], resource_type: str) -> list[Issue]:
-    """One issue per problem the R4(B) model finds (none for the types it lacks)."""
+    """One issue per problem the R4(B) model finds; the types R4B lacks or redefined are
+    checked against their R4 StructureDefinitions (service.fhir.r4_structures)."""
     model = None if resource_type in R4B_REDEFINED else _model(resource_type)
     if model is None:
-        return []
+        from service.fhir.r4_structures import structure_issues
+        return structure_issues(resource, _validate_nested)
     try:
         model.model_validate(resource)
     except pydantic.ValidationError as exc:
@@ -107,3 +114,7 @@ def _model_issues(resource: dict[str, Any], resource_type: str) -> list[Issue]:
                       (_fhirpath(resource_type, e["loc"]),))
                 for e in exc.errors()]
     return []
+
+
+def _validate_nested(resource: dict[str, Any]) -> None:
+    validate(resource)

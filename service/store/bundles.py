@@ -36,7 +36,7 @@ from urllib.parse import parse_qsl
 
 from service.fhir.errors import (BadRequest, Conflict, FhirError, Issue, MethodNotAllowed, PayloadTooLarge,
                                  PreconditionFailed, operation_outcome)
-from service.fhir.http import Criteria, conditional_criteria, etag_version
+from service.fhir.http import bounded_int, Criteria, conditional_criteria, etag_version
 from service.fhir.resources import check_id, check_type
 from service.store.repository import Repository, StoredResource, format_instant
 
@@ -234,9 +234,8 @@ class _Processor:
         elif method in ("PUT", "DELETE", "GET", "HEAD") and len(parts) == 2 and not query:
             entry.res_id = check_id(parts[1])
         elif method in ("GET", "HEAD") and len(parts) == 4 and parts[2] == "_history" and not query:
-            if not parts[3].isdigit():
-                raise BadRequest(f"'{parts[3]}' is not a version number", expression=[f"{here}.request.url"])
-            entry.res_id, entry.version = check_id(parts[1]), int(parts[3])
+            entry.res_id = check_id(parts[1])
+            entry.version = bounded_int(parts[3], f"{here}.request.url's version", low=1)
         else:
             raise BadRequest(f"{method} {url} is not supported in a bundle (read, vread, search, create, update, "
                              "conditional create/update and delete are)", code="not-supported",

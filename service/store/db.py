@@ -28,12 +28,32 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (OperationalError,)
 _MIGRATION_LOCK_KEY = 0x70_48_00_01  # pg_advisory_lock key held while migrating
 
+# PostgreSQL SQLSTATEs of a statement stopped for its cost: query_canceled (statement_timeout),
+# statement_too_complex, program_limit_exceeded; SQLite's messages for the same.
+_TOO_COSTLY_STATES = frozenset({"57014", "54001", "54000"})
+_TOO_COSTLY_SQLITE = ("too large", "too many", "too complex", "too big")
 
-def make_engine(url: str, echo: bool = False) -> Engine:
-    """An engine for url; SQLite gets WAL, a busy timeout and explicit BEGIN control."""
+
+def is_too_costly(exc: BaseException) -> bool:
+    """Whether a database error means the statement asked too much (a statement timeout, an
+    expression or parameter limit) rather than that the database is unavailable."""
+    orig = getattr(exc, "orig", None)
+    if orig is None:
+        return False
+    if getattr(orig, "sqlstate", None) in _TOO_COSTLY_STATES:
+        return True
+    return type(orig).__module__.startswith("sqlite3") and any(m in str(orig) for m in _TOO_COSTLY_SQLITE)
+
+
+def make_engine(url: str, echo: bool = False, statement_timeout: float = 0) -> Engine:
+    """An engine for url; SQLite gets WAL, a busy timeout and explicit BEGIN control;
+    PostgreSQL a statement_timeout of that many seconds on every connection (0: none)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, echo=echo, pool_pre_ping=True, future=True)
+        connect_args = {}
+        if statement_timeout > 0:
+            connect_args["options"] = f"-c statement_timeout={int(statement_timeout * 1000)}"
+        return create_engine(url, echo=echo, pool_pre_ping=True, future=True, connect_args=connect_args)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, echo=echo, future=True, connect_args={"timeout": 30, "check_same_thread": False})
@@ -75,7 +95,7 @@ class UnitOfWork:
             from service.store.repository import Repository
             db = self.database
             self._repo = Repository(self.conn, self.clock, db.hooks, db.dialect, db.validators, db.finder,
-                                    journal=self.changes, read_only=db.read_only)
+                                    journal=self.changes, read_only=db.read_only, prechecks=db.prechecks)
         return self._repo
 
     def commit(self) -> None:
@@ -97,13 +117,14 @@ class Database:
     """The store: an engine plus the write hooks every unit of work runs."""
 
     def __init__(self, url: str, clock: Clock | None = None, echo: bool = False,
-                 hooks: list[WriteHook] | None = None) -> None:
+                 hooks: list[WriteHook] | None = None, statement_timeout: float = 0) -> None:
         self.url = url
-        self.engine = make_engine(url, echo=echo)
+        self.engine = make_engine(url, echo=echo, statement_timeout=statement_timeout)
         self.dialect = self.engine.dialect.name
         self.clock: Clock = clock or SystemClock()
         self.hooks: list[WriteHook] = list(hooks or [])
         self.validators: list[Validator] = []
+        self.prechecks: list[Validator] = []
         from service.store.repository import id_only_finder
         self.finder: Finder = id_only_finder
         self.before_commit: list[BeforeCommit] = []
@@ -117,6 +138,11 @@ class Database:
     def add_validator(self, validator: Validator) -> None:
         """Register a check every written resource must pass (it raises a FhirError)."""
         self.validators.append(validator)
+
+    def add_precheck(self, check: Validator) -> None:
+        """Register a cheap check every written resource must pass before the model check
+        (which costs more): e.g. the bound on the size of its search index. It raises a FhirError."""
+        self.prechecks.append(check)
 
     def add_before_commit(self, step: BeforeCommit) -> None:
         """Register a step run in every unit of work just before it commits (it may write)."""

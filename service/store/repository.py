@@ -50,8 +50,9 @@ def _ceil_ms(moment: datetime) -> datetime:
 
 
 def dump(resource: dict[str, Any]) -> str:
-    """The compact JSON text the store keeps and serves."""
-    return json.dumps(resource, separators=(",", ":"), ensure_ascii=False)
+    """The compact JSON text the store keeps and serves (strict JSON: NaN or Infinity, which
+    service.fhir.content refuses at the edge, would raise ValueError rather than be stored)."""
+    return json.dumps(resource, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 @dataclass(frozen=True)
@@ -133,8 +134,10 @@ class Repository:
     def __init__(self, conn: Connection, clock: Clock, hooks: Sequence[WriteHook] = (),
                  dialect: str = "sqlite", validators: Sequence[Validator] = (),
                  finder: Finder = id_only_finder, journal: list[Change] | None = None,
-                 read_only: frozenset[tuple[str, str]] = frozenset()) -> None:
+                 read_only: frozenset[tuple[str, str]] = frozenset(),
+                 prechecks: Sequence[Validator] = ()) -> None:
         self.conn = conn
+        self.prechecks = prechecks
         self.read_only = read_only
         self.journal = journal if journal is not None else []
         self.clock = clock
@@ -217,7 +220,10 @@ class Repository:
 
     # -- writes -----------------------------------------------------------------------
     def validate(self, resource: dict[str, Any], expected_type: str | None = None) -> str:
-        """Check a resource against R4 and the registered validators; returns its type."""
+        """Check a resource with the cheap prechecks, then against R4 and the registered
+        validators; returns its type. Raises what they raise (FhirErrors)."""
+        for check in self.prechecks:
+            check(resource)
         res_type = fhir.validate(resource, expected_type)
         for validator in self.validators:
             validator(resource)

@@ -242,8 +242,10 @@ def test_types_beyond_the_clinical_ones_can_be_stored(client) -> None:  # type: 
             "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"}}
     assert post(client, "/fhir/Encounter", body).status_code == 201
     assert post(client, "/fhir/Practitioner", {"resourceType": "Practitioner"}).status_code == 201
-    # an R4 type that R4B replaced still stores (structural checks only)
-    assert post(client, "/fhir/MedicinalProduct", {"resourceType": "MedicinalProduct"}).status_code == 201
+    # an R4 type that R4B replaced still stores (checked against its R4 StructureDefinition,
+    # which requires a name)
+    body = {"resourceType": "MedicinalProduct", "name": [{"productName": "Alendronate 70 mg"}]}
+    assert post(client, "/fhir/MedicinalProduct", body).status_code == 201
 
 
 def test_capability_statement_reflects_implementation(client) -> None:  # type: ignore[no-untyped-def]

@@ -75,7 +75,8 @@ def test_diagnostics_name_the_allowed_codes_briefly() -> None:
 
 def test_types_without_an_r4b_model_are_still_checked() -> None:
     with pytest.raises(Unprocessable) as raised:
-        validate({"resourceType": "Evidence", "status": "finished"})
+        validate({"resourceType": "Evidence", "status": "finished",
+                  "exposureBackground": {"reference": "EvidenceVariable/e1"}})
     assert [i.code for i in raised.value.issues] == ["code-invalid"]
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from service.fhir.errors import BadRequest, Issue
@@ -27,10 +28,26 @@ from service.fhir.search.values import (date_range, is_id, is_type_name, normali
                                         number_range, parse_reference, split_prefix)
 
 __all__ = ["CURSOR", "Chain", "Criterion", "DateValue", "Include", "NumberValue", "QuantityValue",
-           "RefValue", "SearchParser", "SearchQuery", "SortKey", "TextValue", "TokenValue", "UriValue",
-           "Value", "split_escaped"]
+           "RefValue", "SearchLimits", "SearchParser", "SearchQuery", "SortKey", "TextValue", "TokenValue",
+           "UriValue", "Value", "split_escaped"]
 
-MAX_CHAIN_DEPTH = 3
+
+@dataclass(frozen=True)
+class SearchLimits:
+    """What one search may ask for, so its cost is bounded whatever a client sends.
+
+    max_params: parameters in the request (every name=value pair, result parameters included;
+    TOH_SEARCH_MAX_PARAMS); max_values: comma-separated values of one parameter
+    (TOH_SEARCH_MAX_VALUES); max_chain_depth: links of a chain, 'subject:Patient.name' is one
+    (TOH_SEARCH_MAX_CHAIN_DEPTH). Beyond any of them a search is refused with 400 (too-costly).
+    """
+
+    max_params: int = 64
+    max_values: int = 100
+    max_chain_depth: int = 3
+
+
+MAX_CHAIN_DEPTH = SearchLimits.max_chain_depth
 # Result-shaping parameters; the paging cursor is ours (opaque to clients).
 CURSOR = "_cursor"
 _IGNORED = frozenset({"_format", "_pretty"})
@@ -97,8 +114,10 @@ class SearchParser:
     """Turns request parameters into a SearchQuery against one registry."""
 
     def __init__(self, registry: SearchParameterRegistry, *, base_urls: tuple[str, ...] = (),
-                 default_count: int = 50, max_count: int = 1000) -> None:
+                 default_count: int = 50, max_count: int = 1000,
+                 limits: SearchLimits = SearchLimits()) -> None:
         self.registry = registry
+        self.limits = limits
         self.base_urls = base_urls
         self.default_count = default_count
         self.max_count = max_count
@@ -113,6 +132,9 @@ class SearchParser:
         """
         q = SearchQuery(res_type, count=self.default_count, compartment=compartment)
         errors: list[Issue] = []
+        if len(params) > self.limits.max_params:
+            raise BadRequest(f"The search has {len(params)} parameters; at most {self.limits.max_params} are "
+                             "allowed (TOH_SEARCH_MAX_PARAMS)", code="too-costly")
         for name, value in params:
             try:
                 if self._control(q, name, value):
@@ -244,11 +266,11 @@ class SearchParser:
         }[param.type]
         return Criterion(res_type, code, param.type, mod, self._values(value, parse_one))
 
-    @staticmethod
-    def _values(value: str, parse_one: Any) -> tuple[Value, ...]:
+    def _values(self, value: str, parse_one: Any) -> tuple[Value, ...]:
         parts = [p for p in split_escaped(value, ",", keep_escapes=True) if p != ""]
         if not parts:
             raise _Unsupported("empty value", "invalid")
+        self._check_values(len(parts))
         try:
             return tuple(parse_one(p) for p in parts)
         except ValueError as exc:
@@ -258,9 +280,15 @@ class SearchParser:
         if mod not in (None, "not"):
             raise _Unsupported(f"unsupported modifier :{mod}")
         values = tuple(TokenValue(None, v, False) for v in split_escaped(value, ",") if v)
+        self._check_values(len(values))
         if not values or not all(is_id(v.code or "") for v in values):
             raise _Malformed("not a valid id")
         return Criterion(res_type, "_id", "token", mod, values)
+
+    def _check_values(self, n: int) -> None:
+        if n > self.limits.max_values:
+            raise BadRequest(f"A parameter has {n} values; at most {self.limits.max_values} are allowed "
+                             "(TOH_SEARCH_MAX_VALUES)", code="too-costly")
 
     @staticmethod
     def _token(text: str) -> TokenValue:
@@ -409,8 +437,9 @@ class SearchParser:
                depth: int) -> Criterion:
         if param.type != "reference":
             raise _Malformed(f"{param.code} is not a reference; it cannot be chained")
-        if depth >= MAX_CHAIN_DEPTH:
-            raise _Malformed("chain too deep", "too-costly")
+        if depth >= self.limits.max_chain_depth:
+            raise BadRequest(f"The chain is longer than {self.limits.max_chain_depth} links "
+                             "(TOH_SEARCH_MAX_CHAIN_DEPTH)", code="too-costly")
         if mod is not None and not is_type_name(mod):
             raise _Unsupported(f"unsupported modifier :{mod} in a chain")
         candidates = (mod,) if mod else param.targets

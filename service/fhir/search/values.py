@@ -73,7 +73,7 @@ def date_range(value: str) -> tuple[datetime, datetime]:
         hh, mm = int(g["tz"][1:3]), int(g["tz"][4:6])
         tz = timezone(sign * timedelta(hours=hh, minutes=mm))
     local = datetime(y, mo, d, int(g["H"]), int(g["M"]), int(g["S"] or 0), micro, tzinfo=tz)
-    low = local.astimezone(UTC)
+    low = to_utc(local)
     if g["S"] is None:
         step = timedelta(minutes=1)
     elif not frac:
@@ -81,6 +81,23 @@ def date_range(value: str) -> tuple[datetime, datetime]:
     else:
         step = timedelta(microseconds=10 ** max(0, 6 - len(frac)))
     return low, _add(low, step)
+
+
+def to_utc(moment: datetime) -> datetime:
+    """An aware datetime in UTC; one whose UTC time falls outside the calendar (0001-01-01
+    00:00 at +01:00, 9999-12-31 23:00 at -02:00) is clamped to LOW_END / HIGH_END."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return LOW_END if moment.year == 1 else HIGH_END
+
+
+def shift(moment: datetime, step: timedelta) -> datetime:
+    """moment + step, clamped to [LOW_END, HIGH_END] instead of overflowing."""
+    try:
+        return moment + step
+    except OverflowError:
+        return HIGH_END if step > timedelta(0) else LOW_END
 
 
 def _add(moment: datetime, step: timedelta | relativedelta) -> datetime:

@@ -3,7 +3,11 @@ on the resources table.
 
 Every criterion becomes ``resources.rid IN (SELECT rid FROM search_<type> WHERE res_type = :t
 AND param = :p AND <value conditions>)`` — a range scan of one index per criterion, joined
-to resources by primary key. All values are bound parameters; table and column names come
+to resources by primary key. A parameter repeated (``name=a&name=b``: both must hold, maybe
+on different rows) is still one join: ``rid IN (SELECT rid ... GROUP BY rid HAVING
+max(CASE WHEN <a> THEN 1 ELSE 0 END) = 1 AND max(CASE WHEN <b> ...) = 1)``, and repeated
+``:not`` is one ``NOT IN`` over the union of the values, so the SQL grows with the number of
+parameter names, not with repetition (a planner facing 100 semi-joins is what exhausts memory). All values are bound parameters; table and column names come
 from tables.py only, never from the request. Range semantics follow
 https://hl7.org/fhir/R4/search.html#prefix (ranges are half-open [low, high)).
 """
@@ -14,16 +18,19 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, FromClause, Select, and_, false, literal, not_, or_, select
+from sqlalchemy import ColumnElement, FromClause, Select, and_, case, false, func, literal, not_, or_, select
 
 from service.fhir.search.definitions import SearchParameterRegistry
 from service.fhir.search.model import CompositeValue, OfTypeValue
 from service.fhir.search.query import (Criterion, DateValue, NumberValue, QuantityValue,
                                        RefValue, TextValue, TokenValue, UriValue)
-from service.fhir.search.values import fold_case, normalize
+from service.fhir.search.values import fold_case, normalize, shift
 from service.store.schema import UTCDateTime, resources
 from service.store.search.tables import TABLES, VALUE, search_composite, search_reference
 
+# A repeated parameter's rows are pre-filtered by the union of its values up to this many
+# terms; beyond, SQLite's expression depth limit (1000) is near, and its partition is scanned.
+PREFILTER_TERMS = 100
 TOP = "\U0010ffff"   # sorts after every character: [p, p + TOP) is "starts with p"
 
 
@@ -71,7 +78,33 @@ class Compiler:
         return res.c.rid.in_(matching)
 
     def conditions(self, res: FromClause, criteria: Sequence[Criterion]) -> list[ColumnElement[bool]]:
-        return [self.condition(res, c) for c in criteria]
+        """The conditions for criteria ANDed, one join per repeated parameter (module docstring)."""
+        groups: dict[tuple[str, str, str, bool], list[Criterion]] = {}
+        out: list[ColumnElement[bool]] = []
+        for c in criteria:
+            if (c.name in ("_id", "_lastUpdated") or c.missing is not None or c.chain is not None
+                    or c.has is not None or c.type not in TABLES):
+                out.append(self.condition(res, c))
+            else:
+                groups.setdefault((c.res_type, c.name, c.type, c.modifier == "not"), []).append(c)
+        for (res_type, name, kind, negated), group in groups.items():
+            if len(group) == 1:
+                out.append(self.condition(res, group[0]))
+                continue
+            table = TABLES[kind]
+            base = [table.c.res_type == res_type, table.c.param == name]
+            if negated:   # not a and not b = not (a or b)
+                union = [self._value(c, v) for c in group for v in c.values]
+                matching = select(table.c.rid).where(*base, or_(*union) if union else false())
+                out.append(not_(res.c.rid.in_(matching)))
+                continue
+            each = [or_(*vals) if vals else false() for vals in ([self._value(c, v) for v in c.values] for c in group)]
+            rows = select(table.c.rid).where(*base)
+            if sum(len(c.values) for c in group) <= PREFILTER_TERMS:
+                rows = rows.where(or_(*each))   # a row matching none of them counts for none
+            out.append(res.c.rid.in_(rows.group_by(table.c.rid).having(
+                and_(*(func.max(case((cond, 1), else_=0)) == 1 for cond in each)))))
+        return out
 
     def compartment(self, res: FromClause, res_type: str | None, comp_type: str, comp_id: str
                     ) -> ColumnElement[bool]:
@@ -202,7 +235,7 @@ class Compiler:
         """The 'ap' range: widened by 10% of the distance from now (at least a day)."""
         distance = max(abs(self.now - low), abs(self.now - high))
         widen = max(distance / 10, timedelta(days=1))
-        return low - widen, high + widen
+        return shift(low, -widen), shift(high, widen)
 
     def _range_date(self, low: Any, high: Any, v: DateValue) -> ColumnElement[bool]:
         """Target range [low, high) against the parameter's range [v.low, v.high)."""

@@ -20,11 +20,12 @@ from typing import Any
 from sqlalchemy import (ColumnElement, Connection, and_, func, literal, or_, select)
 
 from service.clock import Clock, SystemClock
-from service.fhir.errors import BadRequest, Issue
+from service.fhir.errors import BadRequest, Issue, Unprocessable
 from service.fhir.search.definitions import SearchParameterRegistry
 from service.fhir.search.extract import Extractor
-from service.fhir.search.query import Include, SearchParser, SearchQuery, SortKey
-from service.fhir.search.values import HIGH_END, LOW_END
+from service.fhir.search.index_size import IndexSizeEstimator
+from service.fhir.search.query import Include, SearchLimits, SearchParser, SearchQuery, SortKey
+from service.fhir.search.values import HIGH_END, LOW_END, to_utc
 from service.store.schema import UTCDateTime, resources
 from service.store.search.compiler import TOP, Compiler
 from service.store.search.indexer import SearchIndexer
@@ -81,10 +82,10 @@ class Cursor:
         """Parse a cursor made by encode() for a sort with these key kinds; raises BadRequest."""
         try:
             body = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-            snapshot = int(body["s"])
+            snapshot = _rid(body["s"])
             after = _keys(body["a"], kinds) if "a" in body else None
             before = _keys(body["b"], kinds) if "b" in body else None
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, OverflowError) as exc:
             raise BadRequest("The paging cursor is not valid for this search", code="invalid",
                              expression=["_cursor"]) from exc
         return cls(snapshot, after, before)
@@ -100,15 +101,25 @@ def _keys(raw: list[Any], kinds: Sequence[str]) -> tuple[Any, ...]:
     out: list[Any] = []
     for value, kind in zip(raw, kinds):
         if kind == "date":
-            out.append(datetime.fromisoformat(value))
+            moment = datetime.fromisoformat(value)
+            if moment.tzinfo is None:
+                raise ValueError("cursor date without a zone")
+            out.append(to_utc(moment))
         elif kind == "float":
             out.append(float(value))
         else:
             if not isinstance(value, str):
                 raise ValueError("bad key")
             out.append(value)
-    out.append(int(raw[-1]))
+    out.append(_rid(raw[-1]))
     return tuple(out)
+
+
+def _rid(value: Any) -> int:
+    """A row id from a cursor: an integer that fits a BIGINT; raises ValueError otherwise."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+        raise ValueError("bad row id")
+    return value
 
 
 _KIND = {"date": "date", "number": "float", "quantity": "float", "string": "str",
@@ -122,12 +133,16 @@ class SearchEngine:
     execution, and the CapabilityStatement's searchParam lists."""
 
     def __init__(self, registry: SearchParameterRegistry | None = None, *, base_urls: Iterable[str] = (),
-                 default_count: int = 50, max_count: int = 1000, clock: Clock | None = None) -> None:
+                 default_count: int = 50, max_count: int = 1000, clock: Clock | None = None,
+                 limits: SearchLimits = SearchLimits(), max_index_entries: int = 50_000) -> None:
         self.registry = registry or SearchParameterRegistry.load()
         self.clock: Clock = clock or SystemClock()
         self.base_urls = tuple(b.rstrip("/") for b in base_urls if b)
         self.default_count = default_count
         self.max_count = max_count
+        self.limits = limits
+        self.max_index_entries = max_index_entries
+        self.index_size = IndexSizeEstimator(self.registry)
         self.extractor = Extractor(self.registry, self.base_urls)
         self.indexer = SearchIndexer(self.extractor)
 
@@ -136,7 +151,17 @@ class SearchEngine:
     def init_database(self, database: Any) -> None:
         """Register the index write hook and the conditional-request finder on a Database."""
         database.add_hook(self.indexer)
+        database.add_precheck(self.check_index_size)
         database.set_finder(self.find_ids)
+
+    def check_index_size(self, resource: dict[str, Any]) -> None:
+        """Refuse a resource whose search index would exceed max_index_entries rows (estimated
+        in linear time, before the model check and the extraction); raises Unprocessable."""
+        estimate = self.index_size.estimate(resource, self.max_index_entries)
+        if estimate > self.max_index_entries:
+            raise Unprocessable(
+                f"The resource would need more than {self.max_index_entries} search index entries "
+                "(TOH_MAX_INDEX_ENTRIES, an estimate: one per value its indexed elements hold)", code="too-costly")
 
     def capability_params(self, res_type: str) -> list[dict[str, str]]:
         """CapabilityStatement.rest.resource.searchParam for res_type."""
@@ -144,7 +169,7 @@ class SearchEngine:
 
     def parser(self, base_urls: Iterable[str] = ()) -> SearchParser:
         return SearchParser(self.registry, base_urls=tuple(self.base_urls) + tuple(base_urls),
-                            default_count=self.default_count, max_count=self.max_count)
+                            default_count=self.default_count, max_count=self.max_count, limits=self.limits)
 
     def parse(self, res_type: str | None, params: list[tuple[str, str]], *,
               compartment: tuple[str, str] | None = None, base_urls: Iterable[str] = ()) -> SearchQuery:
