@@ -111,8 +111,9 @@ _CURRENT = select(resources).where(resources.c.res_type == bindparam("res_type")
                                    resources.c.res_id == bindparam("res_id"))
 _CURRENT_FOR_UPDATE = _CURRENT.with_for_update()
 _INSERT_RESOURCE = insert(resources).returning(resources.c.rid)
-# executemany with RETURNING, the rids in the order of the rows (SQLAlchemy's insertmanyvalues)
-_INSERT_RESOURCES = insert(resources).returning(resources.c.rid, sort_by_parameter_order=True)
+# executemany with RETURNING (SQLAlchemy's insertmanyvalues: one multi-row INSERT); the rows come
+# back in no promised order, so each rid is matched to its row by (type, id)
+_INSERT_RESOURCES = insert(resources).returning(resources.c.rid, resources.c.res_type, resources.c.res_id)
 _INSERT_VERSION = insert(resource_versions)
 _VERSION = select(resource_versions).where(resource_versions.c.res_type == bindparam("res_type"),
                                            resource_versions.c.res_id == bindparam("res_id"),
@@ -185,9 +186,11 @@ class Repository:
         self._pending = []
         first = pending[0][0]
         try:
-            rids = self.conn.execute(_INSERT_RESOURCES, [
+            returned = self.conn.execute(_INSERT_RESOURCES, [
                 {"res_type": s.res_type, "res_id": s.res_id, "version": s.version, "last_updated": s.last_updated,
-                 "deleted": False, "content": s.content} for s, _ in pending]).scalars().all()
+                 "deleted": False, "content": s.content} for s, _ in pending]).all()
+            rid_of = {(row.res_type, row.res_id): row.rid for row in returned}
+            rids = [rid_of[(s.res_type, s.res_id)] for s, _ in pending]
             self.conn.execute(_INSERT_VERSION, [
                 {"res_type": s.res_type, "res_id": s.res_id, "version": s.version, "rid": rid,
                  "last_updated": s.last_updated, "method": s.method, "deleted": False, "content": s.content}

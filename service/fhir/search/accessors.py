@@ -89,6 +89,17 @@ def compile_path(expression: str) -> Accessor | None:
     return _chain(root, tuple(steps))
 
 
+def root_keys(res_type: str, root: str) -> frozenset[str]:
+    """The JSON keys of res_type that its element root is read from: root itself, or for a
+    choice element root + each of its types ('value' -> 'valueQuantity', ...). A path that
+    starts at root gives values only if one of them is present (or its '_' extension part,
+    which gives no index row). Empty if root is ''."""
+    if not root:
+        return frozenset()
+    path = _ELSEWHERE.get(f"{res_type}.{root}", f"{res_type}.{root}")
+    return frozenset([root, *(root + choice for choice in _CHOICES.get(path) or ())])
+
+
 def _unwrap_head(expression: str) -> str:
     """'(A.b.ofType(C)).d' -> 'A.b.ofType(C).d' (the same path without its parentheses)."""
     if not expression.startswith("("):
@@ -176,15 +187,19 @@ def _child(parent: Any, key: str) -> tuple[str, list[str] | None]:
 
 def _member(key: str) -> Step:
     underscored = "_" + key
+    children: dict[Any, tuple[str, list[str] | None]] = {}   # parent type path -> _child(...)
 
     def step(nodes: list[Node]) -> list[Node]:
         out: list[Node] = []
         for parent, data in nodes:
             if not isinstance(data, Mapping):
                 continue
-            path, choices = _child(parent, key)
-            value = extension = None
+            found = children.get(parent)
+            if found is None:
+                found = children[parent] = _child(parent, key)
+            path, choices = found
             if choices:
+                value = extension = None
                 for choice in choices:
                     value, extension = data.get(key + choice), data.get(f"_{key}{choice}")
                     if value is not None or extension is not None:
@@ -192,6 +207,8 @@ def _member(key: str) -> Step:
                         break
             else:
                 value, extension = data.get(key), data.get(underscored)
+                if value is None and extension is None:
+                    continue
                 if key == "extension":
                     path = "Extension"
             path = _PATH_TO_TYPE.get(path, path)

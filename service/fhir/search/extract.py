@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import fhirpathpy
 from fhirpathpy.models import models as _fhirpath_models
 
-from service.fhir.search.accessors import Accessor, Node, compile_path
+from service.fhir.search.accessors import Accessor, Node, compile_path, root_keys
 from service.fhir.search.definitions import TABLE_PARAMS, PathPart, SearchParameterRegistry, TypeParam
 from service.fhir.search.values import HIGH_END, LOW_END, date_range, normalize, parse_reference
 
@@ -108,6 +108,7 @@ class _Compiled:
     param: TypeParam
     part: PathPart
     fn: Accessor   # resource -> [(type, value)]
+    keys: frozenset[str]   # the resource keys the path can start from (empty: unknown, always run)
 
 
 def _with_fhirpathpy(expression: str) -> Accessor:
@@ -145,7 +146,7 @@ class Extractor:
                     except Exception:  # noqa: BLE001 - a definition fhirpathpy cannot parse
                         log.warning("search parameter %s: cannot compile %r", param.url, part.expression)
                         continue
-                    items.append(_Compiled(param, part, fn))
+                    items.append(_Compiled(param, part, fn, root_keys(res_type, part.root)))
             done = self._compiled[res_type] = tuple(items)
         return done
 
@@ -155,8 +156,7 @@ class Extractor:
         rows = IndexRows()
         keys = resource.keys()
         for c in self.compiled(resource["resourceType"]):
-            root = c.part.root
-            if root and root not in keys and not any(k.startswith(root) for k in keys):
+            if c.keys and c.keys.isdisjoint(keys):
                 continue
             try:
                 nodes = c.fn(resource)
