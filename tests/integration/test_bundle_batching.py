@@ -57,3 +57,22 @@ def test_a_search_entry_sees_the_creates_before_it(client) -> None:  # type: ign
     body = post_bundle(client, tx).get_json()
     assert body["entry"][2]["resource"]["type"] == "searchset"
     assert len([e for e in body["entry"][2]["resource"]["entry"] if e["search"]["mode"] == "match"]) == 2
+
+
+def test_each_resource_is_parsed_by_the_r4_model_once(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from service.fhir import resources
+
+    parsed: list[str] = []
+    real = resources._model
+
+    class Counting:
+        def __init__(self, model: Any) -> None:
+            self.model = model
+
+        def model_validate(self, data: dict[str, Any]) -> Any:
+            parsed.append(data["resourceType"])
+            return self.model.model_validate(data)
+
+    monkeypatch.setattr(resources, "_model", lambda res_type: Counting(real(res_type)))
+    assert post_bundle(client, patients(4, "Once")).status_code == 200
+    assert parsed == ["Patient"] * 4
