@@ -89,7 +89,7 @@ def gunicorn(app: str, env: dict[str, str]) -> Iterator[str]:
                                cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=log)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 600   # a loaded machine boots slowly
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"{app} exited while starting")
@@ -107,7 +107,11 @@ def gunicorn(app: str, env: dict[str, str]) -> Iterator[str]:
         yield base
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
         log.close()
 
 
