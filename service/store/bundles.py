@@ -38,7 +38,7 @@ from service.fhir.errors import (BadRequest, Conflict, FhirError, Issue, MethodN
                                  PreconditionFailed, operation_outcome)
 from service.fhir.http import bounded_int, Criteria, conditional_criteria, etag_version
 from service.fhir.resources import check_id, check_type
-from service.store.repository import Repository, StoredResource, format_instant
+from service.store.repository import DeferredWriteFailed, Repository, StoredResource, format_instant
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +172,13 @@ class _Processor:
                 written[key] = entry.index
             self._claim(entry)
         results: dict[int, Result] = {}
-        for entry in sorted(entries, key=lambda e: _PROCESSING_ORDER[e.method]):
-            results[entry.index] = self._guarded(entry.index, entry, partial(self._run, entry))
+        try:
+            with self.repo.deferred():   # the creates are written together, the first failure named
+                for entry in sorted(entries, key=lambda e: _PROCESSING_ORDER[e.method]):
+                    results[entry.index] = self._guarded(entry.index, entry, partial(self._run, entry))
+        except DeferredWriteFailed as exc:
+            failed = next(e for e in entries if e.method == "POST" and (e.res_type, e.res_id) == (exc.res_type, exc.res_id))
+            raise EntryFailed(failed.index, failed.full_url, exc.cause) from exc.cause
         return [self._response(entry, results[entry.index]) for entry in entries]
 
     def batch(self, raw_entries: list[Any]) -> list[dict[str, Any]]:
@@ -283,6 +288,7 @@ class _Processor:
         repo = self.repo
         if entry.search is not None:
             assert self.search is not None
+            repo.flush()   # the search reads the connection: it must see the creates queued so far
             return Result(200, searchset=self.search(entry.res_type, entry.search),
                           with_resource=entry.method == "GET")
         assert entry.res_id is not None

@@ -105,6 +105,8 @@ class UnitOfWork:
         unreachable, or chose this transaction as a deadlock victim): the client may retry.
         """
         try:
+            if self._repo is not None:
+                self._repo.flush()
             for step in self.database.before_commit:
                 step(self)
             self.conn.commit()

@@ -8,10 +8,11 @@ See https://hl7.org/fhir/R4/http.html for the interactions.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -21,7 +22,8 @@ from sqlalchemy.exc import IntegrityError
 
 from service.clock import Clock
 from service.fhir import resources as fhir
-from service.fhir.errors import BadRequest, Conflict, Gone, MethodNotAllowed, NotFound, PreconditionFailed
+from service.fhir.errors import (BadRequest, Conflict, FhirError, Gone, MethodNotAllowed, NotFound,
+                                 PreconditionFailed)
 from service.store.schema import resource_versions, resources
 
 class Finder(Protocol):
@@ -97,15 +99,32 @@ class Change:
 
 
 class WriteHook(Protocol):
-    """Runs in the writer's transaction after each write (search index, clinical rules...)."""
+    """Runs in the writer's transaction after each write (search index, clinical rules...).
+
+    A hook may also have ``on_writes(conn, changes)``, called instead with the changes of a
+    deferred batch (Repository.deferred) at once, in order."""
 
     def on_write(self, conn: Connection, change: Change) -> None: ...
+
+
+class DeferredWriteFailed(Exception):
+    """A create queued by Repository.deferred() failed when it was written: which one
+    (res_type, res_id) and the FhirError it failed with (cause)."""
+
+    def __init__(self, res_type: str, res_id: str, cause: FhirError) -> None:
+        super().__init__(f"{res_type}/{res_id}: {cause}")
+        self.res_type, self.res_id, self.cause = res_type, res_id, cause
 
 
 # The statements of the hot read path, built once (immutable; values are bound per call).
 _CURRENT = select(resources).where(resources.c.res_type == bindparam("res_type"),
                                    resources.c.res_id == bindparam("res_id"))
 _CURRENT_FOR_UPDATE = _CURRENT.with_for_update()
+_INSERT_RESOURCE = insert(resources).returning(resources.c.rid)
+# executemany with RETURNING (SQLAlchemy's insertmanyvalues: one multi-row INSERT); the rows come
+# back in no promised order, so each rid is matched to its row by (type, id)
+_INSERT_RESOURCES = insert(resources).returning(resources.c.rid, resources.c.res_type, resources.c.res_id)
+_INSERT_VERSION = insert(resource_versions)
 _VERSION = select(resource_versions).where(resource_versions.c.res_type == bindparam("res_type"),
                                            resource_versions.c.res_id == bindparam("res_id"),
                                            resource_versions.c.version == bindparam("version"))
@@ -145,10 +164,73 @@ class Repository:
         self.dialect = dialect
         self.validators = validators
         self.finder = finder
+        self._pending: list[tuple[StoredResource, dict[str, Any]]] | None = None  # see deferred()
+
+    # -- deferred creates ---------------------------------------------------------------
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Within the block, creates are validated and answered at once but written together:
+        their resource rows, version rows and (through on_writes) index rows each with one
+        executemany, when the block ends or before anything is read through this repository
+        (every read and write method calls flush() first). Whoever reads the connection
+        directly inside the block calls flush() first. If the block raises, what is still
+        queued is dropped: the caller rolls the transaction back.
+        Raises what flush() raises."""
+        if self._pending is not None:
+            yield
+            return
+        self._pending = []
+        try:
+            yield
+            self.flush()
+        finally:
+            self._pending = None
+
+    def flush(self) -> None:
+        """Write the queued creates (see deferred()) and run the write hooks on them.
+
+        Raises DeferredWriteFailed naming the create that failed and why: Conflict if it was
+        written concurrently (its (type, id) is taken), or what a write hook raised (a hook
+        with on_writes is given the whole batch, so its error is put on the batch's first)."""
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        first = pending[0][0]
+        try:
+            returned = self.conn.execute(_INSERT_RESOURCES, [
+                {"res_type": s.res_type, "res_id": s.res_id, "version": s.version, "last_updated": s.last_updated,
+                 "deleted": False, "content": s.content} for s, _ in pending]).all()
+            rid_of = {(row.res_type, row.res_id): row.rid for row in returned}
+            rids = [rid_of[(s.res_type, s.res_id)] for s, _ in pending]
+            self.conn.execute(_INSERT_VERSION, [
+                {"res_type": s.res_type, "res_id": s.res_id, "version": s.version, "rid": rid,
+                 "last_updated": s.last_updated, "method": s.method, "deleted": False, "content": s.content}
+                for rid, (s, _) in zip(rids, pending)])
+        except IntegrityError as exc:
+            raise DeferredWriteFailed(first.res_type, first.res_id, Conflict(
+                "A resource of this transaction was written concurrently")) from exc
+        changes = [Change(rid, s.res_type, s.res_id, s.version, s.last_updated, s.method, stamped, None)
+                   for rid, (s, stamped) in zip(rids, pending)]
+        self.journal.extend(changes)
+        for hook in self.hooks:
+            on_writes = getattr(hook, "on_writes", None)
+            if on_writes is not None:
+                try:
+                    on_writes(self.conn, changes)
+                except FhirError as exc:
+                    raise DeferredWriteFailed(first.res_type, first.res_id, exc) from exc
+                continue
+            for change in changes:
+                try:
+                    hook.on_write(self.conn, change)
+                except FhirError as exc:
+                    raise DeferredWriteFailed(change.res_type, change.res_id, exc) from exc
 
     # -- reads ------------------------------------------------------------------------
     def current(self, res_type: str, res_id: str, *, for_update: bool = False) -> tuple[int, StoredResource] | None:
         """The current row (rid, version) of a resource, deleted or not; None if never stored."""
+        self.flush()
         query = _CURRENT_FOR_UPDATE if for_update and self.dialect == "postgresql" else _CURRENT
         row = self.conn.execute(query, {"res_type": res_type, "res_id": res_id}).first()
         return None if row is None else (row.rid, _stored(row))
@@ -167,6 +249,7 @@ class Repository:
         """The current, not deleted, versions of the given ids (unknown ones left out)."""
         if not res_ids:
             return []
+        self.flush()
         rows = self.conn.execute(select(resources).where(
             resources.c.res_type == res_type, resources.c.res_id.in_(list(res_ids)),
             resources.c.deleted.is_(False)).order_by(resources.c.rid))
@@ -174,6 +257,7 @@ class Repository:
 
     def vread(self, res_type: str, res_id: str, version: int) -> StoredResource:
         """One version; raises NotFound if that version does not exist, Gone if it is a deletion."""
+        self.flush()
         row = self.conn.execute(_VERSION, {"res_type": res_type, "res_id": res_id, "version": version}).first()
         if row is None:
             raise NotFound(f"{res_type}/{res_id} has no version {version}")
@@ -191,6 +275,7 @@ class Repository:
         keeps the versions that were current at some point in that range (R4 ``_at``): made
         before high, and not replaced by a next version at or before low.
         """
+        self.flush()
         cond = []
         if res_type is not None:
             cond.append(resource_versions.c.res_type == res_type)
@@ -245,6 +330,7 @@ class Repository:
 
     def find_ids(self, res_type: str, params: list[tuple[str, str]], limit: int | None = None) -> list[str]:
         """Ids of the current resources matching search criteria; raises BadRequest for bad criteria."""
+        self.flush()
         return self.finder(self.conn, res_type, params, limit=limit)
 
     def match_one(self, res_type: str, criteria: list[tuple[str, str]], what: str = "The condition") -> str | None:
@@ -252,6 +338,7 @@ class Repository:
 
         Raises PreconditionFailed if several match, BadRequest for criteria the finder rejects.
         """
+        self.flush()
         self._serialise_conditional(res_type, criteria)
         matches = self.finder(self.conn, res_type, criteria, limit=2)
         if len(matches) > 1:
@@ -359,10 +446,14 @@ class Repository:
         moment = self.clock.now()
         stamped = self._stamp(res_type, res_id, 1, resource, moment)
         content = dump(stamped)
-        rid = self.conn.execute(insert(resources).values(
-            res_type=res_type, res_id=res_id, version=1, last_updated=moment, deleted=False,
-            content=content).returning(resources.c.rid)).scalar_one()
         stored = StoredResource(res_type, res_id, 1, moment, False, content, method)
+        if self._pending is not None and method == "POST":
+            self._pending.append((stored, stamped))
+            return stored
+        self.flush()
+        rid = self.conn.execute(_INSERT_RESOURCE, {
+            "res_type": res_type, "res_id": res_id, "version": 1, "last_updated": moment, "deleted": False,
+            "content": content}).scalar_one()
         self._record(rid, stored, stamped, None)
         return stored
 
@@ -388,10 +479,10 @@ class Repository:
                 previous: StoredResource | None) -> None:
         try:
             with self.conn.begin_nested():
-                self.conn.execute(insert(resource_versions).values(
-                    res_type=stored.res_type, res_id=stored.res_id, version=stored.version, rid=rid,
-                    last_updated=stored.last_updated, method=stored.method, deleted=stored.deleted,
-                    content=stored.content))
+                self.conn.execute(_INSERT_VERSION, {
+                    "res_type": stored.res_type, "res_id": stored.res_id, "version": stored.version, "rid": rid,
+                    "last_updated": stored.last_updated, "method": stored.method, "deleted": stored.deleted,
+                    "content": stored.content})
         except IntegrityError as exc:
             raise Conflict(f"Version {stored.version} of {stored.reference} was written concurrently") from exc
         change = Change(rid, stored.res_type, stored.res_id, stored.version, stored.last_updated,

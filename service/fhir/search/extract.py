@@ -1,7 +1,9 @@
 """Write-time extraction: a resource (dict) -> the index rows of its search parameters.
 
-Each parameter's FHIRPath (one type's part of the official expression) is evaluated with
-fhirpathpy; the results are turned into rows by parameter type:
+Each parameter's FHIRPath (one type's part of the official expression) is evaluated by its
+compiled accessor (service.fhir.search.accessors: plain Python over the JSON, for the path
+expressions that are nearly all of R4's) or, for the few others, by fhirpathpy; both give
+(type, value) pairs, which are turned into rows by parameter type:
 
     token      Coding / CodeableConcept / Identifier / ContactPoint / code / boolean / string
                -> (system, code, normalised display text, code case-folded if a string)
@@ -17,12 +19,14 @@ fhirpathpy; the results are turned into rows by parameter type:
 Identifier tokens also give rows '<param>:of-type' (type system and code, value case-folded)
 and references with an identifier give rows '<param>:identifier', for those modifiers.
 Compiled expressions are cached per resource type on the Extractor instance (read-only once
-built). Special parameters are not indexed. Pure: no database, no Flask.
+built). ``Extractor(registry, compiled_accessors=False)`` evaluates every expression with
+fhirpathpy (what the equivalence test compares against). Special parameters are not indexed.
+Pure: no database, no Flask.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -31,6 +35,7 @@ import fhirpathpy
 from fhirpathpy.models import models as _fhirpath_models
 
 from service.fhir.search.composite import CompositeExtractor, CompositeRow
+from service.fhir.search.accessors import Accessor, Node, compile_path, root_keys
 from service.fhir.search.definitions import TABLE_PARAMS, PathPart, SearchParameterRegistry, TypeParam
 from service.fhir.search.values import HIGH_END, LOW_END, date_range, fold_case, normalize, parse_reference
 
@@ -110,14 +115,27 @@ INDEXED_TYPES = ("token", "string", "reference", "date", "quantity", "number", "
 class _Compiled:
     param: TypeParam
     part: PathPart
-    fn: Callable[..., list[Any]]
+    fn: Accessor   # resource -> [(type, value)]
+    keys: frozenset[str]   # the resource keys the path can start from (empty: unknown, always run)
+
+
+def _with_fhirpathpy(expression: str) -> Accessor:
+    """expression evaluated by fhirpathpy, as (type, value) pairs; raises what fhirpathpy
+    raises when it cannot parse the expression."""
+    fn = fhirpathpy.compile(expression, _MODEL, _OPTIONS)
+
+    def evaluate(resource: Mapping[str, Any]) -> list[Node]:
+        return [(getattr(node, "path", None), getattr(node, "data", node)) for node in fn(resource, {})]
+    return evaluate
 
 
 class Extractor:
     """Extracts index rows from resources; one per application (compiled paths cached here)."""
 
-    def __init__(self, registry: SearchParameterRegistry, base_urls: Iterable[str] = ()) -> None:
+    def __init__(self, registry: SearchParameterRegistry, base_urls: Iterable[str] = (), *,
+                 compiled_accessors: bool = True) -> None:
         self.registry = registry
+        self.compiled_accessors = compiled_accessors
         self.base_urls = tuple(b.rstrip("/") for b in base_urls if b)
         self._compiled: dict[str, tuple[_Compiled, ...]] = {}
         self.composites = CompositeExtractor(registry)
@@ -131,12 +149,13 @@ class Extractor:
                 if code in TABLE_PARAMS or param.type not in INDEXED_TYPES:
                     continue
                 for part in param.parts:
+                    fn = compile_path(part.expression) if self.compiled_accessors else None
                     try:
-                        fn = fhirpathpy.compile(part.expression, _MODEL, _OPTIONS)
+                        fn = fn or _with_fhirpathpy(part.expression)
                     except Exception:  # noqa: BLE001 - a definition fhirpathpy cannot parse
                         log.warning("search parameter %s: cannot compile %r", param.url, part.expression)
                         continue
-                    items.append(_Compiled(param, part, fn))
+                    items.append(_Compiled(param, part, fn, root_keys(res_type, part.root)))
             done = self._compiled[res_type] = tuple(items)
         return done
 
@@ -146,19 +165,16 @@ class Extractor:
         rows = IndexRows()
         keys = resource.keys()
         for c in self.compiled(resource["resourceType"]):
-            root = c.part.root
-            if root and root not in keys and not any(k.startswith(root) for k in keys):
+            if c.keys and c.keys.isdisjoint(keys):
                 continue
             try:
-                nodes = c.fn(resource, {})
+                nodes = c.fn(resource)
             except Exception:  # noqa: BLE001 - fhirpathpy raises bare Exceptions
                 log.warning("search parameter %s failed on %s/%s", c.param.url,
                             resource.get("resourceType"), resource.get("id"), exc_info=True)
                 continue
             add = _ADDERS[c.param.type]
-            for node in nodes:
-                fhir_type = getattr(node, "path", None)
-                data = getattr(node, "data", node)
+            for fhir_type, data in nodes:
                 if data is None:
                     continue
                 add(self, rows, c.param.code, c.part, fhir_type, data)

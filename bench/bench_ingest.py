@@ -1,0 +1,234 @@
+"""Ingest throughput: Synthea-shaped transaction Bundles posted to the service under gunicorn,
+against a bare Flask storage floor under the same gunicorn, on SQLite and PostgreSQL.
+
+    python bench/bench_ingest.py [--bundles 11] [--encounters 14] [--databases sqlite,postgresql]
+                                 [--no-profile]
+
+For each database: the service (`gunicorn -w 2 'service:create_app()'`, its own fresh
+database) takes the bundles from 2 client threads, one transaction per bundle; then the floor
+(bench/ingest_floor.py: each bundle's entries stored as JSON rows, one executemany, nothing
+else) takes the same bundles from the same 2 clients, cycled until it has run at least as long
+as the service did, so both see the machine's load over a like stretch of time. Printed:
+resources/s of both and their ratio (service / floor). Then a cProfile summary (top 15 by own
+time) of the same bundles through create_app() in one process on SQLite.
+
+The bundles come from tests/data/synthea/generator.py (seeded, so every run posts the same).
+PostgreSQL databases are scratch databases on 127.0.0.1:5432, dropped afterwards.
+Absolute figures move with the machine's load (printed with each run); compare ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import queue
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.data.synthea.generator import synthea_bundle  # noqa: E402
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+CLIENTS = 2
+WORKERS = 2
+HEADERS = {"Content-Type": "application/fhir+json", "Prefer": "return=minimal"}
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+@contextmanager
+def scratch_database(kind: str, workdir: Path) -> Iterator[str]:
+    """A fresh database URL of that kind, removed afterwards."""
+    if kind == "sqlite":
+        yield f"sqlite:///{workdir / uuid.uuid4().hex}.db"
+        return
+    name = f"toh_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def gunicorn(app: str, env: dict[str, str]) -> Iterator[str]:
+    """gunicorn -w 2 on app; yields its base URL once /healthz answers."""
+    port = _free_port()
+    binary = Path(sys.executable).with_name("gunicorn")
+    log = open(Path(tempfile.gettempdir()) / "toh-bench-ingest-gunicorn.log", "ab")
+    process = subprocess.Popen([str(binary), "-w", str(WORKERS), "-b", f"127.0.0.1:{port}", "--timeout", "300", app],
+                               cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600   # a loaded machine boots slowly
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{app} exited while starting")
+            try:
+                if requests.get(f"{base}/healthz", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{app} did not answer /healthz")
+            time.sleep(0.2)
+        # every worker must be up (the first answer may come from one of them only)
+        for _ in range(2 * WORKERS):
+            requests.get(f"{base}/healthz", timeout=30)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def post_all(url: str, bodies: list[bytes], counts: list[int], min_seconds: float = 0.0) -> tuple[int, float]:
+    """Post the bodies from CLIENTS threads (each bundle once; cycled again while less than
+    min_seconds have passed); returns (resources stored, seconds). A 503 (transient) is
+    posted again, up to 5 times, as a client would; raises on any other non-200."""
+    work: queue.Queue[int] = queue.Queue()
+    stored = [0] * CLIENTS
+    retries = [0] * CLIENTS
+    errors: list[str] = []
+    start = time.perf_counter()
+    for i in range(len(bodies)):
+        work.put(i)
+
+    def client(n: int) -> None:
+        session = requests.Session()
+        while not errors:
+            try:
+                i = work.get_nowait()
+            except queue.Empty:
+                if time.perf_counter() - start >= min_seconds:
+                    return
+                i = 0
+                for j in range(1, len(bodies)):   # one more round
+                    work.put(j)
+            response = session.post(url, data=bodies[i], headers=HEADERS, timeout=600)
+            for _ in range(5):   # 503: the database gave up (SQLite's busy timeout); the bundle left nothing
+                if response.status_code != 503:
+                    break
+                retries[n] += 1
+                response = session.post(url, data=bodies[i], headers=HEADERS, timeout=600)
+            if response.status_code != 200:
+                errors.append(f"{response.status_code} {response.text[:500]}")
+                return
+            stored[n] += counts[i]
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise RuntimeError(errors[0])
+    if sum(retries):
+        print(f"  ({sum(retries)} bundles answered 503 and were posted again; the time includes it)")
+    return sum(stored), time.perf_counter() - start
+
+
+def run_database(kind: str, bodies: list[bytes], counts: list[int], workdir: Path) -> tuple[float, float]:
+    """(service resources/s, floor resources/s) on one kind of database."""
+    with scratch_database(kind, workdir) as url:
+        with gunicorn("service:create_app()", {"TOH_DATABASE_URL": url}) as base:
+            before = load()
+            n, seconds = post_all(f"{base}/fhir", bodies, counts)
+            service = n / seconds
+            print(f"  service  {n:6d} resources in {seconds:6.2f} s = {service:8.1f} resources/s   ({before})")
+    with scratch_database(kind, workdir) as url:
+        with gunicorn("bench.ingest_floor:create_app()", {"FLOOR_DATABASE_URL": url}) as base:
+            before = load()
+            n, floor_seconds = post_all(f"{base}/fhir", bodies, counts, min_seconds=seconds)
+            floor = n / floor_seconds
+            print(f"  floor    {n:6d} resources in {floor_seconds:6.2f} s = {floor:8.1f} resources/s   ({before})")
+    print(f"  ratio service/floor {service / floor:.4f}")
+    return service, floor
+
+
+def profile(bundles: list[dict[str, object]], workdir: Path, top: int = 15) -> None:
+    """The same bundles through create_app() in one process (SQLite), under cProfile."""
+    from service import create_app
+    app = create_app({"database_url": f"sqlite:///{workdir / 'profile.db'}"})
+    client = app.test_client()
+    profiler = cProfile.Profile()
+    n = 0
+    start = time.perf_counter()
+    profiler.enable()
+    for bundle in bundles:
+        response = client.post("/fhir", json=bundle, headers=HEADERS)
+        assert response.status_code == 200, response.get_data(as_text=True)[:500]
+        n += len(bundle["entry"])  # type: ignore[arg-type]
+    profiler.disable()
+    seconds = time.perf_counter() - start
+    print(f"\ncProfile, one process, SQLite: {n} resources in {seconds:.2f} s under the profiler "
+          f"({1000 * seconds / n:.2f} ms a resource; {load()})")
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
+    print("\n".join(line for line in out.getvalue().splitlines() if line.strip())[:8000])
+    app.extensions["toh"].database.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bundles", type=int, default=11)
+    parser.add_argument("--encounters", type=int, default=14)
+    parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--no-profile", action="store_true")
+    args = parser.parse_args()
+    bundles = [synthea_bundle(seed, args.encounters) for seed in range(1, args.bundles + 1)]
+    bodies = [json.dumps(b).encode() for b in bundles]
+    counts = [len(b["entry"]) for b in bundles]
+    print(f"{len(bundles)} Synthea-shaped transaction bundles, {sum(counts)} resources; "
+          f"gunicorn -w {WORKERS}, {CLIENTS} clients; {os.cpu_count()} CPUs")
+    workdir = Path(tempfile.mkdtemp(prefix="toh-bench-ingest-"))
+    try:
+        results = {}
+        for kind in args.databases.split(","):
+            print(f"\n{kind}:")
+            results[kind] = run_database(kind, bodies, counts, workdir)
+        print("\nsummary (target: >= 1000 resources/s and ratio >= 0.06 on each database)")
+        for kind, (service, floor) in results.items():
+            print(f"  {kind:10s} service {service:8.1f} resources/s  floor {floor:8.1f} resources/s  "
+                  f"ratio {service / floor:.4f}")
+        if not args.no_profile:
+            profile(bundles, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
