@@ -59,7 +59,7 @@ def test_concurrent_creates_under_load_all_land(live_server) -> None:  # type: i
 def test_racing_writers_for_one_patient_raise_one_flag(live_server) -> None:  # type: ignore[no-untyped-def]
     """Eight clients record the same migration at once (each its own Condition); the
     service's workers evaluate the patient concurrently, yet store exactly one Flag."""
-    from tests.e2e.test_toh_course import HIP, KNEE, LEFT, RIGHT, toh_condition
+    from tests.integration.test_toh_course import HIP, KNEE, LEFT, RIGHT, toh_condition
 
     base = live_server.base
     requests.put(f"{base}/Patient/p1", json={"resourceType": "Patient", "id": "p1"}, headers=HEADERS, timeout=10)
@@ -89,7 +89,7 @@ def test_racing_writers_for_one_patient_raise_one_flag(live_server) -> None:  # 
 def test_transactions_touching_the_same_patients_in_opposite_order_both_land(live_server) -> None:  # type: ignore[no-untyped-def]
     """Each transaction locks its patients for re-assessment; in sorted order, so two that
     write A then B and B then A cannot deadlock."""
-    from tests.e2e.test_toh_course import HIP, LEFT, toh_condition
+    from tests.integration.test_toh_course import HIP, LEFT, toh_condition
 
     base = live_server.base
     for pid in ("a", "b"):

@@ -115,7 +115,7 @@ def test_guide_resources_are_served_and_searchable(client) -> None:  # type: ign
     # the guide's ValueSet names (fhir_profiles/ValueSet/*.json); a string search matches a
     # case- and accent-insensitive start of the value, :exact the whole value (R4 3.1.1.5.2)
     assert valueset_names("name=TrackedJoints") == ["TrackedJoints"]
-    assert valueset_names("name=pregnancy") == ["PregnancyBreastfeedingFindings", "PregnancyStatusValues"]
+    assert valueset_names("name=pregnancy") == ["PregnancyBreastfeedingFindings", "PregnancyEndedFindings", "PregnancyStatusValues"]
     assert valueset_names("name:exact=trackedjoints") == []
     assert valueset_names("name:exact=TrackedJoints") == ["TrackedJoints"]
     assert len(valueset_names("_count=100")) == len(list((EXAMPLES.parent / "ValueSet").glob("*.json")))

@@ -160,6 +160,9 @@ GUIDE_MEMBERSHIP = [
     ("pregnancy-breastfeeding-findings", SCT, "77386006", True),
     ("pregnancy-breastfeeding-findings", SCT, "413712001", True),
     ("pregnancy-breastfeeding-findings", SCT, "60001007", False),   # not pregnant
+    ("pregnancy-ended-findings", ICD, "O80", True),                  # listed concept
+    ("pregnancy-ended-findings", ICD, "Z39.2", True),                # is-a Z39
+    ("pregnancy-ended-findings", ICD, "Z33.1", False),               # pregnant state
     ("pregnancy-status-values", SCT, "60001007", True),
     ("pregnancy-status-values", SCT, "261665006", True),
     ("pregnancy-status-values", SCT, "413712001", False),
