@@ -27,7 +27,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clo
     from service.store.search import SearchEngine
     from service.workflows.care_plans import CarePlanner, Policy
     from service.workflows.clinical_watch import ClinicalWatch
-    from service.workflows.conformance import guide_keys, install_guide, profile_validator
+    from service.workflows.conformance import (guide_keys, install_guide, profile_validator,
+                                               side_as_the_rules_read_it)
 
     if isinstance(config, Settings):
         settings = config
@@ -40,6 +41,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clo
     database = Database(settings.database_url, clock=clock, echo=settings.sql_echo,
                         statement_timeout=settings.statement_timeout)
     conformance = _guide()
+    side_as_the_rules_read_it(conformance, _terminology())
     limits = SearchLimits(settings.max_search_params, settings.max_search_values, settings.max_chain_depth)
     search = SearchEngine(_search_parameters(), base_urls=[settings.base_url] if settings.base_url else [],
                           default_count=settings.default_page_size, max_count=settings.max_page_size, clock=clock,

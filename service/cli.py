@@ -4,7 +4,6 @@ the schema, `toh reindex` rebuilds the search index."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from datetime import datetime, timezone
 from collections.abc import Callable, Sequence
@@ -32,12 +31,35 @@ def _gunicorn_app(factory: Callable[[], Any], options: dict[str, Any]) -> Any:
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
 
+def startup_message(settings: Settings, host: str, port: int) -> str:
+    """What `toh serve` prints: a FHIR base a client can use (not a wildcard address) and the
+    database URL with its password masked."""
+    base = settings.base_url
+    note = ""
+    if base is None:
+        shown = "127.0.0.1" if host in WILDCARD_HOSTS else host
+        base = f"http://{shown}:{port}/fhir"
+        if host in WILDCARD_HOSTS:
+            note = f" (listening on all interfaces, {host or '*'}:{port}; set TOH_BASE_URL to the address clients use)"
+    return f"TOH service: FHIR at {base}{note}  database {masked_url(settings.database_url)}"
+
+
+def masked_url(url: str) -> str:
+    """A database URL fit to print: its password replaced by ***."""
+    from sqlalchemy.engine import make_url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL: show nothing of it rather than a secret
+        return "(unparsable database URL)"
+
+
 def serve(args: argparse.Namespace) -> int:
     """Migrate once, then start gunicorn workers that each build the app from the same settings."""
     from service import create_app
 
     settings = Settings.from_env()
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = {"host": args.host, "port": args.port, "workers": args.workers,
+                                 "threads": args.threads, "worker_timeout": args.timeout}
     if args.database_url:
         overrides["database_url"] = args.database_url
     if settings.base_url is None and args.host not in WILDCARD_HOSTS:
@@ -59,15 +81,13 @@ def serve(args: argparse.Namespace) -> int:
         "workers": args.workers,
         "worker_class": "service.gunicorn_worker.OutcomeThreadWorker",
         "threads": args.threads,
-        "timeout": args.timeout if args.timeout is not None else settings.worker_timeout,
+        "timeout": args.timeout,
         "limit_request_line": 8190,       # gunicorn's most: long search URLs are common in FHIR
         "accesslog": "-" if args.access_log else None,
         "errorlog": "-",
         "loglevel": "info",
     }
-    print(f"TOH service: FHIR at {settings.base_url or f'http://{args.host}:{args.port}/fhir'}  "
-          f"database {settings.database_url}",
-          file=sys.stderr, flush=True)
+    print(startup_message(settings, args.host, args.port), file=sys.stderr, flush=True)
     _gunicorn_app(factory, options).run()
     return 0
 
@@ -75,9 +95,11 @@ def serve(args: argparse.Namespace) -> int:
 def migrate(args: argparse.Namespace) -> int:
     """Bring the database schema up to date and exit."""
     from service.store import Database
-    url = args.database_url or Settings.from_env().database_url
-    Database(url).migrate()
-    print(f"database at {url} is up to date")
+    settings = Settings.from_env()
+    if args.database_url:
+        settings = settings.with_overrides({"database_url": args.database_url})
+    Database(settings.database_url).migrate()
+    print(f"database at {masked_url(settings.database_url)} is up to date")
     return 0
 
 
@@ -138,16 +160,17 @@ def worker(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `toh` console script."""
+    defaults = Settings.from_env()     # each option's default is its TOH_* setting
     parser = argparse.ArgumentParser(prog="toh", description="TOH follow-up FHIR service")
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="run the FHIR service")
-    p_serve.add_argument("--host", default=os.environ.get("TOH_HOST", "127.0.0.1"))
-    p_serve.add_argument("--port", type=int, default=int(os.environ.get("TOH_PORT", "8080")))
+    p_serve.add_argument("--host", default=defaults.host, help="default: $TOH_HOST or 127.0.0.1")
+    p_serve.add_argument("--port", type=int, default=defaults.port, help="default: $TOH_PORT or 8080")
     p_serve.add_argument("--database-url", default=None, help="default: $TOH_DATABASE_URL or SQLite in ./toh-data/")
-    p_serve.add_argument("--workers", type=int, default=int(os.environ.get("TOH_WORKERS", "2")))
-    p_serve.add_argument("--threads", type=int, default=int(os.environ.get("TOH_THREADS", "4")))
-    p_serve.add_argument("--timeout", type=int, default=None,
-                         help="gunicorn's worker timeout in seconds (default: $TOH_WORKER_TIMEOUT or 60)")
+    p_serve.add_argument("--workers", type=int, default=defaults.workers, help="default: $TOH_WORKERS or 2")
+    p_serve.add_argument("--threads", type=int, default=defaults.threads, help="default: $TOH_THREADS or 4")
+    p_serve.add_argument("--timeout", type=int, default=defaults.worker_timeout,
+                         help="gunicorn's worker timeout in seconds; default: $TOH_WORKER_TIMEOUT or 60")
     p_serve.add_argument("--access-log", action="store_true")
     p_serve.set_defaults(run=serve)
     p_migrate = sub.add_parser("migrate", help="create or upgrade the database schema")

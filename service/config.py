@@ -1,12 +1,19 @@
-"""Typed settings, read from the environment once when the application is made."""
+"""Typed settings, read from the environment once when the application is made.
+
+Every setting is a field of Settings whose metadata names its environment variable (and its
+`toh serve` option, if any) and says what it does; `from_env` reads them all that way, and
+`settings_table()` renders them for README.md (tests/unit/test_config.py keeps the two equal),
+so the documentation cannot drift from what the code reads.
+"""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 DEFAULT_DATA_DIR = "toh-data"
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 def default_database_url(data_dir: str = DEFAULT_DATA_DIR) -> str:
@@ -14,76 +21,120 @@ def default_database_url(data_dir: str = DEFAULT_DATA_DIR) -> str:
     return f"sqlite:///{Path(data_dir).resolve() / 'toh.db'}"
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from exc
+def _env(name: str, doc: str, *, option: str | None = None, default: str | None = None) -> dict[str, Any]:
+    """Field metadata: the environment variable, what it does, the `toh serve` option and the
+    default as documented (when it is not the field's default value)."""
+    return {"env": name, "doc": doc, "option": option, "default": default}
 
 
 @dataclass(frozen=True)
 class Settings:
     """Everything the service is configured by."""
 
-    database_url: str = field(default_factory=default_database_url)
-    base_url: str | None = None          # public FHIR base; derived from the request if unset
-    max_payload_bytes: int = 10 * 1024 * 1024
-    default_page_size: int = 50
-    max_page_size: int = 1000
-    max_bundle_entries: int = 1000       # entries in one batch/transaction Bundle
-    max_search_params: int = 64          # name=value pairs in one search
-    max_search_values: int = 100         # comma-separated values of one search parameter
-    max_chain_depth: int = 3             # links of one chained search parameter
-    max_index_entries: int = 50_000      # estimated search index rows of one resource
-    statement_timeout: float = 30.0      # seconds a PostgreSQL statement may run (0: no limit)
-    worker_timeout: int = 60             # gunicorn's --timeout, seconds
-    migrate_on_start: bool = True
-    sql_echo: bool = False
-    followup_plan: str = "https://fhir.toh-service.org/PlanDefinition/toh-follow-up-protocol"
-    followup_lead_days: int = 7          # a follow-up Task becomes ready this many days early
-    overdue_grace_days: int = 14         # days past a Task's window before follow-up-overdue
-    scheduler: bool = True               # the sweep tick inside `toh serve` (TOH_SCHEDULER=off)
-    sweep_interval_seconds: int = 60     # how often the tick runs the sweep
+    database_url: str = field(default_factory=default_database_url, metadata=_env(
+        "TOH_DATABASE_URL", "SQLAlchemy URL of the database, e.g. `postgresql+psycopg://user@db:5432/toh`",
+        option="--database-url", default="SQLite in `$TOH_DATA_DIR/toh.db`"))
+    data_dir: str = field(default=DEFAULT_DATA_DIR, metadata=_env(
+        "TOH_DATA_DIR", "folder of the embedded SQLite database (when TOH_DATABASE_URL is not set)"))
+    base_url: str | None = field(default=None, metadata=_env(
+        "TOH_BASE_URL", "public FHIR base URL clients use (links, absolute references to this server); "
+        "set it behind a proxy or in a container", default="`http://HOST:PORT/fhir` under `toh serve` "
+        "with a non-wildcard host, else taken from each request"))
+    host: str = field(default="127.0.0.1", metadata=_env(
+        "TOH_HOST", "interface `toh serve` listens on (`0.0.0.0`: all)", option="--host"))
+    port: int = field(default=8080, metadata=_env("TOH_PORT", "port `toh serve` listens on", option="--port"))
+    workers: int = field(default=2, metadata=_env(
+        "TOH_WORKERS", "gunicorn worker processes of `toh serve`", option="--workers"))
+    threads: int = field(default=4, metadata=_env(
+        "TOH_THREADS", "threads per worker of `toh serve`", option="--threads"))
+    max_payload_bytes: int = field(default=10 * 1024 * 1024, metadata=_env(
+        "TOH_MAX_PAYLOAD_BYTES", "largest request body accepted (413 beyond)"))
+    default_page_size: int = field(default=50, metadata=_env(
+        "TOH_DEFAULT_PAGE_SIZE", "search results per page without `_count`"))
+    max_page_size: int = field(default=1000, metadata=_env(
+        "TOH_MAX_PAGE_SIZE", "largest `_count` applied (a larger one is capped)"))
+    max_bundle_entries: int = field(default=1000, metadata=_env(
+        "TOH_MAX_BUNDLE_ENTRIES", "entries in one batch or transaction Bundle (413 beyond)"))
+    max_search_params: int = field(default=64, metadata=_env(
+        "TOH_SEARCH_MAX_PARAMS", "name=value pairs in one search (400 beyond)"))
+    max_search_values: int = field(default=100, metadata=_env(
+        "TOH_SEARCH_MAX_VALUES", "comma-separated values of one search parameter (400 beyond)"))
+    max_chain_depth: int = field(default=3, metadata=_env(
+        "TOH_SEARCH_MAX_CHAIN_DEPTH", "links of one chained search parameter (400 beyond)"))
+    max_index_entries: int = field(default=50_000, metadata=_env(
+        "TOH_MAX_INDEX_ENTRIES", "estimated search index rows of one resource (422 beyond)"))
+    statement_timeout: float = field(default=30.0, metadata=_env(
+        "TOH_STATEMENT_TIMEOUT", "seconds a PostgreSQL statement may run (`0`: no limit)"))
+    worker_timeout: int = field(default=60, metadata=_env(
+        "TOH_WORKER_TIMEOUT", "gunicorn's worker timeout of `toh serve`, seconds", option="--timeout"))
+    migrate_on_start: bool = field(default=True, metadata=_env(
+        "TOH_MIGRATE_ON_START", "create or upgrade the schema and install the guide when the app starts "
+        "(`0` to leave it to `toh migrate`)"))
+    sql_echo: bool = field(default=False, metadata=_env("TOH_SQL_ECHO", "log every SQL statement (`1`)"))
+    followup_plan: str = field(default="https://fhir.toh-service.org/PlanDefinition/toh-follow-up-protocol",
+                               metadata=_env("TOH_FOLLOWUP_PLAN", "canonical URL of the follow-up PlanDefinition"))
+    followup_lead_days: int = field(default=7, metadata=_env(
+        "TOH_FOLLOWUP_LEAD_DAYS", "a follow-up Task becomes ready this many days early"))
+    overdue_grace_days: int = field(default=14, metadata=_env(
+        "TOH_OVERDUE_GRACE_DAYS", "days past a Task's window before the follow-up-overdue flag"))
+    scheduler: bool = field(default=True, metadata=_env(
+        "TOH_SCHEDULER", "run the sweep tick inside `toh serve` (`off` to leave it to `toh worker`)"))
+    sweep_interval_seconds: int = field(default=60, metadata=_env(
+        "TOH_SWEEP_INTERVAL_SECONDS", "how often the tick runs the sweep"))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read TOH_* variables; raises ValueError for a malformed value."""
+        """Read the TOH_* variables of the fields; raises ValueError for a malformed value."""
         env = os.environ if env is None else env
-        return cls(
-            database_url=env.get("TOH_DATABASE_URL") or default_database_url(env.get("TOH_DATA_DIR", DEFAULT_DATA_DIR)),
-            base_url=(env.get("TOH_BASE_URL") or None),
-            max_payload_bytes=_int(env, "TOH_MAX_PAYLOAD_BYTES", cls.max_payload_bytes),
-            default_page_size=_int(env, "TOH_DEFAULT_PAGE_SIZE", cls.default_page_size),
-            max_page_size=_int(env, "TOH_MAX_PAGE_SIZE", cls.max_page_size),
-            max_bundle_entries=_int(env, "TOH_MAX_BUNDLE_ENTRIES", cls.max_bundle_entries),
-            max_search_params=_int(env, "TOH_SEARCH_MAX_PARAMS", cls.max_search_params),
-            max_search_values=_int(env, "TOH_SEARCH_MAX_VALUES", cls.max_search_values),
-            max_chain_depth=_int(env, "TOH_SEARCH_MAX_CHAIN_DEPTH", cls.max_chain_depth),
-            max_index_entries=_int(env, "TOH_MAX_INDEX_ENTRIES", cls.max_index_entries),
-            statement_timeout=_float(env, "TOH_STATEMENT_TIMEOUT", cls.statement_timeout),
-            worker_timeout=_int(env, "TOH_WORKER_TIMEOUT", cls.worker_timeout),
-            migrate_on_start=env.get("TOH_MIGRATE_ON_START", "1") not in ("0", "false", "no"),
-            sql_echo=env.get("TOH_SQL_ECHO", "") in ("1", "true", "yes"),
-            followup_plan=env.get("TOH_FOLLOWUP_PLAN") or cls.followup_plan,
-            followup_lead_days=_int(env, "TOH_FOLLOWUP_LEAD_DAYS", cls.followup_lead_days),
-            overdue_grace_days=_int(env, "TOH_OVERDUE_GRACE_DAYS", cls.overdue_grace_days),
-            scheduler=env.get("TOH_SCHEDULER", "on").lower() not in ("0", "off", "false", "no"),
-            sweep_interval_seconds=_int(env, "TOH_SWEEP_INTERVAL_SECONDS", cls.sweep_interval_seconds),
-        )
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.metadata["env"], str(f.type), raw)
+        if "database_url" not in values:
+            values["database_url"] = default_database_url(values.get("data_dir", DEFAULT_DATA_DIR))
+        return cls(**values)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
         """A copy with some fields replaced (used by create_app(config=...))."""
         return replace(self, **dict(overrides))
+
+
+def _parse(name: str, type_name: str, raw: str) -> Any:
+    if type_name == "float":
+        try:
+            return float(raw)
+        except ValueError as exc:
+            raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+    if type_name == "int":
+        try:
+            return int(raw)
+        except ValueError as exc:
+            raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+    if type_name == "bool":
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise ValueError(f"{name} must be 1/true/yes/on or 0/false/no/off, got {raw!r}")
+    return raw
+
+
+def settings_table() -> str:
+    """The Markdown table of every setting (README.md, section "Settings")."""
+    rows = ["| Environment | `toh serve` option | Default | What it does |", "|---|---|---|---|"]
+    for f in fields(Settings):
+        meta = f.metadata
+        if meta["default"] is not None:
+            default = meta["default"]
+        elif f.default is MISSING or f.default is None:
+            default = "(none)"
+        elif isinstance(f.default, bool):
+            default = "`1`" if f.default else "`0`"
+        else:
+            default = f"`{f.default}`"
+        option = f"`{meta['option']}`" if meta["option"] else ""
+        rows.append(f"| `{meta['env']}` | {option} | {default} | {meta['doc']} |")
+    rows.append("| | `--access-log` | off | log every request to stderr |")
+    return "\n".join(rows)

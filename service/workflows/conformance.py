@@ -5,9 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from collections.abc import Mapping
+
+from service.clinical import Terminology
+from service.clinical.anatomy import read_site
 from service.fhir.errors import Unprocessable
 from service.fhir.profiles import Conformance, has_errors
 from service.store import Database
+
+BODYSITE_SIDE = "toh-bodysite-1"
 
 
 def profile_validator(conformance: Conformance) -> Any:
@@ -26,6 +32,20 @@ def profile_validator(conformance: Conformance) -> Any:
             raise Unprocessable(errors[0].diagnostics, issues=issues)
 
     return validate
+
+
+def side_as_the_rules_read_it(conformance: Conformance, terminology: Terminology) -> None:
+    """Make the invariant toh-bodysite-1 ("the side of the body site should be given") hold
+    exactly when the clinical rules can read a side from that bodySite (service.clinical.anatomy:
+    laterality extension or coding, a coding's display such as "Left hip", bodySite.text), so
+    $validate never warns about a side the assessment reads."""
+
+    def states_a_side(body_site: object, _resource: Mapping[str, object]) -> bool:
+        if not isinstance(body_site, dict):
+            return True
+        return bool(read_site({"bodySite": [body_site]}, terminology).sides)
+
+    conformance.implement(BODYSITE_SIDE, states_a_side)
 
 
 def guide_keys(conformance: Conformance) -> frozenset[tuple[str, str]]:

@@ -158,3 +158,40 @@ def test_restarting_does_not_rewrite_the_guide(app) -> None:  # type: ignore[no-
     from service.workflows.conformance import install_guide
     svc = app.extensions["toh"]
     assert install_guide(svc.database, svc.conformance) == 0
+
+
+SNOMED = "http://snomed.info/sct"
+BODY_SITES = [   # (bodySite, does it state a side?)
+    ({"coding": [{"system": SNOMED, "code": "287679003", "display": "Left hip"}]}, True),
+    ({"coding": [{"system": SNOMED, "code": "24136001", "display": "Hip joint structure"}], "text": "L hip"}, True),
+    ({"coding": [{"system": SNOMED, "code": "24136001"}, {"system": SNOMED, "code": "24028007"}]}, True),
+    ({"coding": [{"system": SNOMED, "code": "24136001", "display": "Hip joint structure"}]}, False),
+    ({"coding": [{"system": SNOMED, "code": "24136001"}], "text": "hip"}, False),
+]
+
+
+@pytest.mark.parametrize("body_site,states_side", BODY_SITES)
+def test_validate_and_the_rules_agree_on_what_states_a_side(client, body_site, states_side) -> None:  # type: ignore[no-untyped-def]
+    """$validate warns (toh-bodysite-1) exactly when the clinical rules cannot read a side from
+    the bodySite (service.clinical.anatomy.read_site): a display "Left hip" states the side."""
+    from service import _terminology
+    from service.clinical.anatomy import read_site
+    condition = example("Condition-toh-left-hip.json")
+    condition["bodySite"] = [body_site]
+    outcome = client.post("/fhir/Condition/$validate", data=json.dumps(condition), headers=FHIR).get_json()
+    warned = any("toh-bodysite-1" in i.get("diagnostics", "") for i in outcome["issue"])
+    assert warned is not states_side, outcome
+    assert bool(read_site({"bodySite": [body_site]}, _terminology()).sides) is states_side
+
+
+def test_every_operation_in_the_capability_statement_has_its_definition(client) -> None:  # type: ignore[no-untyped-def]
+    """CapabilityStatement.rest.resource.operation.definition is canonical(OperationDefinition):
+    the guide's own operations are served here; FHIR's are defined by the spec."""
+    cs = client.get("/fhir/metadata").get_json()
+    definitions = {op["definition"] for r in cs["rest"][0]["resource"] for op in r.get("operation", ())}
+    assert "https://fhir.toh-service.org/OperationDefinition/Patient-toh-assessment" in definitions
+    for url in definitions - {d for d in definitions if d.startswith("http://hl7.org/fhir/")}:
+        found = client.get(f"/fhir/OperationDefinition?url={url}").get_json()
+        assert [e["resource"]["url"] for e in found.get("entry", [])] == [url]
+        op = found["entry"][0]["resource"]
+        assert client.get(f"/fhir/OperationDefinition/{op['id']}").status_code == 200

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib.resources
 import importlib.util
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from ._validator import Walker
 
 # Folders of fhir_profiles/ that hold conformance resources (examples/ and fsh/ are not loaded).
 CONFORMANCE_FOLDERS = ("CodeSystem", "ValueSet", "ConceptMap", "StructureDefinition",
-                       "PlanDefinition", "ActivityDefinition", "SearchParameter")
+                       "PlanDefinition", "ActivityDefinition", "SearchParameter", "OperationDefinition")
 BASE_SD = "http://hl7.org/fhir/StructureDefinition/"
 
 
@@ -76,6 +76,8 @@ class Conformance:
         self.terminology = Terminology(self._of_type("CodeSystem"), self._of_type("ValueSet"))
         # (profile url, constraint key, reason) for invariants fhirpathpy cannot compile
         self.skipped_constraints: list[tuple[str, str, str]] = []
+        # invariant key -> a Python predicate evaluated instead of its FHIRPath (implement())
+        self.natives: dict[str, Callable[[Any, Mapping[str, Any]], bool]] = {}
         self._trees: dict[str, Element] = {}
         for sd in self._of_type("StructureDefinition"):
             if not sd.get("snapshot", {}).get("element"):
@@ -125,6 +127,13 @@ class Conformance:
         return self.terminology.contains(valueset_url, system, code)
 
     # --- validation ---------------------------------------------------------------------------
+    def implement(self, key: str, predicate: Callable[[Any, Mapping[str, Any]], bool]) -> None:
+        """Evaluate the invariant `key` with predicate(value, resource) instead of its FHIRPath:
+        for an invariant whose meaning code elsewhere defines (the clinical rules' reading of
+        a body site's side), so that the validator and that code cannot disagree. Setting the
+        same predicate again is harmless; the predicate must be pure and thread-safe."""
+        self.natives[key] = predicate
+
     def validate(self, resource: Mapping[str, Any], profile_url: str | None = None, *,
                  unknown_profile: str = "error") -> list[Issue]:
         """Validate against profile_url, or else against every profile in meta.profile.

@@ -8,7 +8,7 @@ target types, extension profiles held locally, and FHIRPath invariants. Location
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from service.fhir.errors import Issue
@@ -23,9 +23,13 @@ Item = tuple[Any, str | None, str]  # (value, choice type or None, location)
 
 
 class Resolver(Protocol):
-    """What the walker needs from the package: other compiled definitions and their types."""
+    """What the walker needs from the package: other compiled definitions and their types, and
+    the invariants evaluated by Python predicates instead of FHIRPath (Conformance.implement)."""
 
     terminology: Terminology
+
+    @property
+    def natives(self) -> Mapping[str, Callable[[Any, Mapping[str, Any]], bool]]: ...
 
     def element(self, url: str) -> Element | None: ...
 
@@ -100,8 +104,9 @@ class Walker:
         if "Reference" in el.types and el.target_profiles and isinstance(value, dict):
             self._check_reference(el, value, loc)
         for constraint in el.constraints:
+            native = self.resolver.natives.get(constraint.key)
             try:
-                ok = constraint.holds(value, self.root)
+                ok = native(value, self.root) if native is not None else constraint.holds(value, self.root)
             except ConstraintEvaluationError as exc:
                 self._issue("informational", f"{constraint.key} could not be evaluated here: {exc}", loc, "warning")
                 continue
