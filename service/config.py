@@ -4,7 +4,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    from service.security.tokens import TokenSettings
 
 DEFAULT_DATA_DIR = "toh-data"
 
@@ -57,6 +60,16 @@ class Settings:
     overdue_grace_days: int = 14         # days past a Task's window before follow-up-overdue
     scheduler: bool = True               # the sweep tick inside `toh serve` (TOH_SCHEDULER=off)
     sweep_interval_seconds: int = 60     # how often the tick runs the sweep
+    data_dir: str = DEFAULT_DATA_DIR     # the generated secret is kept here
+    jwt_secret: str | None = None        # HS256 shared secret; generated in data_dir when unset
+    jwks_url: str | None = None          # an identity provider's JWKS (RS256/ES256)
+    jwks_file: str | None = None
+    jwt_issuer: str = "toh-service"
+    jwt_audience: str = "toh-service"
+    jwt_leeway_seconds: int = 60
+    jwks_refresh_cooldown_seconds: int = 30   # an unknown kid refetches the JWKS at most this often
+    token_endpoint: str | None = None    # advertised in metadata and smart-configuration
+    authorization_endpoint: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -82,7 +95,34 @@ class Settings:
             overdue_grace_days=_int(env, "TOH_OVERDUE_GRACE_DAYS", cls.overdue_grace_days),
             scheduler=env.get("TOH_SCHEDULER", "on").lower() not in ("0", "off", "false", "no"),
             sweep_interval_seconds=_int(env, "TOH_SWEEP_INTERVAL_SECONDS", cls.sweep_interval_seconds),
+            data_dir=env.get("TOH_DATA_DIR") or DEFAULT_DATA_DIR,
+            jwt_secret=env.get("TOH_JWT_SECRET") or None,
+            jwks_url=env.get("TOH_JWKS_URL") or None,
+            jwks_file=env.get("TOH_JWKS_FILE") or None,
+            jwt_issuer=env.get("TOH_JWT_ISSUER") or cls.jwt_issuer,
+            jwt_audience=env.get("TOH_JWT_AUDIENCE") or cls.jwt_audience,
+            jwt_leeway_seconds=_int(env, "TOH_JWT_LEEWAY_SECONDS", cls.jwt_leeway_seconds),
+            jwks_refresh_cooldown_seconds=_int(env, "TOH_JWKS_REFRESH_COOLDOWN", cls.jwks_refresh_cooldown_seconds),
+            token_endpoint=env.get("TOH_TOKEN_ENDPOINT") or None,
+            authorization_endpoint=env.get("TOH_AUTHORIZATION_ENDPOINT") or None,
         )
+
+    def token_settings(self) -> TokenSettings:
+        """What the token verifier needs: a configured secret must be strong; with neither a
+        secret nor a JWKS, the secret kept in the data folder (made on first use).
+        Raises WeakSecret for a weak configured secret."""
+        from service.security.secret import check_strength, data_folder_secret
+        from service.security.tokens import TokenSettings
+        if self.jwt_secret:
+            secret: str | None = check_strength(self.jwt_secret)
+        elif self.jwks_url or self.jwks_file:
+            secret = None
+        else:
+            secret = data_folder_secret(self.data_dir)
+        return TokenSettings(issuer=self.jwt_issuer, audience=self.jwt_audience, secret=secret,
+                             jwks_url=self.jwks_url, jwks_file=self.jwks_file,
+                             leeway_seconds=self.jwt_leeway_seconds,
+                             jwks_refresh_cooldown_seconds=self.jwks_refresh_cooldown_seconds)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
         """A copy with some fields replaced (used by create_app(config=...))."""
