@@ -126,6 +126,15 @@ def describe(response: Response) -> Interaction:
                        extra_entities=() if entity or not res_type else (str(res_type),))
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _column(value: str | None, size: int) -> str | None:
+    """A value fit for an audit column: control characters (a NUL, which PostgreSQL text
+    refuses, sent in a hostile URL) replaced, cut to the column's size."""
+    return None if value is None else _CONTROL.sub("?", value)[:size]
+
+
 def audit_row(what: Interaction) -> dict[str, Any]:
     """The audit table's row (columns and content) for an interaction, recorded now."""
     now = services().clock.now()
@@ -133,10 +142,10 @@ def audit_row(what: Interaction) -> dict[str, Any]:
     event = audit_event(what, event_id, now)
     who = what.principal
     entity = what.entity.split("/_history/")[0] if what.entity else None
-    return {"id": event_id, "recorded": now, "action": what.action, "subtype": what.subtype,
-            "outcome": what.outcome, "agent": who.subject if who else None,
-            "agent_ref": who.fhir_user if who else None, "entity": entity, "patient": what.patient,
-            "content": json.dumps(event, separators=(",", ":"))}
+    return {"id": event_id, "recorded": now, "action": what.action, "subtype": what.subtype[:32],
+            "outcome": what.outcome, "agent": _column(who.subject if who else None, 255),
+            "agent_ref": _column(who.fhir_user if who else None, 255), "entity": _column(entity, 200),
+            "patient": _column(what.patient, 64), "content": json.dumps(event, separators=(",", ":"))}
 
 
 def audited() -> bool:
