@@ -1,7 +1,10 @@
 """How long a FHIR read takes, against re-serialising the same resource through the R4 model.
 
 Reads serve the stored JSON text as stored. This prints p50/p95 of:
-  - repo.read (the store alone) and GET [base]/Observation/[id] (Flask, in-process),
+  - repo.read (the store alone) and GET [base]/Observation/[id] (Flask, in-process, with its
+    bearer token checked and its AuditEvent made durable before the response),
+  - the audit append alone (one AuditEvent row in its own committed transaction): what
+    auditing costs each read,
   - baseline: parsing + re-serialising that resource with fhir.resources (what a read would
     cost on top if it went through the model),
 and their ratios, all measured in the same run.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import statistics
 import tempfile
 import time
@@ -26,6 +30,7 @@ from sqlalchemy import create_engine, text
 from fhir.resources.R4B import get_fhir_model_class
 
 from service import create_app
+from service.security import issue_token
 
 OBSERVATION = {
     "resourceType": "Observation", "status": "final",
@@ -86,8 +91,11 @@ def main() -> None:
 
 def run(url: str, n: int) -> None:
     """Store one Observation, then time the three ways of reading it."""
-    app = create_app({"database_url": url})
+    app = create_app({"database_url": url, "jwt_secret": secrets.token_urlsafe(48)})
     client = app.test_client()
+    token = issue_token(app.extensions["toh"].verifier.settings, subject="bench", scopes=["system/*.cruds"],
+                        ttl_seconds=3600)
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
     created = client.post("/fhir/Observation", json=OBSERVATION, headers={"Content-Type": "application/fhir+json"})
     obs_id = created.get_json()["id"]
     database = app.extensions["toh"].database
@@ -103,11 +111,19 @@ def run(url: str, n: int) -> None:
         assert response.status_code == 200
         return response.data
 
+    audit_row = {"recorded": app.extensions["toh"].clock.now(), "action": "R", "subtype": "read", "outcome": "0",
+                 "agent": "bench", "agent_ref": None, "entity": f"Observation/{obs_id}", "patient": "p1",
+                 "content": json.dumps({"resourceType": "AuditEvent"})}
+
+    def audit_append() -> object:
+        return database.append_audit([{**audit_row, "id": uuid.uuid4().hex}])
+
     def reserialise() -> object:
         return model.model_validate(json.loads(stored_text)).model_dump_json()
 
     results = {"baseline: model parse + re-serialise": timings(reserialise, n),
                "store read (repo.read)": timings(store_read, n),
+               "audit append (own transaction)": timings(audit_append, n),
                "GET Observation/[id] (Flask in-process)": timings(http_read, n)}
     base = statistics.median(results["baseline: model parse + re-serialise"])
     print(f"database: {database.dialect}, n={n}")

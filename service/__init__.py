@@ -23,6 +23,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clo
     from service import api
     from service.api.context import Services
     from service.fhir.search.query import SearchLimits
+    from service.audit import ProvenanceStep
+    from service.security import TokenVerifier
     from service.store import Database
     from service.store.search import SearchEngine
     from service.workflows.care_plans import CarePlanner, Policy
@@ -35,6 +37,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clo
     else:
         settings = Settings.from_env().with_overrides(config or {})
     clock = clock or SystemClock()
+    verifier = TokenVerifier(settings.token_settings())  # a weak secret stops the start here
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
 
@@ -56,13 +59,14 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clo
     database.add_before_commit(planner.before_commit)
     database.add_due_handler("task", planner.advance_task)
     database.add_due_handler("patient", planner.advance_patient)
+    database.add_before_commit(ProvenanceStep().before_commit)   # after the steps that write
     if settings.migrate_on_start:
         database.migrate()
         install_guide(database, conformance)
 
     app.extensions["toh"] = Services(settings=settings, database=database, clock=clock,
                                      conformance=conformance, search=search, clinical=clinical,
-                                     planner=planner)
+                                     planner=planner, verifier=verifier)
     api.init_app(app)
     return app
 

@@ -1,9 +1,12 @@
 """The `toh` command: `toh serve` runs the service under gunicorn (with the sweep's tick),
 `toh worker` runs only the tick, `toh sweep [--now T]` runs one sweep, `toh migrate` upgrades
-the schema, `toh reindex` rebuilds the search index."""
+the schema, `toh reindex` rebuilds the search index, `toh token` prints a bearer token."""
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import re
 import sys
 from datetime import datetime, timezone
 from collections.abc import Callable, Sequence
@@ -70,6 +73,7 @@ def serve(args: argparse.Namespace) -> int:
     worker_settings = settings.with_overrides({"migrate_on_start": False})
 
     def factory() -> Any:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
         app = create_app(worker_settings)
         if worker_settings.scheduler:
             from service.scheduling import start_background
@@ -84,10 +88,16 @@ def serve(args: argparse.Namespace) -> int:
         "timeout": args.timeout,
         "limit_request_line": 8190,       # gunicorn's most: long search URLs are common in FHIR
         "accesslog": "-" if args.access_log else None,
+        # the path without its query (a search's values can be PHI), and the request id
+        "access_log_format": '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms request=%({x-request-id}o)s',
         "errorlog": "-",
         "loglevel": "info",
     }
     print(startup_message(settings, args.host, args.port), file=sys.stderr, flush=True)
+    keys = "the identity provider's JWKS" if settings.jwks_url or settings.jwks_file else (
+        "TOH_JWT_SECRET" if settings.jwt_secret else f"the secret in {settings.data_dir}/jwt-secret")
+    print(f"Every FHIR request needs a bearer token, checked against {keys}; get one with "
+          f"`toh token --role ehr|staff|auditor` (run where the service runs)", file=sys.stderr, flush=True)
     _gunicorn_app(factory, options).run()
     return 0
 
@@ -158,6 +168,36 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
+_TTL = re.compile(r"^(\d+)([smhd]?)$")
+
+
+def parse_ttl(text: str) -> int:
+    """'90', '90s', '30m', '1h', '7d' in seconds; raises argparse.ArgumentTypeError."""
+    match = _TTL.match(text.strip())
+    if match is None or int(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"not a lifetime: {text!r} (e.g. 3600, 30m, 1h, 7d)")
+    return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+def token(args: argparse.Namespace) -> int:
+    """Print a token signed with the configured secret for a role (or explicit scopes)."""
+    from service.security import ROLES, issue_token
+    scopes = list(ROLES[args.role]) if args.role else []
+    scopes += (args.scope or "").split()
+    if not scopes:
+        print("give --role or --scope", file=sys.stderr)
+        return 2
+    settings = Settings.from_env()
+    try:
+        text = issue_token(settings.token_settings(), subject=args.sub, scopes=scopes,
+                           ttl_seconds=args.ttl, patient=args.patient)
+    except ValueError as exc:
+        print(f"cannot issue a token: {exc}", file=sys.stderr)
+        return 1
+    print(text)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `toh` console script."""
     defaults = Settings.from_env()     # each option's default is its TOH_* setting
@@ -187,6 +227,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_worker = sub.add_parser("worker", help="run only the scheduler (the sweep every minute)")
     p_worker.add_argument("--database-url", default=None)
     p_worker.set_defaults(run=worker)
+    p_token = sub.add_parser("token", help="print a bearer token signed with the configured secret")
+    p_token.add_argument("--role", choices=("ehr", "staff", "auditor"), default=None)
+    p_token.add_argument("--scope", default=None, help="SMART scopes, space-separated (added to the role's)")
+    p_token.add_argument("--sub", default=os.environ.get("USER") or "operator", help="the token's subject")
+    p_token.add_argument("--patient", default=None, help="launch context: the patient of patient/ scopes")
+    p_token.add_argument("--ttl", type=parse_ttl, default=3600, help="lifetime: 3600, 30m, 1h, 7d (default 1h)")
+    p_token.set_defaults(run=token)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

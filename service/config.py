@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    from service.security.tokens import TokenSettings
 
 DEFAULT_DATA_DIR = "toh-data"
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -81,6 +84,22 @@ class Settings:
         "TOH_SCHEDULER", "run the sweep tick inside `toh serve` (`off` to leave it to `toh worker`)"))
     sweep_interval_seconds: int = field(default=60, metadata=_env(
         "TOH_SWEEP_INTERVAL_SECONDS", "how often the tick runs the sweep"))
+    jwt_secret: str | None = field(default=None, metadata=_env(
+        "TOH_JWT_SECRET", "HS256 secret bearer tokens are signed with (32+ random characters; a weak one "
+        "stops the start)", default="made once in `$TOH_DATA_DIR/jwt-secret` (mode 0600)"))
+    jwks_url: str | None = field(default=None, metadata=_env(
+        "TOH_JWKS_URL", "an identity provider's JWKS for RS256/ES256 tokens (cached; fetched again for an unknown kid)"))
+    jwks_file: str | None = field(default=None, metadata=_env("TOH_JWKS_FILE", "a JWKS file for RS256/ES256 tokens"))
+    jwt_issuer: str = field(default="toh-service", metadata=_env("TOH_JWT_ISSUER", "the `iss` tokens must name"))
+    jwt_audience: str = field(default="toh-service", metadata=_env("TOH_JWT_AUDIENCE", "the `aud` tokens must name"))
+    jwt_leeway_seconds: int = field(default=60, metadata=_env(
+        "TOH_JWT_LEEWAY_SECONDS", "clock skew tolerated on `exp` and `nbf`, seconds"))
+    jwks_refresh_cooldown_seconds: int = field(default=30, metadata=_env(
+        "TOH_JWKS_REFRESH_COOLDOWN", "an unknown kid fetches the JWKS again at most this often, seconds"))
+    token_endpoint: str | None = field(default=None, metadata=_env(
+        "TOH_TOKEN_ENDPOINT", "OAuth token endpoint advertised in metadata and the SMART configuration"))
+    authorization_endpoint: str | None = field(default=None, metadata=_env(
+        "TOH_AUTHORIZATION_ENDPOINT", "OAuth authorization endpoint advertised likewise"))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -95,6 +114,23 @@ class Settings:
         if "database_url" not in values:
             values["database_url"] = default_database_url(values.get("data_dir", DEFAULT_DATA_DIR))
         return cls(**values)
+
+    def token_settings(self) -> TokenSettings:
+        """What the token verifier needs: a configured secret must be strong; with neither a
+        secret nor a JWKS, the secret kept in the data folder (made on first use).
+        Raises WeakSecret for a weak configured secret."""
+        from service.security.secret import check_strength, data_folder_secret
+        from service.security.tokens import TokenSettings
+        if self.jwt_secret:
+            secret: str | None = check_strength(self.jwt_secret)
+        elif self.jwks_url or self.jwks_file:
+            secret = None
+        else:
+            secret = data_folder_secret(self.data_dir)
+        return TokenSettings(issuer=self.jwt_issuer, audience=self.jwt_audience, secret=secret,
+                             jwks_url=self.jwks_url, jwks_file=self.jwks_file,
+                             leeway_seconds=self.jwt_leeway_seconds,
+                             jwks_refresh_cooldown_seconds=self.jwks_refresh_cooldown_seconds)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
         """A copy with some fields replaced (used by create_app(config=...))."""

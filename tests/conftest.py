@@ -22,10 +22,21 @@ from sqlalchemy import create_engine, text
 
 from service.clock import FixedClock
 from service.store import Database
+from tests import auth
 from tests.databases import empty_tables
 
 PG_ADMIN_URL = os.environ.get("TOH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tokens_by_default() -> Iterator[None]:
+    """Every client of the suite sends a valid bearer token by default (tests/auth.py): the
+    Flask test client, and requests/fhirpy/fhirclient towards loopback servers. Apps and
+    `toh serve` processes made by tests accept it (TOH_JWT_SECRET is set for the run)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        auth.install(monkeypatch)
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +92,14 @@ def app(database_url: str, clock: FixedClock):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def client(app):  # type: ignore[no-untyped-def]
+    """The Flask test client, sending the suite's default token (system/*.cruds)."""
     return app.test_client()
+
+
+@pytest.fixture
+def anonymous_client(app):  # type: ignore[no-untyped-def]
+    """A Flask test client that sends no token (for tests of refusals)."""
+    return app.test_client(token=None)
 
 
 def _free_port() -> int:
@@ -93,7 +111,7 @@ def _free_port() -> int:
 class LiveServer:
     """A real `toh serve` process (gunicorn) on a free port."""
 
-    def __init__(self, database_url: str, workdir: Path, workers: int = 2) -> None:
+    def __init__(self, database_url: str, workdir: Path, workers: int = 2, extra_args: tuple[str, ...] = ()) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}/fhir"
         env = dict(os.environ, TOH_DATABASE_URL=database_url)
@@ -101,12 +119,12 @@ class LiveServer:
         toh = Path(sys.executable).with_name("toh")
         command = [str(toh)] if toh.exists() else [sys.executable, "-m", "service.cli"]
         self.process = subprocess.Popen(
-            command + ["serve", "--port", str(self.port), "--workers", str(workers)],
+            command + ["serve", "--port", str(self.port), "--workers", str(workers), *extra_args],
             cwd=workdir, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 90  # generous: CI machines run two test processes at once
         while time.monotonic() < deadline:
             try:
-                if requests.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).ok:
+                if requests.get(f"http://127.0.0.1:{self.port}/healthz", timeout=5).ok:
                     return
             except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still booting
                 pass

@@ -3,23 +3,28 @@ from __future__ import annotations
 
 from flask import Flask, Response, json
 
-from service.api import (context, errors, metadata, negotiation, plan_apply, rest, search, toh_assessment,
-                         validate)
+from service.api import (adherence, audit, audit_events, auth, context, errors, metadata, negotiation, plan_apply,
+                         rest, search, toh_assessment, validate)
 
 
 def init_app(app: Flask) -> None:
     """Register the FHIR API, error handling and the per-request transaction."""
     errors.init_app(app)
+    audit.init_app(app)     # after_request runs in reverse: the request log comes last
     context.init_app(app)
+    auth.init_app(app)
 
     @app.before_request
     def _negotiate() -> None:
         from flask import request
         if request.path.startswith(context.FHIR_PREFIX):
             negotiation.check_url_text()
+        if request.path.startswith(context.FHIR_PREFIX) and request.endpoint not in adherence.OWN_FORMATS:
             negotiation.check_accept()
 
     app.register_blueprint(metadata.bp, url_prefix=context.FHIR_PREFIX)
+    app.register_blueprint(audit_events.bp, url_prefix=context.FHIR_PREFIX)
+    app.register_blueprint(adherence.bp, url_prefix=context.FHIR_PREFIX)
     app.register_blueprint(toh_assessment.bp, url_prefix=context.FHIR_PREFIX)
     app.register_blueprint(validate.bp, url_prefix=context.FHIR_PREFIX)
     app.register_blueprint(plan_apply.bp, url_prefix=context.FHIR_PREFIX)

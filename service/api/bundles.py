@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Response
 
+from service.api.auth import guard
 from service.api.context import base_url, current_uow, services
 from service.api.negotiation import json_response, prefer_return, prefer_strict, request_resource
 from service.store.bundles import Criteria, process_bundle
@@ -32,12 +33,14 @@ def batch_or_transaction() -> Response:
     uow = current_uow()
     base = base_url()
     strict = prefer_strict()
+    access = guard()
 
     def search(res_type: str, params: Criteria) -> dict[str, Any]:
+        compartment = access.search_compartment(res_type, None)
         return searchset(services().search, uow.conn, res_type, params, base_url=base, now=uow.clock.now(),
-                         strict=strict)
+                         strict=strict, compartment=compartment, visible=access.visible)
 
     response = process_bundle(uow.repo, bundle, base_url=base,
                               max_entries=services().settings.max_bundle_entries,
-                              minimal=prefer_return() == "minimal", search=search)
+                              minimal=prefer_return() == "minimal", search=search, guard=access)
     return json_response(response)

@@ -15,11 +15,12 @@ from flask import Flask, Response, current_app, g, request
 
 from service.clock import Clock
 from service.config import Settings
-from service.fhir.errors import FhirError
-from service.store import Database, UnitOfWork
+from service.fhir.errors import FhirError, ServiceUnavailable
+from service.store import TRANSIENT_ERRORS, Database, UnitOfWork
 
 if TYPE_CHECKING:
     from service.fhir.profiles import Conformance
+    from service.security import TokenVerifier
     from service.store.search import SearchEngine
     from service.workflows.care_plans import CarePlanner
     from service.workflows.clinical_watch import ClinicalWatch
@@ -39,6 +40,7 @@ class Services:
     search: SearchEngine
     clinical: ClinicalWatch
     planner: CarePlanner
+    verifier: TokenVerifier
 
 
 def services() -> Services:
@@ -54,6 +56,7 @@ def current_uow() -> UnitOfWork:
         g.toh_uow_stack = stack
         write = request.method not in READ_METHODS
         uow = stack.enter_context(services().database.unit_of_work(write=write))
+        uow.principal = g.get("toh_principal")
         g.toh_uow = uow
     return uow
 
@@ -74,13 +77,27 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def _commit(response: Response) -> Response:
+        from service.api import audit
+        from service.api.errors import outcome_response
         uow: UnitOfWork | None = g.get("toh_uow")
+        row = audit.audit_row(audit.describe(response)) if audit.audited() else None
         if uow is not None and response.status_code < 400 and not uow.committed:
+            with_write = row is not None and request.method not in READ_METHODS
+            if with_write and row is not None:
+                uow.audit_events.append(row)   # lands with the write, or not at all
             try:
                 uow.commit()
+                row = None if with_write else row
             except FhirError as exc:
-                from service.api.errors import outcome_response
-                return outcome_response(exc)
+                response = outcome_response(exc)
+                row = audit.audit_row(audit.describe(response)) if row is not None else None
+        if row is not None:  # reads and refusals: durable before the response leaves
+            if uow is not None and not uow.committed:
+                uow.conn.rollback()   # a refused write lets go of the write lock first
+            try:
+                services().database.append_audit([row])
+            except TRANSIENT_ERRORS:
+                return outcome_response(ServiceUnavailable("The audit trail cannot be written; try again"))
         return response
 
     @app.teardown_request

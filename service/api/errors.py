@@ -22,7 +22,9 @@ _ERROR_FOR_STATUS: dict[int, type[FhirError]] = {cls.status: cls for cls in (
 
 def outcome_response(error: FhirError) -> Response:
     """The OperationOutcome response for a FhirError."""
-    return Response(json.dumps(error.outcome()), status=error.status, mimetype=FHIR_JSON)
+    response = Response(json.dumps(error.outcome()), status=error.status, mimetype=FHIR_JSON)
+    response.headers.update(error.headers)
+    return response
 
 
 def _http_error(exc: HTTPException) -> Response:

@@ -88,6 +88,7 @@ def capability_statement() -> dict[str, Any]:
         resources.append(entry)
     rest: dict[str, Any] = {
         "mode": "server",
+        "security": _security(svc.settings),
         "resource": resources,
         "interaction": [{"code": c} for c in system_codes],
     }
@@ -102,6 +103,23 @@ def capability_statement() -> dict[str, Any]:
         "format": ["application/fhir+json", "json"],
         "rest": [rest],
     }
+
+
+def _security(settings: Any) -> dict[str, Any]:
+    """rest.security: SMART on FHIR bearer tokens, with the OAuth endpoints when configured
+    (http://hl7.org/fhir/smart-app-launch/conformance.html)."""
+    security: dict[str, Any] = {
+        "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                 "code": "SMART-on-FHIR"}], "text": "OAuth2 bearer tokens with SMART scopes"}],
+        "description": "Every request but metadata, .well-known/smart-configuration and /healthz needs "
+                       "Authorization: Bearer <JWT> with SMART v1 or v2 scopes (see `toh token`).",
+    }
+    uris = [{"url": name, "valueUri": value} for name, value in (
+        ("token", settings.token_endpoint), ("authorize", settings.authorization_endpoint)) if value]
+    if uris:
+        security["extension"] = [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                                  "extension": uris}]
+    return security
 
 
 @bp.get("/metadata")

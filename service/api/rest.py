@@ -13,14 +13,17 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, Response, request
 
+from service.api.auth import guard
 from service.api.bundles import batch_or_transaction
 from service.api.context import FHIR_PREFIX, base_url, current_uow, request_url, services
 from service.api.negotiation import if_match, json_response, request_resource, resource_response
 from service.fhir.errors import BadRequest
+from service.fhir.errors import Forbidden
 from service.fhir.http import bounded_int, conditional_criteria
 from service.fhir.resources import check_id, check_type
 from service.fhir.search.values import date_range
-from service.store import StoredResource
+from service.security import Reach
+from service.store import Repository, StoredResource
 from service.store.repository import format_instant
 
 bp = Blueprint("fhir_rest", __name__)
@@ -42,6 +45,7 @@ def _body(res_type: str) -> dict[str, Any]:
 def create(res_type: str) -> Response:
     """POST [base]/[type]: create with a server-assigned id (conditional with If-None-Exist)."""
     resource = _body(res_type)
+    guard().check("c", res_type, resource)
     condition = request.headers.get("If-None-Exist")
     criteria = None if condition is None else conditional_criteria(condition, "If-None-Exist")
     stored, created = current_uow().repo.create(resource, if_none_exist=criteria)
@@ -52,7 +56,10 @@ def read(res_type: str, res_id: str) -> Response:
     """GET [base]/[type]/[id]: the current version; 404 if unknown, 410 if deleted."""
     check_type(res_type)
     check_id(res_id)
-    return resource_response(current_uow().repo.read(res_type, res_id))
+    guard().require("r", res_type)
+    stored = current_uow().repo.read(res_type, res_id)
+    guard().check("r", res_type, stored.resource)
+    return resource_response(stored)
 
 
 def vread(res_type: str, res_id: str, version: str) -> Response:
@@ -60,12 +67,16 @@ def vread(res_type: str, res_id: str, version: str) -> Response:
     check_type(res_type)
     check_id(res_id)
     number = bounded_int(version, "The version", low=1)
-    return resource_response(current_uow().repo.vread(res_type, res_id, number))
+    guard().require("r", res_type)
+    stored = current_uow().repo.vread(res_type, res_id, number)
+    guard().check("r", res_type, stored.resource)
+    return resource_response(stored)
 
 
 def update(res_type: str, res_id: str) -> Response:
     """PUT [base]/[type]/[id]: a new version, or create with this id; If-Match honoured."""
     resource = _body(res_type)
+    _check_write("u", res_type, res_id, resource, current_uow().repo)
     stored, created = current_uow().repo.update(res_type, res_id, resource, if_match=if_match())
     return resource_response(stored, 201 if created else 200, location=_location(stored), honour_prefer=True)
 
@@ -79,7 +90,9 @@ def conditional_update(res_type: str) -> Response:
     criteria = conditional_criteria(request.query_string.decode(), "A conditional update (PUT [type]?[criteria])")
     resource = _body(res_type)
     repo = current_uow().repo
+    guard().require("u", res_type)
     resource["id"] = repo.conditional_target(res_type, criteria, resource.get("id"))
+    _check_write("u", res_type, resource["id"], resource, repo)
     stored, created = repo.update(res_type, resource["id"], resource, if_match=if_match())
     return resource_response(stored, 201 if created else 200, location=_location(stored), honour_prefer=True)
 
@@ -89,6 +102,7 @@ def delete(res_type: str, res_id: str) -> Response:
     the resource was already deleted or never existed (R4 http.html#delete)."""
     check_type(res_type)
     check_id(res_id)
+    _check_write("d", res_type, res_id, None, current_uow().repo)
     stored = current_uow().repo.delete(res_type, res_id, if_match=if_match())
     response = Response(status=204)
     if stored is not None:
@@ -96,11 +110,37 @@ def delete(res_type: str, res_id: str) -> Response:
     return response
 
 
+def _check_write(action: str, res_type: str, res_id: str, resource: dict[str, Any] | None,
+                 repo: Repository) -> None:
+    """Raise Forbidden unless the principal may write this: the type's scope, and in a patient
+    context both the new content and the version it replaces in the patient's compartment."""
+    check_type(res_type)
+    if resource is not None:
+        guard().check(action, res_type, resource)
+    if guard().require(action, res_type) is Reach.PATIENT:
+        found = repo.current(res_type, res_id)
+        if found is not None and not found[1].deleted:
+            guard().check(action, res_type, found[1].resource)
+
+
+def _history_access(res_type: str | None, res_id: str | None) -> Reach:
+    """The principal's reach for this history; raises Forbidden where a patient context
+    would span other patients (type and system history)."""
+    if res_type is None:
+        guard().require_everything("r")
+        return Reach.ALL
+    reach = guard().require("r", res_type)
+    if reach is Reach.PATIENT and res_id is None:
+        raise Forbidden("A patient/ scope cannot read the history of a whole type; read an instance's")
+    return reach
+
+
 def _history(res_type: str | None = None, res_id: str | None = None) -> Response:
     if res_type is not None:
         check_type(res_type)
     if res_id is not None:
         check_id(res_id)
+    reach = _history_access(res_type, res_id)
     settings = services().settings
     args = request.args
     count = min(bounded_int(args.get("_count", str(settings.default_page_size)), "_count"), settings.max_page_size)
@@ -109,6 +149,11 @@ def _history(res_type: str | None = None, res_id: str | None = None) -> Response
     at = _history_time(args, "_at")
     versions, total = current_uow().repo.history(res_type, res_id, since=since[0] if since else None, at=at,
                                                  count=count, offset=offset)
+    if reach is Reach.PATIENT:  # only the versions that were in the patient's compartment
+        assert res_type is not None
+        kept = [v for v in versions if not v.deleted and guard().visible(res_type, v.resource())]
+        total -= len(versions) - len(kept)
+        versions = kept
     return json_response(history_bundle(versions, total, count, offset))
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from flask import Blueprint, Flask, Response, request
 from werkzeug.routing import BaseConverter
 
+from service.api.auth import guard
 from service.api.context import base_url, current_uow, services
 from service.api.negotiation import FHIR_JSON, check_params, prefer_strict
 from service.fhir.resources import check_id, check_type
@@ -23,6 +24,7 @@ from service.store.search import SearchEngine
 from service.store.search.searchset import searchset_json
 
 bp = Blueprint("fhir_search", __name__)
+RECORD_TYPES = frozenset({"Provenance", "AuditEvent"})   # left out of $everything unless _type names them
 
 
 class ResourceTypeConverter(BaseConverter):
@@ -46,10 +48,19 @@ def _params() -> list[tuple[str, str]]:
 
 
 def _run(res_type: str | None, path: str, *, compartment: tuple[str, str] | None = None) -> Response:
-    """One search answered with its searchset Bundle; raises BadRequest (strict, or a bad cursor)."""
+    """One search answered with its searchset Bundle, kept to what the asker may see; raises
+    BadRequest (strict, or a bad cursor) and Forbidden (scopes, another patient's compartment)."""
     uow = current_uow()
+    access = guard()
+    compartment = access.search_compartment(res_type, compartment)
+    types = None
+    if res_type is None:   # $everything: the record, not the records about it, unless _type asks
+        types = access.readable_types(engine().compartment_types())
+        if not any(name == "_type" for name, _ in _params()):
+            types = tuple(t for t in types if t not in RECORD_TYPES)
     text = searchset_json(engine(), uow.conn, res_type, _params(), base_url=base_url(), now=uow.clock.now(),
-                          strict=prefer_strict(), path=path, compartment=compartment)
+                          strict=prefer_strict(), path=path, compartment=compartment, types=types,
+                          visible=access.visible)
     return Response(text, mimetype=FHIR_JSON)
 
 
@@ -70,7 +81,7 @@ def everything(patient_id: str) -> Response:
     """GET [base]/Patient/[id]/$everything: the patient and every resource in its compartment
     (paged; _type, _count and _elements honoured). 404/410 if the patient is unknown/deleted."""
     check_id(patient_id)
-    current_uow().repo.read("Patient", patient_id)
+    guard().check("r", "Patient", current_uow().repo.read("Patient", patient_id).resource)
     return _run(None, f"Patient/{patient_id}/$everything", compartment=("Patient", patient_id))
 
 

@@ -7,11 +7,13 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
+from service.api.auth import guard
 from service.api.context import current_uow, services
 from service.api.negotiation import json_response, request_resource
 from service.fhir.errors import BadRequest, FhirError, Issue, operation_outcome
 from service.fhir.resources import check_id, check_type
 from service.fhir.resources import validate as validate_r4
+from service.security import Reach
 
 bp = Blueprint("validate", __name__)
 
@@ -52,6 +54,8 @@ def _respond(resource: dict[str, Any] | None, res_type: str, profile: str | None
 def validate_type(res_type: str) -> Response:
     """Validate the posted resource (or Parameters.resource) against R4 and a profile."""
     check_type(res_type)
+    if not any(guard().reach(action, res_type) is not Reach.NONE for action in "cur"):
+        guard().require("c", res_type)  # raises Forbidden
     resource, profile = _resource_and_profile(request_resource())
     return _respond(resource, res_type, profile)
 
@@ -61,8 +65,10 @@ def validate_instance(res_type: str, res_id: str) -> Response:
     """Validate the posted resource, or the stored one when nothing is posted."""
     check_type(res_type)
     check_id(res_id)
+    guard().require("r", res_type)
     if request.method == "POST" and request.get_data():
         resource, profile = _resource_and_profile(request_resource())
     else:
         resource, profile = current_uow().repo.read(res_type, res_id).resource(), request.args.get("profile")
+        guard().check("r", res_type, resource)
     return _respond(resource, res_type, profile)

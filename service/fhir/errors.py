@@ -4,6 +4,8 @@ Every failure the service reports to a client leaves as an OperationOutcome. The
 
     FhirError                 any error with an HTTP status and OperationOutcome issues
      +-- BadRequest            400 malformed JSON, bad parameter, wrong resourceType
+     +-- Unauthorized          401 no bearer token, or one that cannot be accepted
+     +-- Forbidden             403 the token's scopes or patient do not allow the request
      +-- NotFound              404 unknown type or id
      +-- Gone                  410 the resource was deleted
      +-- MethodNotAllowed      405
@@ -52,6 +54,7 @@ class FhirError(Exception):
 
     status: int = 500
     default_code: str = "exception"
+    headers: dict[str, str] = {}   # extra response headers (WWW-Authenticate)
 
     def __init__(self, diagnostics: str = "", *, code: str | None = None,
                  expression: tuple[str, ...] | list[str] = (),
@@ -68,6 +71,33 @@ class FhirError(Exception):
 
 class BadRequest(FhirError):
     status, default_code = 400, "invalid"
+
+
+class Unauthorized(FhirError):
+    """401 with RFC 6750's WWW-Authenticate: Bearer challenge (error only when a token was sent)."""
+
+    status, default_code = 401, "login"
+
+    def __init__(self, diagnostics: str, *, error: str | None = "invalid_token", realm: str = "toh") -> None:
+        super().__init__(diagnostics)
+        challenge = f'Bearer realm="{realm}"'
+        if error:
+            description = diagnostics.replace('"', "'")
+            challenge += f', error="{error}", error_description="{description}"'
+        self.headers = {"WWW-Authenticate": challenge}
+
+
+class Forbidden(FhirError):
+    """403: authenticated, but the scopes (or the patient context) do not allow this."""
+
+    status, default_code = 403, "forbidden"
+
+    def __init__(self, diagnostics: str, *, scope: str | None = None, realm: str = "toh") -> None:
+        super().__init__(diagnostics)
+        challenge = f'Bearer realm="{realm}", error="insufficient_scope"'
+        if scope:
+            challenge += f', scope="{scope}"'
+        self.headers = {"WWW-Authenticate": challenge}
 
 
 class NotFound(FhirError):

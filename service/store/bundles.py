@@ -38,6 +38,7 @@ from service.fhir.errors import (BadRequest, Conflict, FhirError, Issue, MethodN
                                  PreconditionFailed, operation_outcome)
 from service.fhir.http import bounded_int, Criteria, conditional_criteria, etag_version
 from service.fhir.resources import check_id, check_type
+from service.security import AccessGuard, Reach
 from service.store.repository import DeferredWriteFailed, Repository, StoredResource, format_instant
 
 log = logging.getLogger(__name__)
@@ -111,12 +112,16 @@ class Result:
 
 
 def process_bundle(repo: Repository, bundle: Any, *, base_url: str, max_entries: int,
-                   minimal: bool = False, search: Search | None = None) -> dict[str, Any]:
+                   minimal: bool = False, search: Search | None = None,
+                   guard: AccessGuard | None = None) -> dict[str, Any]:
     """Process a batch or transaction Bundle; returns the batch-response/transaction-response.
 
     minimal (Prefer: return=minimal) leaves stored resources out of the response entries;
     a search entry always carries its searchset Bundle. Without search, search entries are
-    refused (400 not-supported).
+    refused (400 not-supported). With a guard, every entry is checked as its own request
+    would be (scopes, and in a patient context the patient's compartment): a refused entry
+    is a 403 (in a transaction, the whole bundle's); the search gets the same guard's limits
+    from the caller.
 
     Raises BadRequest if bundle is not a batch or transaction Bundle, PayloadTooLarge if it
     has more than max_entries entries, and for a transaction EntryFailed when any entry fails.
@@ -132,14 +137,16 @@ def process_bundle(repo: Repository, bundle: Any, *, base_url: str, max_entries:
     if len(raw_entries) > max_entries:
         raise PayloadTooLarge(f"The Bundle has {len(raw_entries)} entries; this server takes at most {max_entries}",
                               expression=["Bundle.entry"])
-    processor = _Processor(repo, base_url.rstrip("/"), minimal, search)
+    processor = _Processor(repo, base_url.rstrip("/"), minimal, search, guard)
     responses = processor.transaction(raw_entries) if kind == "transaction" else processor.batch(raw_entries)
     return {"resourceType": "Bundle", "type": f"{kind}-response", "entry": responses}
 
 
 class _Processor:
-    def __init__(self, repo: Repository, base: str, minimal: bool, search: Search | None) -> None:
+    def __init__(self, repo: Repository, base: str, minimal: bool, search: Search | None,
+                 guard: AccessGuard | None = None) -> None:
         self.repo = repo
+        self.guard = guard
         self.base = base
         self.minimal = minimal
         self.search = search
@@ -187,6 +194,7 @@ class _Processor:
         seen: set[str] = set()
         responses = []
         for index, raw in enumerate(raw_entries):
+            mark = len(self.repo.journal)
             try:
                 with self.repo.conn.begin_nested():
                     entry = self._parse(index, raw)
@@ -199,8 +207,10 @@ class _Processor:
                 self._claim(entry)
                 responses.append(self._response(entry, result))
             except FhirError as exc:
+                del self.repo.journal[mark:]   # rolled back: the later steps must not see it
                 responses.append(_failure(exc.status, exc.outcome()))
             except Exception:  # one broken entry must not take the others down
+                del self.repo.journal[mark:]
                 log.exception("batch entry %d failed", index)
                 issue = Issue("fatal", "exception", "Internal error while processing this entry")
                 responses.append(_failure(500, operation_outcome([issue])))
@@ -293,13 +303,23 @@ class _Processor:
                           with_resource=entry.method == "GET")
         assert entry.res_id is not None
         if entry.method == "DELETE":
+            self._check_existing("d", entry)
             return Result(204, repo.delete(entry.res_type, entry.res_id, if_match=entry.if_match), False)
         if entry.method in ("GET", "HEAD"):
+            if self.guard is not None:
+                self.guard.require("r", entry.res_type)
             stored = (repo.read(entry.res_type, entry.res_id) if entry.version is None
                       else repo.vread(entry.res_type, entry.res_id, entry.version))
+            if self.guard is not None:
+                self.guard.check("r", entry.res_type, stored.resource)
             return Result(200, stored, entry.method == "GET")
         assert entry.resource is not None
         resource = self._localised(entry.resource)
+        if self.guard is not None:
+            action = "c" if entry.method == "POST" else "u"
+            self.guard.check(action, entry.res_type, resource)
+            if action == "u":
+                self._check_existing("u", entry)
         if entry.method == "POST":
             stored, created = repo.create(resource, if_none_exist=entry.if_none_exist, res_id=entry.res_id)
             if created == entry.matched or stored.res_id != entry.res_id:
@@ -310,6 +330,15 @@ class _Processor:
             resource["id"] = entry.res_id
         stored, created = repo.update(entry.res_type, entry.res_id, resource, if_match=entry.if_match)
         return Result(201 if created else 200, stored)
+
+    def _check_existing(self, action: str, entry: Entry) -> None:
+        """Raise Forbidden unless the guard allows action on the entry's current version."""
+        if self.guard is None or entry.res_id is None:
+            return
+        if self.guard.require(action, entry.res_type) is Reach.PATIENT:
+            found = self.repo.current(entry.res_type, entry.res_id)
+            if found is not None and not found[1].deleted:
+                self.guard.check(action, entry.res_type, found[1].resource)
 
     # -- references -------------------------------------------------------------------
     def _localised(self, value: Any) -> Any:

@@ -16,6 +16,7 @@ from service.clock import Clock, SystemClock
 from service.fhir.errors import ServiceUnavailable
 
 if TYPE_CHECKING:
+    from service.security import Principal
     from service.store.repository import Change, Finder, Repository, Validator, WriteHook
 
 BeforeCommit = Callable[["UnitOfWork"], None]
@@ -87,6 +88,10 @@ class UnitOfWork:
         self._repo: Repository | None = None
         self.changes: list[Change] = []  # every write of this transaction, in order
         self.committed = False
+        self.principal: Principal | None = None   # who is writing (None: the service itself)
+        self.record_provenance = True             # False only for the guide's installation
+        self.steps_started_at = 0                 # changes before this index were the caller's
+        self.audit_events: list[dict[str, Any]] = []  # AuditEvents to append with this transaction
 
     @property
     def repo(self) -> Repository:
@@ -107,8 +112,12 @@ class UnitOfWork:
         try:
             if self._repo is not None:
                 self._repo.flush()
+            self.steps_started_at = len(self.changes)
             for step in self.database.before_commit:
                 step(self)
+            if self.audit_events:
+                from service.store.audit import append_events
+                append_events(self.conn, self.audit_events)
             self.conn.commit()
         except TRANSIENT_ERRORS as exc:
             raise ServiceUnavailable(f"The database could not commit the change; try again ({type(exc).__name__})") from exc
@@ -182,6 +191,15 @@ class Database:
             finally:
                 if not uow.committed:
                     conn.rollback()
+
+    def append_audit(self, rows: list[dict[str, Any]]) -> None:
+        """Append audit rows in a short transaction of their own, committed (durable) on return."""
+        from service.store.audit import append_events
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(toh_write=True)
+            conn.begin()
+            append_events(conn, rows)
+            conn.commit()
 
     def ping(self) -> None:
         """Run a trivial query; raises if the database cannot be reached."""

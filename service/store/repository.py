@@ -35,6 +35,7 @@ class Finder(Protocol):
 
 
 Validator = Callable[[dict[str, Any]], None]
+APPEND_ONLY = frozenset({"AuditEvent"})   # kept in the audit trail (service.store.audit), not here
 
 
 def format_instant(moment: datetime) -> str:
@@ -319,8 +320,10 @@ class Repository:
         """Store a new resource under a server-assigned id (client id ignored, as FHIR says).
 
         With if_none_exist, returns (existing, False) when exactly one resource matches and
-        raises PreconditionFailed when several do. Raises what validate() raises.
+        raises PreconditionFailed when several do, MethodNotAllowed for an AuditEvent (the
+        audit trail is written by the service only). Raises what validate() raises.
         """
+        self._check_writable(str(resource.get("resourceType")), "")
         res_type = self.validate(resource)
         if if_none_exist is not None:
             found = self.match_one(res_type, if_none_exist, "If-None-Exist")
@@ -426,6 +429,9 @@ class Repository:
 
     # -- internals --------------------------------------------------------------------
     def _check_writable(self, res_type: str, res_id: str) -> None:
+        if res_type in APPEND_ONLY:
+            raise MethodNotAllowed(f"{res_type} is append-only: the service records every interaction itself, "
+                                   "and no one may create, change or delete its records")
         if (res_type, res_id) in self.read_only:
             raise MethodNotAllowed(f"{res_type}/{res_id} belongs to the TOH implementation guide and is "
                                    "read-only here; change it in fhir_profiles/")

@@ -59,3 +59,25 @@ resource_versions = Table(
 )
 Index("ix_resource_versions_updated", resource_versions.c.last_updated)
 Index("ix_resource_versions_type_updated", resource_versions.c.res_type, resource_versions.c.last_updated)
+
+# The audit trail (IHE BALP AuditEvents): append-only, outside the versioned store (an
+# AuditEvent has one version and is never changed; on PostgreSQL a trigger refuses UPDATE and
+# DELETE). The columns are what the AuditEvent searches filter on; content is the JSON served.
+audit_events = Table(
+    "audit_events", metadata,
+    Column("seq", RowId, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("recorded", UTCDateTime(), nullable=False),
+    Column("action", String(1), nullable=False),        # C R U D E
+    Column("subtype", String(32), nullable=False),      # the restful interaction (read, search-type...)
+    Column("outcome", String(2), nullable=False),       # 0 4 8 12
+    Column("agent", String(255), nullable=True),        # the token's sub
+    Column("agent_ref", String(255), nullable=True),    # its fhirUser (Practitioner/x), if any
+    Column("entity", String(200), nullable=True),       # Type/id of the resource acted on
+    Column("patient", String(64), nullable=True),       # the patient's id, when there is one
+    Column("content", Text, nullable=False),
+)
+Index("ix_audit_events_recorded", audit_events.c.recorded)
+Index("ix_audit_events_entity", audit_events.c.entity, audit_events.c.recorded)
+Index("ix_audit_events_patient", audit_events.c.patient, audit_events.c.recorded)
+Index("ix_audit_events_agent", audit_events.c.agent, audit_events.c.recorded)

@@ -58,6 +58,7 @@ def install_guide(database: Database, conformance: Conformance) -> int:
     were written. Safe when several processes start at once (they take turns)."""
     written = 0
     with database.unit_of_work() as uow:
+        uow.record_provenance = False   # the guide's provenance is fhir_profiles/ in version control
         uow.repo.lock("toh-install-guide")
         for resource in conformance.resources:
             found = uow.repo.current(resource["resourceType"], resource["id"])

@@ -4,6 +4,7 @@ tests/integration/test_cli.py."""
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -30,6 +31,9 @@ def wait_healthy(port: int, process: subprocess.Popen[bytes]) -> None:
 
 
 def test_toh_serve_without_configuration_creates_its_database(tmp_path: Path) -> None:
+    """README's first command on a fresh machine: `toh serve` makes its database and a strong
+    signing secret (mode 0600) in ./toh-data, refuses requests without a token, and
+    `toh token` (run in the same folder) gives one it accepts."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOH_")}
     toh = Path(sys.executable).with_name("toh")
@@ -37,8 +41,16 @@ def test_toh_serve_without_configuration_creates_its_database(tmp_path: Path) ->
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_healthy(port, process)
-        created = requests.post(f"http://127.0.0.1:{port}/fhir/Patient", json={"resourceType": "Patient"},
-                                headers={"Content-Type": "application/fhir+json"}, timeout=10)
+        url = f"http://127.0.0.1:{port}/fhir/Patient"
+        body, fhir = {"resourceType": "Patient"}, "application/fhir+json"
+        refused = requests.post(url, json=body, headers={"Content-Type": fhir, "Authorization": None}, timeout=10)
+        assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Bearer")
+        secret = tmp_path / "toh-data" / "jwt-secret"
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and len(secret.read_text().strip()) >= 32
+        token = subprocess.run([str(toh), "token", "--role", "ehr"], cwd=tmp_path, env=env, check=True,
+                               capture_output=True, text=True).stdout.strip()
+        created = requests.post(url, json=body, headers={"Content-Type": fhir, "Authorization": f"Bearer {token}"},
+                                timeout=10)
         assert created.status_code == 201
         assert (tmp_path / "toh-data" / "toh.db").exists()
     finally:

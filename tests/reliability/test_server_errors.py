@@ -8,6 +8,7 @@ import socket
 
 import pytest
 
+from tests.auth import default_token
 from tests.reliability.hostile import row_counts
 
 
@@ -31,7 +32,8 @@ def _chunked(parts: list[bytes]) -> bytes:
     return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
 
 
-CLOSE = b"Host: t\r\nConnection: close\r\n"
+# raw requests name their token themselves (a request without one is refused before its body is read)
+CLOSE = b"Host: t\r\nConnection: close\r\nAuthorization: Bearer " + default_token().encode() + b"\r\n"
 MALFORMED = [
     ("duplicate Content-Type", b"POST /fhir/Patient HTTP/1.1\r\n" + CLOSE + b"Content-Type: application/fhir+json\r\n"
      b"Content-Type: application/fhir+json\r\nContent-Length: 2\r\n\r\n{}", 400),

@@ -194,6 +194,25 @@ class SearchEngine:
             stmt = stmt.limit(limit)
         return [r.res_id for r in conn.execute(stmt)]
 
+    def compartment_owners(self, resource: dict[str, Any]) -> set[str]:
+        """Ids of the Patients in whose compartment resource is (R4 CompartmentDefinition
+        patient: the Patient itself, or a reference through one of its type's linking
+        parameters)."""
+        res_type = resource.get("resourceType")
+        owners: set[str] = set()
+        if res_type == "Patient" and isinstance(resource.get("id"), str):
+            owners.add(resource["id"])
+        params = self.registry.compartment_members("Patient").get(str(res_type), ())
+        if params:
+            for row in self.extractor.extract(resource).reference:
+                if row.param in params and row.target_type == "Patient" and row.target_id:
+                    owners.add(row.target_id)
+        return owners
+
+    def compartment_types(self, compartment: str = "Patient") -> tuple[str, ...]:
+        """The resource types that can be in a compartment."""
+        return tuple(sorted(self.registry.compartment_members(compartment)))
+
     # --- search ------------------------------------------------------------------------------
 
     def search(self, conn: Connection, query: SearchQuery, *, now: datetime | None = None) -> SearchResult:

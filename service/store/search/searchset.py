@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,24 +30,31 @@ from service.fhir.subsetting import SUMMARY_MODES, select_elements, summarize
 from service.store.repository import format_instant
 from service.store.search.engine import Found, SearchEngine, SearchResult
 
+Visible = Callable[[str, dict[str, Any]], bool]   # (type, resource) -> may the asker see it?
 
 
 def searchset_json(engine: SearchEngine, conn: Connection, res_type: str | None, params: list[tuple[str, str]], *,
                    base_url: str, now: datetime, strict: bool, path: str | None = None,
-                   compartment: tuple[str, str] | None = None) -> str:
+                   compartment: tuple[str, str] | None = None, types: Collection[str] | None = None,
+                   visible: Visible | None = None) -> str:
     """Search res_type (None: every type of the compartment) and render the searchset Bundle.
 
-    path is what the links point at below base_url (default: res_type). Raises BadRequest
-    when strict and a parameter is unknown or malformed, or when the _cursor does not fit.
+    path is what the links point at below base_url (default: res_type). types (if given)
+    bounds the types a compartment-wide search may return, and _include/_revinclude results
+    that visible refuses are left out (the asker's access). Raises BadRequest when strict and
+    a parameter is unknown or malformed, or when the _cursor does not fit.
     """
-    return render_text(_bundle(engine, conn, res_type, params, base_url, now, strict, path, compartment))
+    return render_text(_bundle(engine, conn, res_type, params, base_url, now, strict, path, compartment,
+                               types, visible))
 
 
 def searchset(engine: SearchEngine, conn: Connection, res_type: str | None, params: list[tuple[str, str]], *,
               base_url: str, now: datetime, strict: bool, path: str | None = None,
-              compartment: tuple[str, str] | None = None) -> dict[str, Any]:
+              compartment: tuple[str, str] | None = None, types: Collection[str] | None = None,
+              visible: Visible | None = None) -> dict[str, Any]:
     """searchset_json() as a dict, built directly (no text round trip); raises what it raises."""
-    return render_dict(_bundle(engine, conn, res_type, params, base_url, now, strict, path, compartment))
+    return render_dict(_bundle(engine, conn, res_type, params, base_url, now, strict, path, compartment,
+                               types, visible))
 
 
 @dataclass(frozen=True)
@@ -74,12 +82,17 @@ class Searchset:
 
 def _bundle(engine: SearchEngine, conn: Connection, res_type: str | None, params: list[tuple[str, str]],
             base_url: str, now: datetime, strict: bool, path: str | None,
-            compartment: tuple[str, str] | None) -> Searchset:
+            compartment: tuple[str, str] | None, types: Collection[str] | None = None,
+            visible: Visible | None = None) -> Searchset:
     """Parse and run one search; raises BadRequest (strict, or a cursor that does not fit)."""
     base = base_url.rstrip("/")
     query = engine.parse(res_type, params, compartment=compartment, base_urls=(base,))
     query.raise_if_strict(strict)
+    if types is not None and res_type is None:
+        query.types = tuple(t for t in (query.types or types) if t in types)
     result = engine.search(conn, query, now=now)
+    if visible is not None:
+        result.includes = [f for f in result.includes if visible(f.res_type, json.loads(f.content))]
     return layout(query, result, base, path if path is not None else str(res_type), now)
 
 

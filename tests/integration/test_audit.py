@@ -1,0 +1,177 @@
+"""The audit trail over HTTP (SQLite and PostgreSQL): a BALP AuditEvent for every interaction,
+refusals included; append-only through the API and against raw SQL; Provenance for every
+write, the service's own included."""
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
+
+from service.fhir.canonical import CONDITION_CLINICAL, EXT_LATERALITY, SNOMED, TOH_CODES
+from service.security import ROLES
+from tests.auth import make_token
+
+FHIR = "application/fhir+json"
+HIP, KNEE, LEFT, RIGHT = "24136001", "49076000", "7771000", "24028007"   # SNOMED joints and sides
+
+
+def send(client: Any, method: str, path: str, body: Any = None, **headers: str) -> Any:
+    data = None if body is None else json.dumps(body)
+    return client.open(path, method=method, data=data, headers={"Content-Type": FHIR, **headers})
+
+
+def toh_condition(cid: str, joint: str, side: str, onset: str) -> dict[str, Any]:
+    site = {"coding": [{"system": SNOMED, "code": joint}],
+            "extension": [{"url": EXT_LATERALITY, "valueCodeableConcept": {"coding": [{"system": SNOMED,
+                                                                                        "code": side}]}}]}
+    return {"resourceType": "Condition", "id": cid, "subject": {"reference": "Patient/p1"},
+            "clinicalStatus": {"coding": [{"system": CONDITION_CLINICAL, "code": "active"}]},
+            "code": {"coding": [{"system": TOH_CODES, "code": "transient-osteoporosis-hip"}]},
+            "bodySite": [site], "onsetDateTime": onset}
+
+
+def events(client: Any, query: str) -> list[dict[str, Any]]:
+    bundle = client.get(f"/fhir/AuditEvent?{query}")
+    assert bundle.status_code == 200, bundle.get_data(as_text=True)
+    return [e["resource"] for e in bundle.get_json().get("entry", [])]
+
+
+def coding(concept: dict[str, Any]) -> tuple[str, str]:
+    return concept["system"], concept["code"]
+
+
+def test_a_read_is_recorded_as_balp_says(app: Any, client: Any) -> None:
+    send(client, "PUT", "/fhir/Patient/p1", {"resourceType": "Patient", "id": "p1"})
+    alice = app.test_client(token=make_token(ROLES["auditor"], sub="alice"))
+    assert alice.get("/fhir/Patient/p1").status_code == 200
+    found = events(client, "entity=Patient/p1&subtype=read")
+    assert len(found) == 1
+    event = found[0]
+    assert coding(event["type"]) == ("http://terminology.hl7.org/CodeSystem/audit-event-type", "rest")
+    assert coding(event["subtype"][0]) == ("http://hl7.org/fhir/restful-interaction", "read")
+    assert event["action"] == "R" and event["outcome"] == "0"
+    assert event["recorded"].startswith("2026-01-05T09:00")            # the service's clock
+    requestor = next(a for a in event["agent"] if a["requestor"])
+    assert requestor["who"]["identifier"]["value"] == "alice"
+    assert requestor["altId"] == "toh-tests"                           # the client id
+    assert "urn:smart:scope:user/AuditEvent.rs" in requestor["policy"]
+    assert requestor["network"]["address"]
+    what = [e["what"]["reference"] for e in event["entity"] if "reference" in e.get("what", {})]
+    assert "Patient/p1/_history/1" in what
+    assert event["source"]["observer"]["display"] == "toh-service"
+
+
+def test_a_search_records_its_query(client: Any) -> None:
+    assert client.get("/fhir/Condition?subject=Patient/p9&_count=5").status_code == 200
+    event = events(client, "subtype=search-type")[0]
+    query = next(e["query"] for e in event["entity"] if "query" in e)
+    assert base64.b64decode(query).decode() == "subject=Patient/p9&_count=5"
+    assert any(e.get("what", {}).get("reference") == "Patient/p9" for e in event["entity"])
+
+
+def test_refusals_are_recorded(app: Any, client: Any) -> None:
+    assert app.test_client(token=None).get("/fhir/Patient/p1").status_code == 401
+    staff = app.test_client(token=make_token(ROLES["staff"], sub="bob"))
+    assert send(staff, "POST", "/fhir/Condition", toh_condition("c1", HIP, LEFT, "2026-01-01")).status_code == 403
+    unauthenticated = events(client, "outcome=4&subtype=read")
+    assert len(unauthenticated) == 1 and "401" in unauthenticated[0]["outcomeDesc"]
+    refused = events(client, "outcome=4&action=C&agent=bob")
+    assert len(refused) == 1 and "403" in refused[0]["outcomeDesc"]
+
+
+def test_a_write_and_its_audit_event_land_together(client: Any) -> None:
+    created = send(client, "POST", "/fhir/Patient", {"resourceType": "Patient"})
+    pid = created.get_json()["id"]
+    event = events(client, f"entity=Patient/{pid}&action=C")[0]
+    assert event["outcome"] == "0"
+    assert any(e.get("what", {}).get("reference") == f"Patient/{pid}/_history/1" for e in event["entity"])
+    # a transaction that fails keeps nothing but the record of its failure
+    bad = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "POST", "url": "Patient"}, "resource": {"resourceType": "Patient"}},
+        {"request": {"method": "POST", "url": "Patient"}, "resource": {"resourceType": "Patient", "gender": "x"}}]}
+    assert send(client, "POST", "/fhir", bad).status_code == 422 or send(client, "POST", "/fhir", bad).status_code == 400
+    failed = events(client, "subtype=transaction")
+    assert failed and all(e["outcome"] == "4" for e in failed)
+    assert client.get("/fhir/Patient?_summary=count").get_json()["total"] == 1
+
+
+@pytest.mark.parametrize("method, path", [("POST", "/fhir/AuditEvent"), ("PUT", "/fhir/AuditEvent/x"),
+                                          ("DELETE", "/fhir/AuditEvent/x")])
+def test_audit_events_cannot_be_written_through_the_api(client: Any, method: str, path: str) -> None:
+    body = {"resourceType": "AuditEvent", "id": "x"} if method != "DELETE" else None
+    response = send(client, method, path, body)
+    assert response.status_code == 405
+    assert response.get_json()["resourceType"] == "OperationOutcome"
+
+
+def test_a_bundle_cannot_write_audit_events(app: Any) -> None:
+    client = app.test_client(token=make_token("system/AuditEvent.cruds"))   # even a scope naming it
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "POST", "url": "AuditEvent"}, "resource": {
+            "resourceType": "AuditEvent", "type": {"code": "rest"}, "recorded": "2026-01-01T00:00:00Z",
+            "agent": [{"requestor": True}], "source": {"observer": {"display": "x"}}}}]}
+    entry = send(client, "POST", "/fhir", bundle).get_json()["entry"][0]
+    assert entry["response"]["status"].startswith("405")
+
+
+def test_the_trail_is_append_only_against_raw_sql(client: Any, database_url: str) -> None:
+    client.get("/fhir/Patient")
+    engine = create_engine(database_url)
+    try:
+        for statement in ("UPDATE audit_events SET outcome = '0'", "DELETE FROM audit_events"):
+            with pytest.raises(DBAPIError):
+                with engine.begin() as conn:
+                    conn.execute(text(statement))
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM audit_events")).scalar_one() >= 1
+    finally:
+        engine.dispose()
+
+
+def test_audit_searches(client: Any, clock: Any) -> None:
+    from datetime import timedelta
+    send(client, "PUT", "/fhir/Patient/p1", {"resourceType": "Patient", "id": "p1"})
+    clock.advance(timedelta(days=1))
+    client.get("/fhir/Patient/p1")
+    # (each search is recorded too: subtype keeps these counts to the write and the read)
+    assert len(events(client, "patient=Patient/p1&subtype=read,update")) == 2
+    assert len(events(client, "patient=p1&subtype=read,update&date=ge2026-01-06")) == 1
+    assert len(events(client, "patient=p1&subtype=read,update&date=lt2026-01-06")) == 1
+    assert len(events(client, "entity=http://toh.test/fhir/Patient/p1&action=U,R")) == 2
+    assert len(events(client, "agent=test-suite&subtype=update&outcome=0")) == 1
+    unknown = client.get("/fhir/AuditEvent?who-knows=1")
+    assert unknown.status_code == 400
+    assert client.get("/fhir/AuditEvent?date=notadate").status_code == 400
+
+
+def test_every_write_has_its_provenance(app: Any, client: Any) -> None:
+    send(client, "PUT", "/fhir/Patient/p1", {"resourceType": "Patient", "id": "p1"})
+    ehr = app.test_client(token=make_token(ROLES["ehr"], sub="dr-house", fhirUser="Practitioner/house"))
+    assert send(ehr, "PUT", "/fhir/Condition/hip", toh_condition("hip", HIP, LEFT, "2026-01-01")).status_code == 201
+    changed = toh_condition("hip", HIP, LEFT, "2025-12-30")
+    assert send(ehr, "PUT", "/fhir/Condition/hip", changed).status_code == 200
+    found = client.get("/fhir/Provenance?target=Condition/hip").get_json()
+    provenances = [e["resource"] for e in found["entry"]]
+    targets = sorted(t["reference"] for p in provenances for t in p["target"] if "Condition/hip" in t["reference"])
+    assert targets == ["Condition/hip/_history/1", "Condition/hip/_history/2"]
+    for p in provenances:
+        assert p["agent"][0]["who"]["reference"] == "Practitioner/house"
+        assert p["agent"][0]["onBehalfOf"]["identifier"]["value"] == "toh-tests"
+    activities = sorted(p["activity"]["coding"][0]["code"] for p in provenances)
+    assert activities == ["CREATE", "UPDATE"]
+
+
+def test_the_services_own_writes_have_the_service_as_agent(client: Any) -> None:
+    send(client, "PUT", "/fhir/Patient/p1", {"resourceType": "Patient", "id": "p1"})
+    send(client, "PUT", "/fhir/Condition/hip", toh_condition("hip", HIP, LEFT, "2025-06-01"))
+    send(client, "PUT", "/fhir/Condition/knee", toh_condition("knee", KNEE, RIGHT, "2025-11-01"))  # migration
+    flags = client.get("/fhir/Flag?patient=Patient/p1").get_json()["entry"]
+    assert flags, "the clinical watch raises a Flag for the migration"
+    flag = flags[0]["resource"]
+    provenance = client.get(f"/fhir/Provenance?target=Flag/{flag['id']}").get_json()["entry"][0]["resource"]
+    assert provenance["agent"][0]["who"]["display"] == "toh-service"
+    assert f"Flag/{flag['id']}/_history/1" in [t["reference"] for t in provenance["target"]]
