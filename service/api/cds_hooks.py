@@ -16,6 +16,7 @@ the Authorization and Content-Type headers.
 """
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -33,6 +34,7 @@ from service.store.cds_jti import remember_jti
 from service.workflows.cds import Sources, answer_hook
 
 PREFIX = "/cds-services"
+PURGE_EVERY_SECONDS = 60         # expired jtis are deleted about this often per process
 EXTENSION = "toh_cds"
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -136,12 +138,16 @@ def _cors(response: Response) -> Response:
 
 def _replay_check(app: Flask, leeway_seconds: int) -> Any:
     database = app.extensions["toh"].database
+    last_purge = [float("-inf")]     # monotonic time of this process's last purge of expired jtis
 
     def first_use(issuer: str, jti: str, exp: int) -> bool:
+        purge = time.monotonic() - last_purge[0] > PURGE_EVERY_SECONDS
+        if purge:
+            last_purge[0] = time.monotonic()
         # Token lifetimes are wall-clock time (PyJWT checks exp against it), not the clinical clock.
         # A jti is kept while its token could still pass (exp plus the leeway).
         return remember_jti(database, issuer, jti, datetime.fromtimestamp(exp + leeway_seconds, timezone.utc),
-                            datetime.now(timezone.utc))
+                            datetime.now(timezone.utc), purge=purge)
     return first_use
 
 

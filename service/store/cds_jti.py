@@ -4,8 +4,9 @@ Clients": `jti` protects against replay).
 
     remember_jti(database, issuer, jti, expires_at, now) -> True the first time, False after
 
-Rows whose token has expired are deleted as new ones arrive (an expired token is refused by
-its `exp` anyway, so forgetting its id changes nothing).
+Rows whose token has expired are deleted when the caller asks (`purge=True`, about once a
+minute per process): an expired token is refused by its `exp` anyway, so forgetting its id
+changes nothing.
 """
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from service.store.db import Database
 from service.store.schema import cds_jti
 
 
-def remember_jti(database: Database, issuer: str, jti: str, expires_at: datetime, now: datetime) -> bool:
+def remember_jti(database: Database, issuer: str, jti: str, expires_at: datetime, now: datetime, *,
+                 purge: bool = True) -> bool:
     """Record (issuer, jti) until `expires_at` (aware UTC) in a short transaction of its own,
-    committed on return. True when it was not known (first use), False when it was (a replay).
+    committed on return; with `purge`, rows that expired before `now` are deleted first. True
+    when it was not known (first use), False when it was (a replay).
     issuer and jti longer than 255 characters are refused by the caller (service.security).
     Raises the database's errors (OperationalError when it is unavailable)."""
     dialect = postgresql if database.dialect == "postgresql" else sqlite
@@ -29,7 +32,8 @@ def remember_jti(database: Database, issuer: str, jti: str, expires_at: datetime
     with database.engine.connect() as conn:
         conn = conn.execution_options(toh_write=True)
         conn.begin()
-        conn.execute(delete(cds_jti).where(cds_jti.c.expires_at < now))
+        if purge:
+            conn.execute(delete(cds_jti).where(cds_jti.c.expires_at < now))
         inserted = conn.execute(statement).first() is not None   # RETURNING: psycopg's rowcount is -1 here
         conn.commit()
     return inserted

@@ -282,3 +282,15 @@ def test_every_card_of_the_recorded_requests_has_the_spec_shape(ehr: CdsClient) 
                           ("order-sign-alendronate-pregnant", "toh-order-sign")):
         for card in ehr.call(service, recorded(name)):
             check_card(card)
+
+
+def test_expired_jtis_are_forgotten_and_live_ones_kept(database: Any) -> None:
+    from datetime import datetime, timedelta, timezone
+    from service.store.cds_jti import remember_jti
+    now = datetime.now(timezone.utc)
+    assert remember_jti(database, "iss", "old", now - timedelta(minutes=1), now - timedelta(hours=1))
+    assert remember_jti(database, "iss", "live", now + timedelta(minutes=5), now, purge=False)
+    assert not remember_jti(database, "iss", "old", now + timedelta(minutes=5), now, purge=False)
+    assert remember_jti(database, "other-iss", "live", now + timedelta(minutes=5), now, purge=True)  # per issuer
+    assert remember_jti(database, "iss", "old", now + timedelta(minutes=5), now)   # purged, then new again
+    assert not remember_jti(database, "iss", "live", now + timedelta(minutes=5), now)

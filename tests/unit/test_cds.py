@@ -149,3 +149,21 @@ def test_remote_fetch_turns_a_refusal_into_412() -> None:
     responses.get("https://ehr.example/fhir/Condition?patient=p1", status=401, json={})
     with pytest.raises(PreconditionFailed):
         remote.fetch("https://ehr.example/fhir", "tok", [TEMPLATES[0]], "p1")
+
+
+def test_the_readme_example_gives_the_card_it_shows() -> None:
+    """README, "For EHR integrators": the request's body, judged on 2026-01-05, gives the response shown."""
+    import json
+    import re
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## For EHR integrators")[1]
+    request_text = re.search(r"```http\n.*?\n\n(.*?)```", section, re.S).group(1)      # type: ignore[union-attr]
+    shown = json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))       # type: ignore[union-attr]
+    hook = parse_hook_request(json.loads(request_text), SERVICES[ORDER_SIGN])
+    found, _ = read_prefetch(hook.prefetch, hook.patient_id)
+    ctx = CardContext(hook.hook_instance, ORDER_SIGN, hook.patient_id,
+                      "https://toh.hospital.example/ui/patients/1288992")
+    [card] = judge_orders(found, hook.draft_orders, (), date(2026, 1, 5), _terminology(), ctx)
+    [expected] = shown["cards"]
+    assert {k: v for k, v in card.items() if k != "detail"} == {k: v for k, v in expected.items() if k != "detail"}
