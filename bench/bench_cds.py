@@ -10,7 +10,8 @@ Timed, in the same run:
 
 - toh-patient-view with every prefetch key sent;
 - toh-order-sign with prefetch and a draft alendronate order;
-- toh-patient-view without prefetch, fhirServer = this server (read from the store);
+- toh-patient-view without prefetch, fhirServer = this server (read from the store, with a
+  fhirAuthorization token this server accepts);
 - baselines: the bare `assess()` over the same resources, and the store read of the patient's
   resources (`clinical_resources` in a read-only unit of work), which the hooks cannot beat.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 import tempfile
 import time
@@ -38,6 +40,7 @@ from bench_clinical import START, p, patient_resources, timed  # noqa: E402
 from service import create_app  # noqa: E402
 from service.clinical import assess  # noqa: E402
 from service.clock import FixedClock  # noqa: E402
+from service.security import issue_token  # noqa: E402
 from service.workflows.clinical_watch import clinical_resources  # noqa: E402
 
 ISSUER, ROOT = "https://ehr.bench.example", "http://toh.bench"
@@ -65,8 +68,11 @@ def main() -> int:
     today = START + timedelta(days=730)
     clock = FixedClock(datetime.combine(today, day_time(9), tzinfo=timezone.utc))
     app = create_app({"database_url": args.database_url or f"sqlite:///{folder / 'toh.db'}",
-                      "base_url": f"{ROOT}/fhir", "cds_issuers": issuers, "scheduler": False}, clock=clock)
+                      "base_url": f"{ROOT}/fhir", "cds_issuers": issuers, "scheduler": False,
+                      "jwt_secret": secrets.token_urlsafe(32)}, clock=clock)
     services = app.extensions["toh"]
+    fhir_token = issue_token(services.settings.token_settings(), subject="bench-ehr", scopes=["system/*.rs"],
+                             ttl_seconds=3600)
     resources = [r | {"subject": {"reference": f"Patient/{PATIENT}"}} for r in patient_resources(args.resources)]
     with services.database.unit_of_work() as uow:       # the same record in the store
         uow.repo.update("Patient", PATIENT, {"resourceType": "Patient", "id": PATIENT})
@@ -92,7 +98,9 @@ def main() -> int:
             "context": context | {"draftOrders": {"resourceType": "Bundle", "type": "collection",
                                                    "entry": [{"resource": draft}]}}}),
         "patient-view, this store": ("toh-patient-view", {"hook": "patient-view", "hookInstance": "h3",
-                                                          "context": context, "fhirServer": f"{ROOT}/fhir"}),
+                                                          "context": context, "fhirServer": f"{ROOT}/fhir",
+                                                          "fhirAuthorization": {"access_token": fhir_token,
+                                                                                "token_type": "Bearer"}}),
     }
     client = app.test_client()
     warm = min(50, args.runs)

@@ -27,7 +27,8 @@ from service.api.context import FHIR_PREFIX, services
 from service.api.negotiation import request_resource
 from service.audit.events import cds_feedback_event
 from service.cds import SERVICES, CdsService, discovery, parse_feedback, parse_hook_request
-from service.fhir.errors import NotFound, Unauthorized
+from service.fhir.errors import NotFound, PreconditionFailed, Unauthorized
+from service.security import AccessGuard, Principal
 from service.security.cds_clients import CdsClientVerifier
 from service.security.tokens import InvalidToken
 from service.store.cds_jti import remember_jti
@@ -99,9 +100,23 @@ def call(service_id: str) -> Response:
     hook = parse_hook_request(request_resource(), service)
     svc = services()
     own = (svc.settings.base_url or "", request.url_root.rstrip("/") + FHIR_PREFIX)
-    sources = Sources(svc.database, svc.clinical.terminology, tuple(u for u in own if u))
+    sources = Sources(svc.database, svc.clinical.terminology, tuple(u for u in own if u), _guard_for)
     timeline = f"{public_root()}/ui/patients/{hook.patient_id}"
     return _json(answer_hook(service, hook, sources, svc.clock.now().date(), timeline))
+
+
+def _guard_for(access_token: str | None) -> AccessGuard:
+    """The access guard of a fhirAuthorization token for this server's own store: the token
+    must be one the FHIR API accepts (service.security.tokens). Raises PreconditionFailed."""
+    svc = services()
+    if not access_token:
+        raise PreconditionFailed("fhirServer is this server: send fhirAuthorization with a token it accepts, "
+                                 "or the prefetch")
+    try:
+        who = Principal.from_claims(svc.verifier.verify(access_token))
+    except InvalidToken as exc:
+        raise PreconditionFailed(f"The fhirAuthorization token is not accepted by this server: {exc}") from exc
+    return AccessGuard(who, svc.search.compartment_owners, svc.search.compartment_types())
 
 
 @bp.post("/<service_id>/feedback")

@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, func, select
 from service import create_app
 from service.fhir.canonical import TOH_CODES
 from service.store.schema import audit_events, cds_jti, resources
+from tests.auth import make_token
 from tests.cds_client import CdsClient, EhrKeys, check_card, flask_transport
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "cds_hooks"
@@ -212,6 +213,11 @@ def test_cors_preflight_needs_no_token(cds_app: Any) -> None:
 
 
 # -- fhirServer is this server: read from the store ------------------------------------------
+def fhir_authorization(token: str) -> dict[str, Any]:
+    return {"access_token": token, "token_type": "Bearer", "expires_in": 300, "scope": "system/*.rs",
+            "subject": "toh-cds"}
+
+
 def put(client: Any, resource: dict[str, Any]) -> None:
     response = client.put(f"/fhir/{resource['resourceType']}/{resource['id']}", json=resource,
                           headers={"Content-Type": FHIR})
@@ -235,7 +241,7 @@ def test_reading_this_store_full_weight_bearing_on_active_oedema(cds_app: Any, e
              "code": {"coding": [{"system": TOH_CODES, "code": "full-weight-bearing"}],
                       "text": "Full weight-bearing as tolerated"}}
     call = {"hook": "order-sign", "hookInstance": "5d0b8c1e-0d7a-4a6e-8f8e-0c7f6b8f0a01",
-            "fhirServer": f"{ROOT}/fhir", "context": {"userId": "Practitioner/1", "patientId": "1288992",
+            "fhirServer": f"{ROOT}/fhir", "fhirAuthorization": fhir_authorization(make_token()), "context": {"userId": "Practitioner/1", "patientId": "1288992",
                                                       "draftOrders": {"resourceType": "Bundle", "type": "collection",
                                                                       "entry": [{"resource": order}]}}}
     [card] = ehr.call("toh-order-sign", call)
@@ -249,6 +255,17 @@ def test_reading_this_store_full_weight_bearing_on_active_oedema(cds_app: Any, e
     call["context"]["draftOrders"]["entry"] = [{"resource": action["resource"]}]
     assert ehr.call("toh-order-sign", call) == []
     assert rows(database_url, resources) == stored
+    # the store is read only with a token this server accepts, reaching the patient's data
+    for refused in (None, fhir_authorization("not-a-token"),
+                    fhir_authorization(make_token("patient/*.rs", patient="someone-else")),
+                    fhir_authorization(make_token("user/Patient.rs"))):
+        status, _, body = ehr.request("POST", "/toh-order-sign", {k: v for k, v in call.items()
+                                                                  if k != "fhirAuthorization"}
+                                      | ({"fhirAuthorization": refused} if refused else {}))
+        assert status == 412 and body["resourceType"] == "OperationOutcome", refused
+    mine = fhir_authorization(make_token("patient/*.rs", patient="1288992"))
+    call["context"]["draftOrders"]["entry"] = [{"resource": order}]
+    assert len(ehr.call("toh-order-sign", call | {"fhirAuthorization": mine})) == 1
 
 
 # -- feedback ---------------------------------------------------------------------------------
