@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from flask import Flask, Response, json
 
-from service.api import (adherence, audit, audit_events, auth, context, errors, metadata, negotiation, plan_apply,
-                         rest, search, toh_assessment, validate)
+from service.api import (adherence, audit, audit_events, auth, cds_hooks, context, errors, metadata, negotiation,
+                         plan_apply, rest, search, toh_assessment, validate)
 
 
 def init_app(app: Flask) -> None:
@@ -30,6 +30,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(plan_apply.bp, url_prefix=context.FHIR_PREFIX)
     rest.init_app(app)
     search.init_app(app)
+    cds_hooks.init_app(app)
 
     @app.get("/healthz")
     def healthz() -> Response:
