@@ -1,6 +1,7 @@
 """The `toh` command: `toh serve` runs the service under gunicorn (with the sweep's tick),
 `toh worker` runs only the tick, `toh sweep [--now T]` runs one sweep, `toh migrate` upgrades
-the schema, `toh reindex` rebuilds the search index, `toh token` prints a bearer token."""
+the schema, `toh reindex` rebuilds the search index, `toh token` prints a bearer token,
+`toh synth` writes a synthetic cohort."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,7 @@ import logging
 import os
 import re
 import sys
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -198,6 +199,43 @@ def token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_day(value: str) -> date:
+    """--as-of as a date (YYYY-MM-DD); argparse reports errors."""
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {value!r}") from exc
+
+
+def _share(value: str) -> float:
+    """--migration-share: a fraction from 0.05 to 0.40 (the range the clinical sources give)."""
+    try:
+        share = float(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from exc
+    if not 0.05 <= share <= 0.40:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0.05-0.40")
+    return share
+
+
+def synth(args: argparse.Namespace) -> int:
+    """Write a synthetic cohort, one transaction Bundle per patient, and print the rate."""
+    from pathlib import Path
+
+    from service.synth import write_cohort
+    if args.patients < 0:
+        print("--patients cannot be negative", file=sys.stderr)
+        return 2
+    try:
+        report = write_cohort(Path(args.out), args.patients, args.seed, args.as_of, args.migration_share)
+    except OSError as exc:
+        print(f"cannot write {args.out}: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {report.patients} patients ({report.resources} resources) to {args.out} as of "
+          f"{args.as_of.isoformat()} in {report.seconds:.1f} s ({report.per_second:.0f} patients/s)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `toh` console script."""
     defaults = Settings.from_env()     # each option's default is its TOH_* setting
@@ -234,6 +272,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_token.add_argument("--patient", default=None, help="launch context: the patient of patient/ scopes")
     p_token.add_argument("--ttl", type=parse_ttl, default=3600, help="lifetime: 3600, 30m, 1h, 7d (default 1h)")
     p_token.set_defaults(run=token)
+    from service.synth import DEFAULT_AS_OF
+    p_synth = sub.add_parser("synth", help="write a synthetic TOH cohort: one FHIR transaction Bundle per patient")
+    p_synth.add_argument("--patients", type=int, required=True, help="how many patients")
+    p_synth.add_argument("--seed", type=int, default=1, help="the same seed writes the same files (default 1)")
+    p_synth.add_argument("--out", required=True, help="folder to write patient-NNNNNN.json and manifest.json to")
+    p_synth.add_argument("--migration-share", type=_share, default=0.15,
+                         help="share of patients whose oedema migrates to another joint, 0.05-0.40 (default 0.15)")
+    p_synth.add_argument("--as-of", type=_parse_day, default=DEFAULT_AS_OF,
+                         help=f"the day the records end (default {DEFAULT_AS_OF.isoformat()}, fixed for reproducibility)")
+    p_synth.set_defaults(run=synth)
     args = parser.parse_args(argv)
     return int(args.run(args))
 
