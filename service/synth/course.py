@@ -106,11 +106,12 @@ class Course:
     bisphosphonate: Bisphosphonate | None = None
     pain: tuple[tuple[date, int], ...] = field(default=())
     tags: tuple[str, ...] = ()
+    mrn_prefix: str = "SYN"
 
     @property
     def mrn(self) -> str:
         """The medical record number (identifier value) of the patient."""
-        return f"SYN-{self.seed}-{self.index:06d}"
+        return f"{self.mrn_prefix}-{self.seed}-{self.index:06d}"
 
     def pregnant_on(self, day: date) -> bool:
         """Pregnant on `day`: the pregnant group, before delivery."""

@@ -188,3 +188,31 @@ def test_toh_synth_writes_the_cohort_and_refuses_a_bad_share(tmp_path: Path, cap
     with pytest.raises(SystemExit) as refused:
         main(["synth", "--patients", "4", "--out", str(tmp_path / "d"), "--migration-share", "0.41"])
     assert refused.value.code == 2 and not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("today", [date(2026, 11, 30), date(2027, 2, 28), date(2028, 2, 29)])
+def test_the_demo_patients_hold_their_worklist_states_on_any_day(today: date) -> None:
+    from service.synth.demo import DEMO_ROLES, booked_review, demo_courses
+    patients = demo_courses(today, 12)
+    assert [p.role for p in patients[:6]] == list(DEMO_ROLES) and len(patients) == 12
+    assert len({p.course.mrn for p in patients}) == 12 and all(p.course.mrn.startswith("DEMO-") for p in patients)
+    guide = conformance()
+    for patient in patients:
+        bundle = course_bundle(patient.course)
+        for entry in bundle["entry"]:
+            assert not guide.validate(entry["resource"]), entry["resource"]
+        flags = {f.code for f in assess(as_stored(bundle), today, _terminology()).flags}
+        assert flags == patient.course.expected_flags(), (patient.role, flags)
+        kind, code = DEMO_ROLES.get(patient.role, ("", ("", "")))[1]
+        if kind == "flag" and code != "follow-up-overdue":
+            assert code in flags, (patient.role, flags)
+    due = patients[0].course.episodes[0]
+    assert due.onset == today - timedelta(weeks=6) and due.active_on(today)     # the 6-week review is today
+    overdue = patients[1]
+    overdue.patient_id, overdue.condition_id = "p1", "c1"
+    task = booked_review(overdue, "plan1")
+    assert not guide.validate(task)
+    window_end = date.fromisoformat(task["restriction"]["period"]["end"])
+    assert window_end + timedelta(days=15) <= today < window_end + timedelta(days=60)   # past the 14-day grace
+    assert demo_courses(today, 3)[2].course.mrn == patients[2].course.mrn
+    assert [p.course for p in demo_courses(today, 12)] == [p.course for p in patients]
