@@ -216,3 +216,15 @@ def test_the_demo_patients_hold_their_worklist_states_on_any_day(today: date) ->
     assert window_end + timedelta(days=15) <= today < window_end + timedelta(days=60)   # past the 14-day grace
     assert demo_courses(today, 3)[2].course.mrn == patients[2].course.mrn
     assert [p.course for p in demo_courses(today, 12)] == [p.course for p in patients]
+
+
+def test_toh_demo_sweeps_here_only_when_the_database_is_reachable(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from service.cli import _local_sweep
+    from service.config import Settings
+    settings = Settings.from_env()
+    assert _local_sweep(settings.with_overrides({"database_url": f"sqlite:///{tmp_path / 'none.db'}"})) is None
+    unreachable = _local_sweep(settings.with_overrides({"database_url": "postgresql+psycopg://x@127.0.0.1:1/none"}))
+    assert unreachable is not None
+    unreachable()     # says so and leaves it to the service's own sweep, does not raise
+    assert "waiting for the service's own" in capsys.readouterr().err
