@@ -17,7 +17,10 @@ Codes: only those the guide holds (fhir_profiles/ ValueSets and the local CodeSy
 - AVN: the follow-up MRI's components (focal subchondral lesion, double-line sign) and a
   Condition ICD-10-CM M87.051 / M87.052 with SNOMED CT 444849002.
 - radiographs: no verified code; an imaging Observation with text and a narrative value.
-- pain: LOINC 72514-3 (toh-pain-score); weight-bearing: the guide's codes (toh-weight-bearing-status).
+- pain: LOINC 72514-3 (toh-pain-score); weight-bearing: the guide's codes (toh-weight-bearing-status);
+  densitometry in DXA_SHARE of the hips: LOINC 80946-7 / 80945-9 (DXA hip T-score, left / right).
+- variety as EHRs send it: half the TOH Conditions carry ICD-10-CM alone (with text), and some
+  body sites give the side by the guide's laterality extension rather than a second coding.
 - pregnancy: LOINC 82810-3 valued SNOMED CT 77386006 / 60001007 (toh-pregnancy-status),
   breastfeeding LOINC 63895-7 valued 413712001 (toh-breastfeeding-status), delivery ICD-10-CM O80.
 - bisphosphonates: zoledronic acid RxNorm 77655 with ATC M05BA08; alendronate ATC M05BA04 (its
@@ -26,11 +29,11 @@ Codes: only those the guide holds (fhir_profiles/ ValueSets and the local CodeSy
 from __future__ import annotations
 
 import random
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from service.fhir.canonical import (
-    ATC, CONDITION_CATEGORY, CONDITION_CLINICAL, CONDITION_VER_STATUS, ICD10CM, LOINC, OBSERVATION_CATEGORY,
+    ATC, CONDITION_CATEGORY, EXT_LATERALITY, CONDITION_CLINICAL, CONDITION_VER_STATUS, ICD10CM, LOINC, OBSERVATION_CATEGORY,
     SD_BREASTFEEDING_STATUS, SD_PAIN_SCORE, SD_PREGNANCY_STATUS, SD_TOH_CONDITION, SD_TOH_MRI,
     SD_WEIGHT_BEARING, SNOMED, TOH_CODES,
 )
@@ -44,6 +47,9 @@ MRN_SYSTEM = "https://fhir.toh-service.org/NamingSystem/synthetic-mrn"
 JOINT_CODES = {"hip": ("24136001", "Hip joint structure"), "knee": ("72696002", "Knee region structure"),
                "ankle": ("70258002", "Ankle joint structure"), "foot": ("56459004", "Foot structure")}
 SIDE_CODES = {"left": ("7771000", "Left"), "right": ("24028007", "Right")}
+DXA_HIP = {"left": ("80946-7", "DXA Hip [T-score] Bone density - left"),
+           "right": ("80945-9", "DXA Hip [T-score] Bone density - right")}
+DXA_SHARE = 0.3
 MRI_HIP = {"left": ("36020-6", "MR Hip - left"), "right": ("36022-2", "MR Hip - right")}
 DRUGS: dict[str, tuple[list[tuple[str, str, str]], str]] = {
     "zoledronic acid": ([(RXNORM, "77655", "zoledronic acid"), (ATC, "M05BA08", "zoledronic acid")],
@@ -59,8 +65,14 @@ def _cc(*codings: tuple[str, str, str], text: str | None = None) -> dict[str, An
     return concept
 
 
-def _body_site(joint: str, side: str) -> dict[str, Any]:
-    return _cc((SNOMED, *JOINT_CODES[joint]), (SNOMED, *SIDE_CODES[side]), text=f"{side.capitalize()} {joint}")
+def _body_site(joint: str, side: str, *, extension: bool = False) -> dict[str, Any]:
+    """The joint coded, and the side as a second coding or (extension=True) as the guide's
+    laterality extension."""
+    text = f"{side.capitalize()} {joint}"
+    if not extension:
+        return _cc((SNOMED, *JOINT_CODES[joint]), (SNOMED, *SIDE_CODES[side]), text=text)
+    return {"extension": [{"url": EXT_LATERALITY, "valueCodeableConcept": _cc((SNOMED, *SIDE_CODES[side]))}],
+            **_cc((SNOMED, *JOINT_CODES[joint]), text=text)}
 
 
 def _category(system: str, code: str, display: str) -> list[dict[str, Any]]:
@@ -143,8 +155,9 @@ def _condition(w: _Writer, episode: Episode, as_of: date) -> str:
                                "Resolved" if resolved else "Active")),
         "verificationStatus": _cc((CONDITION_VER_STATUS, "confirmed", "Confirmed")),
         "category": _category(CONDITION_CATEGORY, "problem-list-item", "Problem List Item"),
-        "code": _cc((ICD10CM, "M81.6", "Localized osteoporosis [Lequesne]"), local, text=text),
-        "bodySite": [_body_site(episode.joint, episode.side)],
+        "code": (_cc((ICD10CM, "M81.6", "Localized osteoporosis [Lequesne]"), local, text=text)
+                 if w.rng.random() < 0.5 else _cc((ICD10CM, "M81.6", "Localized osteoporosis [Lequesne]"), text=text)),
+        "bodySite": [_body_site(episode.joint, episode.side, extension=w.rng.random() < 0.3)],
         "subject": {"reference": w.patient},
         "onsetDateTime": episode.onset.isoformat(),
     }
@@ -161,6 +174,20 @@ def _weight_bearing(w: _Writer, episode: Episode, day: date, level: str, display
                   bodySite=_body_site(episode.joint, episode.side))
 
 
+def _densitometry(w: _Writer, episode: Episode, as_of: date) -> None:
+    """DXA hip T-scores (LOINC 80946-7 left / 80945-9 right) at 3 months and, once resolved,
+    at resolution: low while the bone is demineralised, near normal after."""
+    code = _cc((LOINC, *DXA_HIP[episode.side]))
+    low = round(w.rng.uniform(-2.6, -1.2), 1)
+    points = [(episode.onset + timedelta(days=91), low)]
+    if episode.resolved is not None:
+        points.append((episode.resolved, round(min(0.5, low + w.rng.uniform(1.0, 2.0)), 1)))
+    for day, score in points:
+        if day <= as_of:
+            w.observation(None, code, day, category=("imaging", "Imaging"),
+                          valueQuantity={"value": score, "unit": "{T-score}", "system": UCUM, "code": "{T-score}"})
+
+
 def _episode(w: _Writer, episode: Episode, as_of: date, others: list[Episode]) -> str:
     """The Condition and the records of one episode; full weight-bearing from its resolution
     only if no other episode is active that day (weight-bearing is one instruction per patient)."""
@@ -173,6 +200,8 @@ def _episode(w: _Writer, episode: Episode, as_of: date, others: list[Episode]) -
                       bodySite=_body_site(episode.joint, episode.side),
                       valueString=f"Regional osteopenia around the {episode.side} {episode.joint}. "
                                   "Joint space preserved.")
+    if episode.joint == "hip" and w.rng.random() < DXA_SHARE:
+        _densitometry(w, episode, as_of)
     if episode.avn_on is not None and episode.avn_on <= as_of:
         _mri(w, episode, episode.avn_on, oedema=True, avn=True, reason="Persistent pain")
         necrosis = {"left": ("M87.052", "Idiopathic aseptic necrosis of left femur"),

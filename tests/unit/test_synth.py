@@ -169,8 +169,18 @@ def test_codes_are_the_ones_ehrs_send() -> None:
             for item in value:
                 walk(item)
 
+    icd_alone = with_extension = dxa = 0
     for course in draw_cohort(100, seed=2, as_of=AS_OF):
-        walk(course_bundle(course))
+        bundle = course_bundle(course)
+        walk(bundle)
+        for entry in bundle["entry"]:
+            resource = entry["resource"]
+            if resource["resourceType"] == "Condition" and resource.get("meta"):
+                icd_alone += [c["system"] for c in resource["code"]["coding"]] == ["http://hl7.org/fhir/sid/icd-10-cm"]
+                with_extension += "extension" in resource["bodySite"][0]
+            dxa += resource["resourceType"] == "Observation" and resource["code"].get("coding", [{}])[0].get(
+                "code") in ("80946-7", "80945-9")
+    assert icd_alone >= 20 and with_extension >= 10 and dxa >= 20
     for system in ("http://hl7.org/fhir/sid/icd-10-cm", "http://snomed.info/sct", "http://loinc.org",
                    "http://www.nlm.nih.gov/research/umls/rxnorm", "https://fhir.toh-service.org/CodeSystem/toh"):
         assert systems[system] > 0, system
