@@ -87,6 +87,9 @@ def serve(args: argparse.Namespace) -> int:
         "worker_class": "service.gunicorn_worker.OutcomeThreadWorker",
         "threads": args.threads,
         "timeout": args.timeout,
+        # SIGTERM: stop accepting, let requests in flight finish, stop the tick (worker_exit)
+        "graceful_timeout": settings.graceful_timeout,
+        "worker_exit": _worker_exit,
         "limit_request_line": 8190,       # gunicorn's most: long search URLs are common in FHIR
         "accesslog": "-" if args.access_log else None,
         # the path without its query (a search's values can be PHI), and the request id
@@ -101,6 +104,13 @@ def serve(args: argparse.Namespace) -> int:
           f"`toh token --role ehr|staff|auditor` (run where the service runs)", file=sys.stderr, flush=True)
     _gunicorn_app(factory, options).run()
     return 0
+
+
+def _worker_exit(_server: Any, _worker: Any) -> None:
+    """gunicorn's worker_exit hook, in the worker leaving after SIGTERM (its requests in flight
+    finished): stop the sweep's tick, which finishes the item in hand and claims no other."""
+    from service.scheduling import stop_background
+    stop_background()
 
 
 def migrate(args: argparse.Namespace) -> int:
@@ -367,7 +377,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the service's database, for the sweep (default: $TOH_DATABASE_URL or ./toh-data)")
     p_demo.set_defaults(run=demo)
     args = parser.parse_args(argv)
-    return int(args.run(args))
+    from service.store import SchemaTooNew
+    try:
+        return int(args.run(args))
+    except SchemaTooNew as exc:
+        print(f"toh {args.command}: refusing to run: {exc}", file=sys.stderr, flush=True)
+        return 3
 
 
 if __name__ == "__main__":

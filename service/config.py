@@ -70,6 +70,9 @@ class Settings:
         "TOH_STATEMENT_TIMEOUT", "seconds a PostgreSQL statement may run (`0`: no limit)"))
     worker_timeout: int = field(default=60, metadata=_env(
         "TOH_WORKER_TIMEOUT", "gunicorn's worker timeout of `toh serve`, seconds", option="--timeout"))
+    graceful_timeout: int = field(default=30, metadata=_env(
+        "TOH_GRACEFUL_TIMEOUT", "seconds `toh serve` lets requests in flight (and a sweep's item in hand) "
+        "finish after SIGTERM before stopping its workers"))
     migrate_on_start: bool = field(default=True, metadata=_env(
         "TOH_MIGRATE_ON_START", "create or upgrade the schema and install the guide when the app starts "
         "(`0` to leave it to `toh migrate`)"))

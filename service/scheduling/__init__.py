@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import signal
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable
@@ -25,6 +26,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Set when this process is stopping: a sweep in progress finishes the item in hand and claims no more.
+_stopping = threading.Event()
+_running: list[BackgroundScheduler] = []
+
 
 @dataclass(frozen=True)
 class Job:
@@ -36,7 +41,7 @@ class Job:
 
 def run_sweep(services: Services) -> None:
     """One sweep as of the services' clock; logs what it did."""
-    report = sweep(services.database, services.clock.now())
+    report = sweep(services.database, services.clock.now(), stop=_stopping.is_set)
     if report.handled or report.failed:
         for line in report.lines():
             log.info("%s", line)
@@ -63,7 +68,17 @@ def start_background(services: Services) -> BackgroundScheduler:
     interval = max(1, services.settings.sweep_interval_seconds)
     _configure(scheduler, services, first_run=random.uniform(interval / 2, interval))
     scheduler.start()
+    _running.append(scheduler)
     return scheduler
+
+
+def stop_background() -> None:
+    """Stop this process's ticks (gunicorn's worker_exit, on SIGTERM): no new tick starts, a
+    sweep in progress finishes the item in hand (its own transaction) and claims no more, and
+    this returns once it has. What was not reached stays due for the next process."""
+    _stopping.set()
+    while _running:
+        _running.pop().shutdown(wait=True)
 
 
 def run_blocking(services: Services) -> None:
@@ -72,7 +87,8 @@ def run_blocking(services: Services) -> None:
     scheduler = BlockingScheduler(timezone="UTC")
 
     def stop(_signum: int, _frame: Any) -> None:
-        scheduler.shutdown(wait=False)
+        _stopping.set()                 # the sweep in progress stops after its item in hand
+        scheduler.shutdown(wait=False)  # the executor's thread is joined before the process exits
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
