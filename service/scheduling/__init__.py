@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import signal
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
+from service.observability import metrics
 from service.workflows.sweep import sweep
 
 if TYPE_CHECKING:
@@ -35,8 +37,10 @@ class Job:
 
 
 def run_sweep(services: Services) -> None:
-    """One sweep as of the services' clock; logs what it did."""
+    """One sweep as of the services' clock; logs what it did and records its metrics."""
+    started = time.perf_counter()
     report = sweep(services.database, services.clock.now())
+    metrics.observe_sweep(time.perf_counter() - started, len(report.handled), len(report.failed), report.deferred)
     if report.handled or report.failed:
         for line in report.lines():
             log.info("%s", line)
