@@ -5,7 +5,6 @@ the schema, `toh reindex` rebuilds the search index, `toh token` prints a bearer
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import sys
@@ -70,33 +69,23 @@ def serve(args: argparse.Namespace) -> int:
         # Absolute references to this server are recognised at write time only with a known base.
         overrides["base_url"] = f"http://{args.host}:{args.port}/fhir"
     settings = settings.with_overrides(overrides)
+    from service.observability import logs, multiproc
+    logs.configure(settings.log_format, settings.log_level)
+    # before anything imports prometheus_client: every worker then writes its metrics there
+    multiproc.prepare(settings.metrics_dir)
     create_app(settings).extensions["toh"].database.dispose()  # migrate and install the guide once
     worker_settings = settings.with_overrides({"migrate_on_start": False})
 
     def factory() -> Any:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        logs.configure(worker_settings.log_format, worker_settings.log_level)
         app = create_app(worker_settings)
         if worker_settings.scheduler:
             from service.scheduling import start_background
-            start_background(app.extensions["toh"])
+            app.extensions["toh"].scheduler = start_background(app.extensions["toh"])
         return app
 
-    options = {
-        "bind": f"{args.host}:{args.port}",
-        "workers": args.workers,
-        "worker_class": "service.gunicorn_worker.OutcomeThreadWorker",
-        "threads": args.threads,
-        "timeout": args.timeout,
-        # SIGTERM: stop accepting, let requests in flight finish, stop the tick (worker_exit)
-        "graceful_timeout": settings.graceful_timeout,
-        "worker_exit": _worker_exit,
-        "limit_request_line": 8190,       # gunicorn's most: long search URLs are common in FHIR
-        "accesslog": "-" if args.access_log else None,
-        # the path without its query (a search's values can be PHI), and the request id
-        "access_log_format": '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms request=%({x-request-id}o)s',
-        "errorlog": "-",
-        "loglevel": "info",
-    }
+    from service.gunicorn_config import options as gunicorn_options
+    options = gunicorn_options(settings, access_log=args.access_log)
     print(startup_message(settings, args.host, args.port), file=sys.stderr, flush=True)
     keys = "the identity provider's JWKS" if settings.jwks_url or settings.jwks_file else (
         "TOH_JWT_SECRET" if settings.jwt_secret else f"the secret in {settings.data_dir}/jwt-secret")
@@ -104,13 +93,6 @@ def serve(args: argparse.Namespace) -> int:
           f"`toh token --role ehr|staff|auditor` (run where the service runs)", file=sys.stderr, flush=True)
     _gunicorn_app(factory, options).run()
     return 0
-
-
-def _worker_exit(_server: Any, _worker: Any) -> None:
-    """gunicorn's worker_exit hook, in the worker leaving after SIGTERM (its requests in flight
-    finished): stop the sweep's tick, which finishes the item in hand and claims no other."""
-    from service.scheduling import stop_background
-    stop_background()
 
 
 def migrate(args: argparse.Namespace) -> int:
@@ -167,14 +149,21 @@ def sweep_command(args: argparse.Namespace) -> int:
 
 
 def worker(args: argparse.Namespace) -> int:
-    """Run only the scheduler: the sweep every TOH_SWEEP_INTERVAL_SECONDS, until SIGTERM/SIGINT."""
+    """Run only the scheduler: the sweep every TOH_SWEEP_INTERVAL_SECONDS, until SIGTERM/SIGINT;
+    its metrics (sweep duration, items due, flags raised) on TOH_HOST:TOH_METRICS_PORT if set."""
     from service import create_app
+    from service.observability import logs
     from service.scheduling import run_blocking
 
     overrides: dict[str, Any] = {}
     if args.database_url:
         overrides["database_url"] = args.database_url
-    app = create_app(Settings.from_env().with_overrides(overrides))
+    settings = Settings.from_env().with_overrides(overrides)
+    logs.configure(settings.log_format, settings.log_level)
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+        start_http_server(settings.metrics_port, addr=settings.host)   # GET /metrics of this worker
+    app = create_app(settings)
     run_blocking(app.extensions["toh"])
     return 0
 

@@ -77,6 +77,15 @@ class Settings:
         "TOH_MIGRATE_ON_START", "create or upgrade the schema and install the guide when the app starts "
         "(`0` to leave it to `toh migrate`)"))
     sql_echo: bool = field(default=False, metadata=_env("TOH_SQL_ECHO", "log every SQL statement (`1`)"))
+    log_format: str = field(default="json", metadata=_env(
+        "TOH_LOG_FORMAT", "`json` (one JSON object per line, with the request id) or `text`"))
+    log_level: str = field(default="INFO", metadata=_env("TOH_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR"))
+    metrics_dir: str | None = field(default=None, metadata=_env(
+        "TOH_METRICS_DIR", "folder of prometheus-client's multiprocess files under `toh serve` (emptied at "
+        "start; one per instance)", default="a new temporary folder"))
+    metrics_port: int = field(default=0, metadata=_env(
+        "TOH_METRICS_PORT", "port on which `toh worker` serves its own `/metrics` (`0`: none); `toh serve` "
+        "serves them at `/metrics` on its own port"))
     followup_plan: str = field(default="https://fhir.toh-service.org/PlanDefinition/toh-follow-up-protocol",
                                metadata=_env("TOH_FOLLOWUP_PLAN", "canonical URL of the follow-up PlanDefinition"))
     followup_lead_days: int = field(default=7, metadata=_env(

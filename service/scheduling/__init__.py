@@ -12,6 +12,7 @@ import logging
 import random
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
+from service.observability import metrics
 from service.workflows.sweep import sweep
 
 if TYPE_CHECKING:
@@ -40,8 +42,10 @@ class Job:
 
 
 def run_sweep(services: Services) -> None:
-    """One sweep as of the services' clock; logs what it did."""
+    """One sweep as of the services' clock; logs what it did and records its metrics."""
+    started = time.perf_counter()
     report = sweep(services.database, services.clock.now(), stop=_stopping.is_set)
+    metrics.observe_sweep(time.perf_counter() - started, len(report.handled), len(report.failed), report.deferred)
     if report.handled or report.failed:
         for line in report.lines():
             log.info("%s", line)

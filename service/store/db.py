@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -20,8 +22,13 @@ if TYPE_CHECKING:
     from service.store.repository import Change, Finder, Repository, Validator, WriteHook
 
 BeforeCommit = Callable[["UnitOfWork"], None]
+# Runs after a unit of work committed (metrics, notifications to in-process listeners); it must
+# not raise, and what it does is not part of the transaction.
+AfterCommit = Callable[["UnitOfWork"], None]
 # Handles one claimed row of due work (store.followup.DueItem) as of a moment; returns what it did.
 DueHandler = Callable[["UnitOfWork", Any, Any], list[str]]
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -122,6 +129,13 @@ def _check_known(conn: Connection) -> None:
         raise SchemaTooNew(current, head)
 
 
+@functools.lru_cache(maxsize=1)
+def _code_heads() -> frozenset[str]:
+    """The head revisions of the migrations shipped with this code (read once per process)."""
+    from alembic.script import ScriptDirectory
+    return frozenset(ScriptDirectory(str(MIGRATIONS_DIR)).get_heads())
+
+
 class UnitOfWork:
     """One database transaction. Rolled back unless commit() is called."""
 
@@ -166,6 +180,11 @@ class UnitOfWork:
         except TRANSIENT_ERRORS as exc:
             raise ServiceUnavailable(f"The database could not commit the change; try again ({type(exc).__name__})") from exc
         self.committed = True
+        for after in self.database.after_commit:
+            try:
+                after(self)
+            except Exception:  # noqa: BLE001 - the change is committed; an observer's failure must not undo the answer
+                log.exception("an after-commit step failed")
 
 
 class Database:
@@ -183,6 +202,7 @@ class Database:
         from service.store.repository import id_only_finder
         self.finder: Finder = id_only_finder
         self.before_commit: list[BeforeCommit] = []
+        self.after_commit: list[AfterCommit] = []
         self.read_only: frozenset[tuple[str, str]] = frozenset()
         self.due_handlers: dict[str, DueHandler] = {}
 
@@ -202,6 +222,11 @@ class Database:
     def add_before_commit(self, step: BeforeCommit) -> None:
         """Register a step run in every unit of work just before it commits (it may write)."""
         self.before_commit.append(step)
+
+    def add_after_commit(self, step: AfterCommit) -> None:
+        """Register a step run after every unit of work that committed (it must not raise; errors
+        are logged and swallowed)."""
+        self.after_commit.append(step)
 
     def add_due_handler(self, kind: str, handler: DueHandler) -> None:
         """Register what the sweep does with due work of this kind (see workflows.sweep)."""
@@ -285,6 +310,15 @@ class Database:
         An older schema passes (migrate() or `toh migrate` upgrades it)."""
         with self.engine.connect() as conn:
             _check_known(conn)
+
+    def schema_revisions(self) -> tuple[frozenset[str], frozenset[str]]:
+        """(the alembic revisions the database is at, the head revisions this code knows);
+        equal when the migrations are current. Raises the database's errors if unreachable."""
+        from alembic.runtime.migration import MigrationContext
+        heads = _code_heads()
+        with self.engine.connect() as conn:
+            current = frozenset(MigrationContext.configure(conn).get_current_heads())
+        return current, heads
 
     @contextlib.contextmanager
     def _migration_lock(self) -> Iterator[Connection]:
