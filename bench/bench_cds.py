@@ -1,6 +1,6 @@
 """Benchmark: the CDS Hooks services for a patient with two years of data (target: p95 under 50 ms).
 
-    python bench/bench_cds.py [--runs 300] [--resources 200] [--database-url URL]
+    python bench/bench_cds.py [--runs 300] [--resources 200] [--postgres | --database-url URL]
 
 The patient is bench_clinical's two-year TOH course (Conditions at three joints, MRIs, reports,
 pain scores, weight-bearing and pregnancy statuses, orders and plans). Each call goes through
@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_clinical import START, p, patient_resources, timed  # noqa: E402
+from bench_read import scratch_postgres  # noqa: E402
 from service import create_app  # noqa: E402
 from service.clinical import assess  # noqa: E402
 from service.clock import FixedClock  # noqa: E402
@@ -61,13 +62,21 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--resources", type=int, default=200)
     parser.add_argument("--database-url", help="default: a new SQLite file in a temporary folder")
+    parser.add_argument("--postgres", action="store_true", help="a scratch PostgreSQL database (bench_read's)")
     args = parser.parse_args()
+    if args.postgres:
+        with scratch_postgres() as url:
+            return run(args, url)
+    return run(args, args.database_url)
 
+
+def run(args: argparse.Namespace, database_url: str | None) -> int:
+    """Store the record, time the calls and the baselines, print them; 0 when under the target."""
     folder = Path(tempfile.mkdtemp(prefix="bench-cds-"))
     key, issuers = keys(folder)
     today = START + timedelta(days=730)
     clock = FixedClock(datetime.combine(today, day_time(9), tzinfo=timezone.utc))
-    app = create_app({"database_url": args.database_url or f"sqlite:///{folder / 'toh.db'}",
+    app = create_app({"database_url": database_url or f"sqlite:///{folder / 'toh.db'}",
                       "base_url": f"{ROOT}/fhir", "cds_issuers": issuers, "scheduler": False,
                       "jwt_secret": secrets.token_urlsafe(32)}, clock=clock)
     services = app.extensions["toh"]

@@ -133,13 +133,13 @@ def _coding(value: Any, *, display: bool = False) -> None:
 
 
 def check_discovery(body: Any) -> None:
-    """CDS Hooks 2.0 "Discovery": services with hook, description, id (required), title and
-    prefetch (optional; prefetch values are FHIR query templates)."""
+    """CDS Hooks 2.0 "Discovery": services with hook, description, id (required), title,
+    prefetch (prefetch values are FHIR query templates) and usageRequirements (optional)."""
     assert isinstance(body, dict) and isinstance(body.get("services"), list)
     for service in body["services"]:
         assert isinstance(service.get("hook"), str) and isinstance(service.get("description"), str)
         assert isinstance(service.get("id"), str) and service["id"]
-        assert isinstance(service.get("title", ""), str)
+        assert isinstance(service.get("title", ""), str) and isinstance(service.get("usageRequirements", ""), str)
         for key, query in (service.get("prefetch") or {}).items():
             assert isinstance(key, str) and isinstance(query, str) and "{{context.patientId}}" in query
 

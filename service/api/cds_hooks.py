@@ -26,10 +26,10 @@ from flask import Blueprint, Flask, Response, current_app, json, request
 from service.api.context import FHIR_PREFIX, services
 from service.api.negotiation import request_resource
 from service.audit.events import cds_feedback_event
-from service.cds import SERVICES, CdsService, discovery, parse_feedback, parse_hook_request
+from service.cds import SERVICES, CdsService, Feedback, discovery, parse_feedback, parse_hook_request
 from service.fhir.errors import NotFound, PreconditionFailed, Unauthorized
 from service.security import AccessGuard, Principal
-from service.security.cds_clients import CdsClientVerifier
+from service.security.cds_clients import CdsClientVerifier, ReplayCheck
 from service.security.tokens import InvalidToken
 from service.store.cds_jti import remember_jti
 from service.workflows.cds import Sources, answer_hook
@@ -128,20 +128,23 @@ def feedback(service_id: str) -> Response:
     items = parse_feedback(request_resource())
     svc = services()
     now = svc.clock.now()
-    rows = []
-    for item in items:
-        event_id = str(uuid.uuid4())
-        event = cds_feedback_event(
-            service.id, item.card, item.outcome, item.outcome_timestamp, event_id, now, issuer=claims["iss"],
-            subject=claims.get("sub") if isinstance(claims.get("sub"), str) else None,
-            accepted_suggestions=item.accepted_suggestions, reason=item.reason, user_comment=item.user_comment,
-            address=request.remote_addr, source=public_root() + PREFIX)
-        rows.append({"id": event_id, "recorded": now, "action": "E", "subtype": "cds-feedback",
-                     "outcome": "0", "agent": str(claims["iss"])[:255], "agent_ref": None,
-                     "entity": f"urn:uuid:{item.card}"[:200], "patient": None,
-                     "content": json.dumps(event, separators=(",", ":"))})
+    rows = [_feedback_row(service, item, claims, now) for item in items]
     svc.database.append_audit(rows)
     return _json({})
+
+
+def _feedback_row(service: CdsService, item: Feedback, claims: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The audit table's row (columns and the AuditEvent's JSON) of one feedback item."""
+    event_id = str(uuid.uuid4())
+    subject = claims.get("sub")
+    event = cds_feedback_event(
+        service.id, item.card, item.outcome, item.outcome_timestamp, event_id, now, issuer=str(claims["iss"]),
+        subject=subject if isinstance(subject, str) else None, accepted_suggestions=item.accepted_suggestions,
+        reason=item.reason, user_comment=item.user_comment, address=request.remote_addr,
+        source=public_root() + PREFIX)
+    return {"id": event_id, "recorded": now, "action": "E", "subtype": "cds-feedback", "outcome": "0",
+            "agent": str(claims["iss"])[:255], "agent_ref": None, "entity": f"urn:uuid:{item.card}"[:200],
+            "patient": None, "content": json.dumps(event, separators=(",", ":"))}
 
 
 @bp.after_request
@@ -151,7 +154,9 @@ def _cors(response: Response) -> Response:
     return response
 
 
-def _replay_check(app: Flask, leeway_seconds: int) -> Any:
+def _replay_check(app: Flask, leeway_seconds: int) -> ReplayCheck:
+    """(issuer, jti, exp) -> first use?, kept in the database table cds_jti (every worker and
+    host sharing it agrees); expired rows are purged about once a minute per process."""
     database = app.extensions["toh"].database
     last_purge = [float("-inf")]     # monotonic time of this process's last purge of expired jtis
 
@@ -170,7 +175,8 @@ def init_app(app: Flask) -> None:
     """Register the CDS endpoints and the verifier of TOH_CDS_ISSUERS (raises ValueError for a
     malformed setting or an unreadable JWKS file, so a bad configuration stops the start)."""
     settings = app.extensions["toh"].settings
-    app.extensions[EXTENSION] = CdsClientVerifier(
-        settings.cds_issuer_map(), _replay_check(app, settings.jwt_leeway_seconds), leeway_seconds=settings.jwt_leeway_seconds,
-        refresh_cooldown=settings.jwks_refresh_cooldown_seconds)
+    leeway = settings.jwt_leeway_seconds
+    app.extensions[EXTENSION] = CdsClientVerifier(settings.cds_issuer_map(), _replay_check(app, leeway),
+                                                  leeway_seconds=leeway,
+                                                  refresh_cooldown=settings.jwks_refresh_cooldown_seconds)
     app.register_blueprint(bp, url_prefix=PREFIX)

@@ -72,7 +72,8 @@ def _item(item: Any, where: str) -> Feedback:
         reason = override.get("reason")
         comment = override.get("userComment")
         if reason is not None and not (isinstance(reason, dict) and all(
-                isinstance(reason.get(k, ""), str) and len(reason.get(k, "")) <= 500 for k in ("system", "code", "display"))):
+                isinstance(reason.get(k, ""), str) and len(reason.get(k, "")) <= 500
+                for k in ("system", "code", "display"))):
             raise _bad("overrideReason.reason is a Coding", f"{where}.overrideReason.reason")
         if comment is not None and (not isinstance(comment, str) or len(comment) > MAX_TEXT):
             raise _bad(f"overrideReason.userComment is a string of at most {MAX_TEXT} characters",

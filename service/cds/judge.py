@@ -7,7 +7,9 @@ cards; nothing is stored.
 
 Draft orders are judged as if written: each is added to the patient's resources (replacing a
 stored version of the same Type/id) with status active, and authoredOn (or a CarePlan's
-created) set to `as_of` when it has none; then the rules run. A card is given for each
+created) set to `as_of` when it has none; an order dated to start later (authoredOn,
+occurrenceDateTime, occurrencePeriod.start, a CarePlan's period.start) is judged as if it
+started on `as_of`, against what is known now; then the rules run. A card is given for each
 finding a judged order is evidence of: a bisphosphonate while pregnant or breastfeeding, full
 weight-bearing while oedema is active. order-select judges the selected orders (all drafts
 when none is named), with every draft counted as written.
@@ -19,6 +21,7 @@ from datetime import date
 from typing import Any, Iterable, Mapping, Sequence
 
 from service.clinical import Terminology, assess, codes
+from service.clinical.dates import parse_date
 from service.fhir.canonical import TOH_CODES
 
 from .cards import CardContext, flag_card, order_card
@@ -53,6 +56,13 @@ def as_written(draft: dict[str, Any], as_of: date, index: int) -> dict[str, Any]
             written["created"] = as_of.isoformat()
     elif not written.get("authoredOn"):
         written["authoredOn"] = as_of.isoformat()
+    today = as_of.isoformat()
+    for owner, key in ((written, "authoredOn"), (written, "occurrenceDateTime"), (written, "created"),
+                       (written.get("occurrencePeriod"), "start"), (written.get("period"), "start")):
+        if isinstance(owner, dict):
+            day = parse_date(owner.get(key))
+            if day is not None and day > as_of:
+                owner[key] = today
     return written
 
 

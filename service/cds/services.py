@@ -1,7 +1,7 @@
 """The CDS services this server offers and the discovery document that lists them
 (CDS Hooks 2.0, "Discovery", https://cds-hooks.hl7.org/2.0/#discovery).
 
-    discovery() -> {"services": [{"hook", "title", "description", "id", "prefetch"}, ...]}
+    discovery() -> {"services": [{"hook", "title", "description", "id", "prefetch", "usageRequirements"}]}
 
 Every service asks for the same prefetch: the patient's resources the TOH rules read
 (service.clinical.facts), one search per type, keyed as below. A key the EHR leaves out of a
@@ -41,6 +41,11 @@ TEMPLATES: tuple[Template, ...] = (
 )
 
 
+USAGE = ("Calls are signed by an EHR the service trusts (TOH_CDS_ISSUERS). Send the prefetch, or a "
+         "fhirServer with a fhirAuthorization token that reads the patient's Condition, Observation, "
+         "DiagnosticReport, MedicationRequest, Medication, CarePlan and ServiceRequest.")
+
+
 @dataclass(frozen=True)
 class CdsService:
     """One CDS service: its id (the URL segment), the hook it answers and what it does."""
@@ -53,7 +58,7 @@ class CdsService:
     def describe(self) -> dict[str, Any]:
         """Its entry in the discovery document."""
         return {"hook": self.hook, "title": self.title, "description": self.description, "id": self.id,
-                "prefetch": {t.key: t.query for t in TEMPLATES}}
+                "prefetch": {t.key: t.query for t in TEMPLATES}, "usageRequirements": USAGE}
 
 
 SERVICES: dict[str, CdsService] = {s.id: s for s in (

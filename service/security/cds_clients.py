@@ -22,6 +22,7 @@ import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 
@@ -29,6 +30,7 @@ from service.security.tokens import InvalidToken
 
 ALGORITHMS = ("RS384", "ES384", "RS256")
 REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "jti"]
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 MAX_CLAIM_LENGTH = 255   # iss and jti are stored (table cds_jti)
 
 # (issuer, jti, exp as seconds since the epoch) -> True when the jti was not used before
@@ -40,14 +42,18 @@ class CdsClientVerifier:
 
     def __init__(self, issuers: Mapping[str, str], replay: ReplayCheck, *, leeway_seconds: int = 60,
                  refresh_cooldown: float = 30) -> None:
-        """issuers: {iss: JWKS}, a JWKS being an http(s) URL or a file path. Raises ValueError
-        when a JWKS file cannot be read (so a bad configuration stops the start)."""
+        """issuers: {iss: JWKS}, a JWKS being an https URL (http only on loopback, for local
+        sandboxes and tests) or a file path. Raises ValueError for a plain-http URL elsewhere
+        or a JWKS file that cannot be read (so a bad configuration stops the start)."""
         self.leeway = leeway_seconds
         self._replay = replay
         self._urls: dict[str, str] = {}
         self._clients: dict[str, jwt.PyJWKClient] = {}
         self._files: dict[str, jwt.PyJWKSet] = {}
         for issuer, source in issuers.items():
+            if source.startswith("http://") and urlsplit(source).hostname not in LOOPBACK:
+                raise ValueError(f"TOH_CDS_ISSUERS: the JWKS of {issuer} must be an https URL (or a file): "
+                                 f"keys fetched over plain http could be swapped on the way")
             if source.startswith(("https://", "http://")):
                 self._urls[issuer] = source
                 self._clients[issuer] = jwt.PyJWKClient(source, cache_keys=True, lifespan=300, timeout=5,

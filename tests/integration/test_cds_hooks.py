@@ -240,10 +240,10 @@ def test_reading_this_store_full_weight_bearing_on_active_oedema(cds_app: Any, e
              "subject": {"reference": "Patient/1288992"},
              "code": {"coding": [{"system": TOH_CODES, "code": "full-weight-bearing"}],
                       "text": "Full weight-bearing as tolerated"}}
+    drafts = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": order}]}
     call = {"hook": "order-sign", "hookInstance": "5d0b8c1e-0d7a-4a6e-8f8e-0c7f6b8f0a01",
-            "fhirServer": f"{ROOT}/fhir", "fhirAuthorization": fhir_authorization(make_token()), "context": {"userId": "Practitioner/1", "patientId": "1288992",
-                                                      "draftOrders": {"resourceType": "Bundle", "type": "collection",
-                                                                      "entry": [{"resource": order}]}}}
+            "fhirServer": f"{ROOT}/fhir", "fhirAuthorization": fhir_authorization(make_token()),
+            "context": {"userId": "Practitioner/1", "patientId": "1288992", "draftOrders": drafts}}
     [card] = ehr.call("toh-order-sign", call)
     assert card["indicator"] == "critical"
     assert card["source"]["topic"]["code"] == "full-weight-bearing-active-oedema"

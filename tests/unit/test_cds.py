@@ -68,6 +68,15 @@ def test_as_written_signs_a_draft_on_the_day() -> None:
     kept = as_written({"resourceType": "CarePlan", "id": "c", "status": "draft", "period": {"start": "2020-01-01"}},
                       TODAY, 0)
     assert "created" not in kept and kept["status"] == "active"
+    later = as_written({"resourceType": "ServiceRequest", "id": "s", "status": "draft",
+                        "occurrencePeriod": {"start": "2099-01-01", "end": "2099-02-01"}}, TODAY, 0)
+    assert later["occurrencePeriod"] == {"start": TODAY.isoformat(), "end": "2099-02-01"}
+
+
+def test_an_order_to_start_later_is_judged_against_what_is_known_now() -> None:
+    order = draft(med_request(TODAY, id="alen")) | {"authoredOn": day(6).isoformat()}
+    [card] = judge_orders([pregnancy_status(day(2))], [order], (), TODAY, _terminology(), CTX)
+    assert card["source"]["topic"]["code"] == codes.BISPHOSPHONATE_IN_PREGNANCY
 
 
 def draft(resource: dict[str, Any]) -> dict[str, Any]:
