@@ -60,6 +60,15 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clo
     database.add_due_handler("task", planner.advance_task)
     database.add_due_handler("patient", planner.advance_patient)
     database.add_before_commit(ProvenanceStep().before_commit)   # after the steps that write
+    from service.notify import EndpointPolicy
+    from service.store.notifications import SubscriptionMirror
+    from service.workflows.notifications import OutboxStep, SubscriptionRules
+    policy = EndpointPolicy.from_settings(settings.webhook_allowlist, settings.webhook_allow_http)
+    mirror = SubscriptionMirror()
+    database.add_validator(SubscriptionRules(search.parse, policy))
+    database.add_sealer("Subscription", mirror.seal)
+    database.add_hook(mirror)
+    database.add_before_commit(OutboxStep(search.find_ids, _public_base(settings)).before_commit)   # last
     if settings.migrate_on_start:
         database.migrate()      # raises SchemaTooNew on a newer release's schema
         install_guide(database, conformance)
@@ -68,7 +77,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clo
 
     app.extensions["toh"] = Services(settings=settings, database=database, clock=clock,
                                      conformance=conformance, search=search, clinical=clinical,
-                                     planner=planner, verifier=verifier)
+                                     planner=planner, verifier=verifier, channels=channels(settings, policy))
     api.init_app(app)
     return app
 
@@ -82,6 +91,23 @@ def _refuse_newer_schema(database: Any) -> None:
     except OperationalError:
         import logging
         logging.getLogger(__name__).warning("the database cannot be reached; its schema was not checked")
+
+
+def _public_base(settings: Settings) -> str:
+    """The FHIR base URL notifications and emails point at (TOH_BASE_URL, else host and port)."""
+    return settings.base_url or f"http://{settings.host}:{settings.port}/fhir"
+
+
+def channels(settings: Settings, policy: Any) -> Any:
+    """The delivery channels (service.workflows.delivery.Channels) the settings describe."""
+    from service.notify import RestHookSender, SmtpSender, SmtpSettings
+    from service.workflows.delivery import Channels
+    rest_hook = RestHookSender(policy, connect_timeout=settings.webhook_connect_timeout,
+                               read_timeout=settings.webhook_read_timeout,
+                               max_response_bytes=settings.webhook_max_response_bytes)
+    smtp = SmtpSender(SmtpSettings(settings.smtp_host, settings.smtp_port, settings.smtp_from, settings.smtp_user,
+                                   settings.smtp_password, settings.smtp_starttls))
+    return Channels(rest_hook, smtp, _public_base(settings), settings.patient_link, settings.email_patient_name)
 
 
 @lru_cache(maxsize=1)

@@ -1,6 +1,8 @@
-"""The `toh` command: `toh serve` runs the service under gunicorn (with the sweep's tick),
-`toh worker` runs only the tick, `toh sweep [--now T]` runs one sweep, `toh migrate` upgrades
-the schema, `toh reindex` rebuilds the search index, `toh token` prints a bearer token,
+"""The `toh` command: `toh serve` runs the service under gunicorn (with the sweep's and the
+deliveries' tick), `toh worker` runs only the tick, `toh sweep [--now T]` runs one sweep,
+`toh deliver [--now T]` one delivery pass, `toh notifications list [--dead]` and
+`toh notifications replay ID` show and replay the outbox, `toh migrate` upgrades the schema,
+`toh reindex` rebuilds the search index, `toh token` prints a bearer token,
 `toh synth` writes a synthetic cohort, `toh demo` loads a demo cohort into a running service."""
 from __future__ import annotations
 
@@ -90,7 +92,7 @@ def serve(args: argparse.Namespace) -> int:
     keys = "the identity provider's JWKS" if settings.jwks_url or settings.jwks_file else (
         "TOH_JWT_SECRET" if settings.jwt_secret else f"the secret in {settings.data_dir}/jwt-secret")
     print(f"Every FHIR request needs a bearer token, checked against {keys}; get one with "
-          f"`toh token --role ehr|staff|auditor` (run where the service runs)", file=sys.stderr, flush=True)
+          f"`toh token --role ehr|staff|auditor|admin` (run where the service runs)", file=sys.stderr, flush=True)
     _gunicorn_app(factory, options).run()
     return 0
 
@@ -146,6 +148,57 @@ def sweep_command(args: argparse.Namespace) -> int:
         database.dispose()
     print("\n".join(report.lines()), flush=True)
     return 1 if report.failed else 0
+
+
+def _services(args: argparse.Namespace, now: datetime | None = None) -> Any:
+    """The services of an app built for a one-off command (no migration; --now fixes the clock)."""
+    from service import create_app
+    from service.clock import FixedClock
+    overrides: dict[str, Any] = {"migrate_on_start": False}
+    if getattr(args, "database_url", None):
+        overrides["database_url"] = args.database_url
+    settings = Settings.from_env().with_overrides(overrides)
+    return create_app(settings, clock=FixedClock(now) if now else None).extensions["toh"]
+
+
+def deliver_command(args: argparse.Namespace) -> int:
+    """Run one delivery pass of the outbox as of --now (default: the wall clock) and print what
+    it did; exit 0 (failed deliveries are retried later, not errors of this command)."""
+    from service.clock import SystemClock
+    from service.workflows.delivery import deliver
+    now = args.now or SystemClock().now()
+    svc = _services(args, args.now)
+    try:
+        report = deliver(svc.database, svc.channels, now)
+    finally:
+        svc.database.dispose()
+    print("\n".join(report.lines()), flush=True)
+    return 0
+
+
+def notifications_command(args: argparse.Namespace) -> int:
+    """`toh notifications list [--dead] [--subscription ID]` prints outbox rows, newest first;
+    `toh notifications replay ID` makes a dead (or cancelled) one due again (exit 1 if it is not)."""
+    from service.clock import SystemClock
+    from service.store.notifications import Outbox
+    from service.workflows.delivery import replay
+    svc = _services(args)
+    try:
+        if args.action == "replay":
+            if not replay(svc.database, args.id, SystemClock().now()):
+                print(f"notification {args.id} is not dead or cancelled (or does not exist)", file=sys.stderr)
+                return 1
+            print(f"notification {args.id} will be delivered on the next pass (`toh deliver` or the tick)")
+            return 0
+        with svc.database.unit_of_work(write=False) as uow:
+            rows = Outbox(uow.conn).rows(status="dead" if args.dead else None, subscription_id=args.subscription,
+                                         limit=args.limit)
+        for row in rows:
+            print(f"{row.id}\t{row.status}\t{row.kind}\tSubscription/{row.subscription_id}\t{row.focus or '-'}\t"
+                  f"attempts={row.attempts}\t{row.webhook_id}\t{row.last_error or ''}")
+        return 0
+    finally:
+        svc.database.dispose()
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -329,11 +382,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                          help="the moment to sweep as of, e.g. 2027-06-01T09:00:00Z (default: now)")
     p_sweep.add_argument("--database-url", default=None)
     p_sweep.set_defaults(run=sweep_command)
-    p_worker = sub.add_parser("worker", help="run only the scheduler (the sweep every minute)")
+    p_deliver = sub.add_parser("deliver", help="deliver the due notifications once and print what it did")
+    p_deliver.add_argument("--now", type=_parse_now, default=None,
+                           help="the moment to deliver as of, e.g. 2027-06-01T09:00:00Z (default: now)")
+    p_deliver.add_argument("--database-url", default=None)
+    p_deliver.set_defaults(run=deliver_command)
+    p_notes = sub.add_parser("notifications", help="list notifications of the outbox, or replay a dead one")
+    notes = p_notes.add_subparsers(dest="action", required=True)
+    p_list = notes.add_parser("list", help="outbox rows, newest first")
+    p_list.add_argument("--dead", action="store_true", help="only the dead letters")
+    p_list.add_argument("--subscription", default=None, help="only this Subscription's")
+    p_list.add_argument("--limit", type=int, default=100)
+    p_replay = notes.add_parser("replay", help="deliver a dead notification again")
+    p_replay.add_argument("id", type=int)
+    for p in (p_list, p_replay):
+        p.add_argument("--database-url", default=None)
+    p_notes.set_defaults(run=notifications_command)
+    p_worker = sub.add_parser("worker", help="run only the scheduler (the sweep and the deliveries)")
     p_worker.add_argument("--database-url", default=None)
     p_worker.set_defaults(run=worker)
     p_token = sub.add_parser("token", help="print a bearer token signed with the configured secret")
-    p_token.add_argument("--role", choices=("ehr", "staff", "auditor"), default=None)
+    p_token.add_argument("--role", choices=("ehr", "staff", "auditor", "admin"), default=None)
     p_token.add_argument("--scope", default=None, help="SMART scopes, space-separated (added to the role's)")
     p_token.add_argument("--sub", default=os.environ.get("USER") or "operator", help="the token's subject")
     p_token.add_argument("--patient", default=None, help="launch context: the patient of patient/ scopes")

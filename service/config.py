@@ -96,6 +96,34 @@ class Settings:
         "TOH_SCHEDULER", "run the sweep tick inside `toh serve` (`off` to leave it to `toh worker`)"))
     sweep_interval_seconds: int = field(default=60, metadata=_env(
         "TOH_SWEEP_INTERVAL_SECONDS", "how often the tick runs the sweep"))
+    delivery_interval_seconds: int = field(default=5, metadata=_env(
+        "TOH_DELIVERY_INTERVAL_SECONDS", "how often the tick delivers due notifications (the outbox)"))
+    webhook_allowlist: str = field(default="", metadata=_env(
+        "TOH_WEBHOOK_ALLOWLIST", "hosts and CIDRs a rest-hook may reach although private, loopback or "
+        "link-local (comma-separated, e.g. `hooks.clinic.local,10.2.0.0/16`)", default="(none)"))
+    webhook_allow_http: bool = field(default=False, metadata=_env(
+        "TOH_WEBHOOK_ALLOW_HTTP", "allow plain http rest-hook endpoints (`1`); https only by default"))
+    webhook_connect_timeout: float = field(default=3.0, metadata=_env(
+        "TOH_WEBHOOK_CONNECT_TIMEOUT", "seconds to connect to a rest-hook endpoint"))
+    webhook_read_timeout: float = field(default=10.0, metadata=_env(
+        "TOH_WEBHOOK_READ_TIMEOUT", "seconds a rest-hook endpoint has to answer"))
+    webhook_max_response_bytes: int = field(default=65536, metadata=_env(
+        "TOH_WEBHOOK_MAX_RESPONSE_BYTES", "bytes of a rest-hook endpoint's answer read (the rest is dropped)"))
+    smtp_host: str | None = field(default=None, metadata=_env(
+        "TOH_SMTP_HOST", "SMTP server email notifications are sent through"))
+    smtp_port: int = field(default=25, metadata=_env("TOH_SMTP_PORT", "port of the SMTP server"))
+    smtp_from: str = field(default="toh-service@localhost", metadata=_env(
+        "TOH_SMTP_FROM", "sender address of email notifications"))
+    smtp_user: str | None = field(default=None, metadata=_env("TOH_SMTP_USER", "SMTP user name (to log in)"))
+    smtp_password: str | None = field(default=None, metadata=_env("TOH_SMTP_PASSWORD", "SMTP password"))
+    smtp_starttls: bool = field(default=False, metadata=_env(
+        "TOH_SMTP_STARTTLS", "upgrade the SMTP connection with STARTTLS (`1`)"))
+    email_patient_name: bool = field(default=False, metadata=_env(
+        "TOH_EMAIL_PATIENT_NAME", "put the patient's name in email notifications (`1`); by default only "
+        "the patient's id and a link"))
+    patient_link: str = field(default="{base}/Patient/{id}", metadata=_env(
+        "TOH_PATIENT_LINK", "link to a patient's page in email notifications (`{base}`: the FHIR base URL, "
+        "`{id}`: the Patient id)"))
     jwt_secret: str | None = field(default=None, metadata=_env(
         "TOH_JWT_SECRET", "HS256 secret bearer tokens are signed with (32+ random characters; a weak one "
         "stops the start)", default="made once in `$TOH_DATA_DIR/jwt-secret` (mode 0600)"))

@@ -15,6 +15,7 @@ from flask import Response
 from service.api.auth import guard
 from service.api.context import base_url, current_uow, services
 from service.api.negotiation import json_response, prefer_return, prefer_strict, request_resource
+from service.api.search import owned_only
 from service.store.bundles import Criteria, process_bundle
 from service.store.search.searchset import searchset
 
@@ -37,7 +38,8 @@ def batch_or_transaction() -> Response:
 
     def search(res_type: str, params: Criteria) -> dict[str, Any]:
         compartment = access.search_compartment(res_type, None)
-        return searchset(services().search, uow.conn, res_type, params, base_url=base, now=uow.clock.now(),
+        return searchset(services().search, uow.conn, res_type, owned_only(res_type, list(params)), base_url=base,
+                         now=uow.clock.now(),
                          strict=strict, compartment=compartment, visible=access.visible)
 
     response = process_bundle(uow.repo, bundle, base_url=base,

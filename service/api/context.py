@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from service.store.search import SearchEngine
     from service.workflows.care_plans import CarePlanner
     from service.workflows.clinical_watch import ClinicalWatch
+    from service.workflows.delivery import Channels
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 FHIR_PREFIX = "/fhir"  # where the FHIR API is mounted
@@ -41,6 +42,7 @@ class Services:
     clinical: ClinicalWatch
     planner: CarePlanner
     verifier: TokenVerifier
+    channels: Channels
     scheduler: Any = None   # the running APScheduler of this process (`toh serve` with TOH_SCHEDULER on)
 
 

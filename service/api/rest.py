@@ -45,6 +45,7 @@ def _body(res_type: str) -> dict[str, Any]:
 def create(res_type: str) -> Response:
     """POST [base]/[type]: create with a server-assigned id (conditional with If-None-Exist)."""
     resource = _body(res_type)
+    guard().claim(res_type, resource)
     guard().check("c", res_type, resource)
     condition = request.headers.get("If-None-Exist")
     criteria = None if condition is None else conditional_criteria(condition, "If-None-Exist")
@@ -116,8 +117,9 @@ def _check_write(action: str, res_type: str, res_id: str, resource: dict[str, An
     context both the new content and the version it replaces in the patient's compartment."""
     check_type(res_type)
     if resource is not None:
+        guard().claim(res_type, resource)
         guard().check(action, res_type, resource)
-    if guard().require(action, res_type) is Reach.PATIENT:
+    if guard().checks_existing(action, res_type):
         found = repo.current(res_type, res_id)
         if found is not None and not found[1].deleted:
             guard().check(action, res_type, found[1].resource)
@@ -132,6 +134,10 @@ def _history_access(res_type: str | None, res_id: str | None) -> Reach:
     reach = guard().require("r", res_type)
     if reach is Reach.PATIENT and res_id is None:
         raise Forbidden("A patient/ scope cannot read the history of a whole type; read an instance's")
+    if res_id is not None and not guard().owns(res_type, {"resourceType": res_type}):
+        found = current_uow().repo.current(res_type, res_id)
+        if found is not None and not found[1].deleted:
+            guard().check("r", res_type, found[1].resource)
     return reach
 
 
@@ -152,6 +158,10 @@ def _history(res_type: str | None = None, res_id: str | None = None) -> Response
     if reach is Reach.PATIENT:  # only the versions that were in the patient's compartment
         assert res_type is not None
         kept = [v for v in versions if not v.deleted and guard().visible(res_type, v.resource())]
+        total -= len(versions) - len(kept)
+        versions = kept
+    elif res_id is None:   # others' versions of owned types (Subscriptions) are left out
+        kept = [v for v in versions if guard().owns(v.res_type, None if v.deleted else v.resource())]
         total -= len(versions) - len(kept)
         versions = kept
     return json_response(history_bundle(versions, total, count, offset))

@@ -20,7 +20,10 @@ from service.api.auth import guard
 from service.api.context import base_url, current_uow, services
 from service.api.negotiation import FHIR_JSON, check_params, prefer_strict
 from service.fhir.resources import check_id, check_type
+from service.security.guard import OWNED_TYPES
+from service.store.notifications import Outbox
 from service.store.search import SearchEngine
+from service.workflows.notifications import owners_filter
 from service.store.search.searchset import searchset_json
 
 bp = Blueprint("fhir_search", __name__)
@@ -58,10 +61,20 @@ def _run(res_type: str | None, path: str, *, compartment: tuple[str, str] | None
         types = access.readable_types(engine().compartment_types())
         if not any(name == "_type" for name, _ in _params()):
             types = tuple(t for t in types if t not in RECORD_TYPES)
-    text = searchset_json(engine(), uow.conn, res_type, _params(), base_url=base_url(), now=uow.clock.now(),
+    text = searchset_json(engine(), uow.conn, res_type, owned_only(res_type, _params()), base_url=base_url(),
+                          now=uow.clock.now(),
                           strict=prefer_strict(), path=path, compartment=compartment, types=types,
                           visible=access.visible)
     return Response(text, mimetype=FHIR_JSON)
+
+
+def owned_only(res_type: str | None, params: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The search's parameters, kept to the asker's own resources of an owned type (a
+    Subscription search by one who is not an administrator gets `_id` = the ones it owns)."""
+    access = guard()
+    if res_type not in OWNED_TYPES or access.administers(res_type):
+        return params
+    return [*params, owners_filter(Outbox(current_uow().conn).owned_by(access.principal.subject))]
 
 
 def search_type(res_type: str) -> Response:

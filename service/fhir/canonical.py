@@ -25,6 +25,15 @@ VS_FOLLOWUP_TASK_CODES = f"{IG}/ValueSet/followup-task-codes"
 # Extensions
 EXT_LATERALITY = f"{IG}/StructureDefinition/laterality"
 EXT_FLAG_DETAIL = "http://hl7.org/fhir/StructureDefinition/flag-detail"
+# A Subscription's Standard Webhooks signing secret (write-only: never stored in the resource)
+EXT_SUBSCRIPTION_SECRET = f"{IG}/StructureDefinition/subscription-secret"
+# Who made a Subscription (the token subject); set by the service
+EXT_SUBSCRIPTION_OWNER = f"{IG}/StructureDefinition/subscription-owner"
+# Subscriptions R4 Backport IG (http://hl7.org/fhir/uv/subscriptions-backport)
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport"
+BACKPORT_PAYLOAD_CONTENT = f"{BACKPORT}/StructureDefinition/backport-payload-content"
+BACKPORT_STATUS_R4 = f"{BACKPORT}/StructureDefinition/backport-subscription-status-r4"
+BACKPORT_NOTIFICATION_R4 = f"{BACKPORT}/StructureDefinition/backport-subscription-notification-r4"
 
 # Profiles
 SD_TOH_CONDITION = f"{IG}/StructureDefinition/toh-condition"

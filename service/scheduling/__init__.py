@@ -1,4 +1,5 @@
-"""The clock's tick: APScheduler (3.x) calls the sweep every TOH_SWEEP_INTERVAL_SECONDS.
+"""The clock's tick: APScheduler (3.x) calls the sweep every TOH_SWEEP_INTERVAL_SECONDS and
+delivers due notifications every TOH_DELIVERY_INTERVAL_SECONDS.
 
 APScheduler is only the tick. Its job stores are not shared safely between processes and it
 drops runs missed by more than misfire_grace_time, so it keeps no state: jobs are listed here as
@@ -21,6 +22,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from service.observability import metrics
+from service.workflows.delivery import deliver
 from service.workflows.sweep import sweep
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ class Job:
 
     id: str
     run: Callable[[Services], None]
+    interval: Callable[[Services], int]
 
 
 def run_sweep(services: Services) -> None:
@@ -51,16 +54,25 @@ def run_sweep(services: Services) -> None:
             log.info("%s", line)
 
 
-JOBS = (Job("toh-sweep", run_sweep),)
+def run_delivery(services: Services) -> None:
+    """One delivery pass of the outbox as of the services' clock; logs what it did."""
+    report = deliver(services.database, services.channels, services.clock.now())
+    if report.attempts:
+        for line in report.lines():
+            log.info("%s", line)
+
+
+JOBS = (Job("toh-sweep", run_sweep, lambda s: s.settings.sweep_interval_seconds),
+        Job("toh-deliver", run_delivery, lambda s: s.settings.delivery_interval_seconds))
 
 
 def _configure(scheduler: Any, services: Services, first_run: float) -> Any:
-    interval = max(1, services.settings.sweep_interval_seconds)
     for job in JOBS:
+        interval = max(1, job.interval(services))
         scheduler.add_job(job.run, "interval", seconds=interval, args=[services], id=job.id,
                           replace_existing=True, max_instances=1, coalesce=True,
                           misfire_grace_time=interval, jitter=interval / 10,
-                          next_run_time=datetime.now(timezone.utc) + timedelta(seconds=first_run))
+                          next_run_time=datetime.now(timezone.utc) + timedelta(seconds=min(first_run, interval)))
     return scheduler
 
 

@@ -16,12 +16,26 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import Any
 
+from service.fhir.canonical import EXT_SUBSCRIPTION_OWNER
 from service.fhir.errors import Forbidden
 from service.security.principal import Principal, Reach
 
 ACTION_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 Owners = Callable[[dict[str, Any]], set[str]]
 Content = dict[str, Any] | Callable[[], dict[str, Any] | None] | None   # a resource, or how to get it
+# Types whose resources belong to whoever made them: only the owner, or an administrator (a
+# system/ scope on the type), reads or changes one. The owner is the token's subject, kept in
+# the resource's subscription-owner extension.
+OWNED_TYPES = frozenset({"Subscription"})
+
+
+def owner_of(resource: dict[str, Any] | None) -> str | None:
+    """The owner an owned resource names, if any."""
+    for ext in (resource or {}).get("extension") or ():
+        if isinstance(ext, dict) and ext.get("url") == EXT_SUBSCRIPTION_OWNER:
+            value = ext.get("valueString")
+            return value if isinstance(value, str) else None
+    return None
 
 
 class AccessGuard:
@@ -50,9 +64,40 @@ class AccessGuard:
                             scope=f"user/{res_type}.{action}")
         return reach
 
+    def administers(self, res_type: str) -> bool:
+        """Whether the principal may reach every owner's resources of an owned type: a system/
+        scope granting read on it (the EHR's `system/*.cruds`, the admin role)."""
+        return any(s.context == "system" and s.grants("r", res_type) for s in self.principal.scopes)
+
+    def owns(self, res_type: str, resource: dict[str, Any] | None) -> bool:
+        """Whether the principal may touch this resource as its owner (always true for types
+        that are not owned, and for an administrator)."""
+        if res_type not in OWNED_TYPES or self.administers(res_type):
+            return True
+        return resource is not None and owner_of(resource) == self.principal.subject
+
+    def claim(self, res_type: str, resource: dict[str, Any]) -> None:
+        """Make the principal the owner of a resource it writes (an administrator keeps the
+        owner the resource names). Other types are left as they are."""
+        if res_type not in OWNED_TYPES:
+            return
+        if self.administers(res_type) and owner_of(resource):
+            return
+        kept = [e for e in resource.get("extension") or ()
+                if not (isinstance(e, dict) and e.get("url") == EXT_SUBSCRIPTION_OWNER)]
+        resource["extension"] = [*kept, {"url": EXT_SUBSCRIPTION_OWNER, "valueString": self.principal.subject}]
+
+    def checks_existing(self, action: str, res_type: str) -> bool:
+        """Whether a write must also check the version it replaces (a patient context, or an
+        owned type written by one who is not an administrator)."""
+        return (self.require(action, res_type) is Reach.PATIENT
+                or (res_type in OWNED_TYPES and not self.administers(res_type)))
+
     def visible(self, res_type: str, resource: dict[str, Any] | None, action: str = "r") -> bool:
-        """Whether action on this resource is allowed (type scope and, in a patient context,
-        the resource is in the patient's compartment); never raises."""
+        """Whether action on this resource is allowed (type scope, ownership of an owned type
+        and, in a patient context, the resource is in the patient's compartment); never raises."""
+        if res_type in OWNED_TYPES and not self.owns(res_type, resource):
+            return False
         reach = self.reach(action, res_type)
         if reach is Reach.ALL:
             return True
@@ -60,7 +105,14 @@ class AccessGuard:
 
     def check(self, action: str, res_type: str, resource: Content) -> None:
         """Raise Forbidden unless action on resource is allowed. resource is the JSON (or a
-        function giving it, called only in a patient context, where the compartment decides)."""
+        function giving it, called only in a patient context, where the compartment decides, and
+        for an owned type, where its owner decides)."""
+        if res_type in OWNED_TYPES and not self.administers(res_type):
+            self.require(action, res_type)
+            content = resource() if callable(resource) else resource
+            if not self.owns(res_type, content):
+                raise Forbidden(f"This {res_type} belongs to someone else: only its owner or an administrator "
+                                "may read or change it")
         if self.require(action, res_type) is not Reach.PATIENT:
             return
         content = resource() if callable(resource) else resource

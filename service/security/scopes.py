@@ -60,7 +60,7 @@ def parse_scopes(claim: str | list[str] | None) -> tuple[Scope, ...]:
     return tuple(scope for scope in (parse_scope(s) for s in items) if scope is not None)
 
 
-# The three roles, as the scope sets `toh token --role` puts in a token (README lists them).
+# The roles, as the scope sets `toh token --role` puts in a token (README lists them).
 CLINICAL_READ = ("Patient", "Condition", "Observation", "MedicationRequest", "Medication", "CarePlan",
                  "Task", "Flag", "Provenance", "PlanDefinition", "Practitioner", "Organization",
                  "Encounter", "DiagnosticReport")
@@ -71,4 +71,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "staff": ("user/*.rs", "user/Task.u", "user/Flag.u", "user/Subscription.cruds"),
     # Auditors: plans, tasks, flags, the audit trail and the clinical data they point to; no writes.
     "auditor": tuple(f"user/{t}.rs" for t in CLINICAL_READ) + ("user/AuditEvent.rs",),
+    # Administrators: read clinical data, manage everyone's Subscriptions, handle the Flags
+    # (delivery failures) and Tasks.
+    "admin": ("user/*.rs", "user/Task.u", "user/Flag.u", "system/Subscription.cruds"),
 }

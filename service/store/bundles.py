@@ -317,6 +317,7 @@ class _Processor:
         resource = self._localised(entry.resource)
         if self.guard is not None:
             action = "c" if entry.method == "POST" else "u"
+            self.guard.claim(entry.res_type, resource)
             self.guard.check(action, entry.res_type, resource)
             if action == "u":
                 self._check_existing("u", entry)
@@ -335,7 +336,7 @@ class _Processor:
         """Raise Forbidden unless the guard allows action on the entry's current version."""
         if self.guard is None or entry.res_id is None:
             return
-        if self.guard.require(action, entry.res_type) is Reach.PATIENT:
+        if self.guard.checks_existing(action, entry.res_type):
             found = self.repo.current(entry.res_type, entry.res_id)
             if found is not None and not found[1].deleted:
                 self.guard.check(action, entry.res_type, found[1].resource)

@@ -19,7 +19,7 @@ from service.fhir.errors import ServiceUnavailable
 
 if TYPE_CHECKING:
     from service.security import Principal
-    from service.store.repository import Change, Finder, Repository, Validator, WriteHook
+    from service.store.repository import Change, Finder, Repository, Sealer, Validator, WriteHook
 
 BeforeCommit = Callable[["UnitOfWork"], None]
 # Runs after a unit of work committed (metrics, notifications to in-process listeners); it must
@@ -150,6 +150,7 @@ class UnitOfWork:
         self.record_provenance = True             # False only for the guide's installation
         self.steps_started_at = 0                 # changes before this index were the caller's
         self.audit_events: list[dict[str, Any]] = []  # AuditEvents to append with this transaction
+        self.notify = True                        # False: this transaction's writes notify no one
 
     @property
     def repo(self) -> Repository:
@@ -158,7 +159,8 @@ class UnitOfWork:
             from service.store.repository import Repository
             db = self.database
             self._repo = Repository(self.conn, self.clock, db.hooks, db.dialect, db.validators, db.finder,
-                                    journal=self.changes, read_only=db.read_only, prechecks=db.prechecks)
+                                    journal=self.changes, read_only=db.read_only, prechecks=db.prechecks,
+                                    sealers=db.sealers)
         return self._repo
 
     def commit(self) -> None:
@@ -205,6 +207,7 @@ class Database:
         self.after_commit: list[AfterCommit] = []
         self.read_only: frozenset[tuple[str, str]] = frozenset()
         self.due_handlers: dict[str, DueHandler] = {}
+        self.sealers: dict[str, Sealer] = {}
 
     def add_hook(self, hook: WriteHook) -> None:
         """Register a hook that runs inside the transaction of every write."""
@@ -231,6 +234,10 @@ class Database:
     def add_due_handler(self, kind: str, handler: DueHandler) -> None:
         """Register what the sweep does with due work of this kind (see workflows.sweep)."""
         self.due_handlers[kind] = handler
+
+    def add_sealer(self, res_type: str, sealer: Sealer) -> None:
+        """Register how resources of this type are sealed before they are stored (see Sealer)."""
+        self.sealers[res_type] = sealer
 
     def set_read_only(self, keys: frozenset[tuple[str, str]]) -> None:
         """Make these (type, id) resources read-only to clients (the service may still write them)."""

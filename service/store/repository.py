@@ -13,7 +13,7 @@ import json
 import uuid
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -35,6 +35,10 @@ class Finder(Protocol):
 
 
 Validator = Callable[[dict[str, Any]], None]
+# Seals a resource of one type just before it is stored: (connection, stamped resource, the
+# version it replaces) -> (what to store, what to answer this write with). E.g. a Subscription's
+# signing secret is kept in a table of its own and never in the stored resource.
+Sealer = Callable[[Connection, dict[str, Any], "StoredResource | None"], tuple[dict[str, Any], dict[str, Any]]]
 APPEND_ONLY = frozenset({"AuditEvent"})   # kept in the audit trail (service.store.audit), not here
 
 
@@ -155,8 +159,9 @@ class Repository:
                  dialect: str = "sqlite", validators: Sequence[Validator] = (),
                  finder: Finder = id_only_finder, journal: list[Change] | None = None,
                  read_only: frozenset[tuple[str, str]] = frozenset(),
-                 prechecks: Sequence[Validator] = ()) -> None:
+                 prechecks: Sequence[Validator] = (), sealers: dict[str, Sealer] | None = None) -> None:
         self.conn = conn
+        self.sealers = sealers or {}
         self.prechecks = prechecks
         self.read_only = read_only
         self.journal = journal if journal is not None else []
@@ -450,18 +455,24 @@ class Repository:
 
     def _insert(self, res_type: str, res_id: str, resource: dict[str, Any], method: str) -> StoredResource:
         moment = self.clock.now()
-        stamped = self._stamp(res_type, res_id, 1, resource, moment)
+        stamped, shown = self._seal(self._stamp(res_type, res_id, 1, resource, moment), None)
         content = dump(stamped)
         stored = StoredResource(res_type, res_id, 1, moment, False, content, method)
+        answer = stored if shown is stamped else replace(stored, content=dump(shown))
         if self._pending is not None and method == "POST":
             self._pending.append((stored, stamped))
-            return stored
+            return answer
         self.flush()
         rid = self.conn.execute(_INSERT_RESOURCE, {
             "res_type": res_type, "res_id": res_id, "version": 1, "last_updated": moment, "deleted": False,
             "content": content}).scalar_one()
         self._record(rid, stored, stamped, None)
-        return stored
+        return answer
+
+    def _seal(self, stamped: dict[str, Any], previous: StoredResource | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(what to store, what to answer) of a stamped resource, by its type's sealer if any."""
+        sealer = self.sealers.get(stamped["resourceType"])
+        return (stamped, stamped) if sealer is None else sealer(self.conn, stamped, previous)
 
     def _new_version(self, rid: int, previous: StoredResource, resource: dict[str, Any] | None,
                      method: str) -> StoredResource:
@@ -469,6 +480,9 @@ class Repository:
         version = previous.version + 1
         stamped = None if resource is None else self._stamp(previous.res_type, previous.res_id, version,
                                                             resource, moment)
+        shown = stamped
+        if stamped is not None:
+            stamped, shown = self._seal(stamped, previous)
         content = None if stamped is None else dump(stamped)
         result = self.conn.execute(update(resources).where(
             resources.c.rid == rid, resources.c.version == previous.version).values(
@@ -479,7 +493,7 @@ class Repository:
         stored = StoredResource(previous.res_type, previous.res_id, version, moment, stamped is None,
                                 content, method)
         self._record(rid, stored, stamped, previous)
-        return stored
+        return stored if shown is stamped or shown is None else replace(stored, content=dump(shown))
 
     def _record(self, rid: int, stored: StoredResource, resource: dict[str, Any] | None,
                 previous: StoredResource | None) -> None:

@@ -42,7 +42,7 @@ def test_every_ig_canonical_constant_resolves(conformance: Conformance) -> None:
 
 def test_structure_definitions_carry_snapshots(conformance: Conformance) -> None:
     sds = [r for r in conformance.resources if r["resourceType"] == "StructureDefinition"]
-    assert len(sds) == 10
+    assert len(sds) == 12
     for sd in sds:
         assert sd["snapshot"]["element"][0]["path"] == sd["type"]
         assert sd["differential"]["element"]
