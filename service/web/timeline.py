@@ -104,6 +104,7 @@ class Milestone:
     y2: float
     text: str
     title: str
+    beyond: bool = False    # after the end of the axis: drawn as a note at its right edge
 
 
 @dataclass(frozen=True)
@@ -157,16 +158,17 @@ class Timeline:
         return " ".join(f"{p.x:.1f},{p.y:.1f}" for p in self.pain_points)
 
 
+FOLLOW_UP_KINDS = frozenset({"done", "missed", "due", "upcoming"})
+AHEAD_DAYS = 60     # how far past today the time axis goes (later follow-ups are in the table)
+
+
 def _range(today: date, bars: Sequence[BarInput], marks: Sequence[MarkInput],
            pain: Sequence[PainInput]) -> tuple[date, date]:
-    days = [today] + [b.onset for b in bars] + [b.end for b in bars if b.end] + [m.day for m in marks] \
-        + [p.day for p in pain]
-    for bar in bars:
-        if bar.end is None:   # an active episode: show the 12-month mark, and the 24-month one after it
-            twelve = bar.onset + relativedelta(months=12)
-            days.append(twelve if twelve > today else bar.onset + relativedelta(months=24))
-    start, end = min(days), max(days)
-    return start - timedelta(days=14), end + timedelta(days=21)
+    """From two weeks before the first date to three weeks after the last one, and at least
+    AHEAD_DAYS past today; upcoming follow-ups do not stretch it (a plan reaches two years ahead)."""
+    days = [today + timedelta(days=AHEAD_DAYS)] + [b.onset for b in bars] + [b.end for b in bars if b.end] \
+        + [m.day for m in marks if m.kind not in FOLLOW_UP_KINDS or m.day <= today] + [p.day for p in pain]
+    return min(days) - timedelta(days=14), max(days) + timedelta(days=21)
 
 
 def build_timeline(today: date, lanes: Sequence[LaneInput], bars: Sequence[BarInput], marks: Sequence[MarkInput],
@@ -201,13 +203,17 @@ def build_timeline(today: date, lanes: Sequence[LaneInput], bars: Sequence[BarIn
         timeline.bars.append(Bar(x1, y0 + 24, max(x2 - x1, 2.0), 16, bar.end is None, bar.title, bar.label))
         for months in (12, 24):
             day = bar.onset + relativedelta(months=months)
+            title = f"{months} months after the onset on {bar.onset.isoformat()} ({day.isoformat()})"
             if start <= day <= end:
-                timeline.milestones.append(Milestone(
-                    x(day), y0 + 4, y0 + LANE - 4, f"{months} mo",
-                    f"{months} months after the onset on {bar.onset.isoformat()} ({day.isoformat()})"))
+                timeline.milestones.append(Milestone(x(day), y0 + 4, y0 + LANE - 4, f"{months} mo", title))
+            elif day > end and bar.end is None and months == 12:   # ahead of the axis: said at its end
+                timeline.milestones.append(Milestone(plot_right, y0 + 4, y0 + 20,
+                                                     f"12 mo on {day.isoformat()} \u2192", title, beyond=True))
     offsets = {"flag": 12, "oedema": 32, "oedema-absent": 32, "avn": 32, "fracture": 32,
                "done": 52, "missed": 52, "due": 52, "upcoming": 52}
     for mark in marks:
+        if not start <= mark.day <= end:
+            continue    # a follow-up far ahead: listed in the table below the timeline
         timeline.marks.append(Mark(mark.kind, x(mark.day), y_of(mark.lane) + offsets.get(mark.kind, 32),
                                    mark.title, mark.text))
     timeline.months.extend(_months(start, end, x))

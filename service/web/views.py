@@ -34,7 +34,7 @@ from service.web import actions, session as ui_session
 from service.web.patient import patient_page
 from service.web.patients import find_patients
 from service.web.reading import Reader
-from service.web.timeline import SHAPES
+from service.web.timeline import AHEAD_DAYS, SHAPES
 from service.web.worklist import worklist
 
 bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates", static_folder="static")
@@ -233,7 +233,7 @@ def patient(patient_id: str) -> str:
     with reading() as reader:
         page = patient_page(reader, svc.clinical, svc.planner.is_follow_up, patient_id, reader.now.date())
     _audit_read(_interaction("read", 200, entity=f"Patient/{patient_id}", patient=patient_id))
-    return render_template("patient.html", page=page, shapes=SHAPES)
+    return render_template("patient.html", page=page, shapes=SHAPES, ahead=AHEAD_DAYS)
 
 
 def _subject(resource: dict[str, Any], element: str) -> str | None:
