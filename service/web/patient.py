@@ -145,12 +145,12 @@ def patient_page(reader: Reader, watch: ClinicalWatch, is_follow_up: Callable[[d
         marks.append(MarkInput(lane, finding.day, kind,
                                f"MRI {finding.day.isoformat()}, {finding.site.label()}: {what} ({finding.ref})"))
     flags: list[FlagEntry] = []
-    for number, finding in enumerate(assessment.flags, start=1):
-        lane = next((evidence_lane[r] for r in finding.evidence if r in evidence_lane), None)
+    for number, flag in enumerate(assessment.flags, start=1):
+        lane = next((evidence_lane[r] for r in flag.evidence if r in evidence_lane), None)
         site = lanes.get(lane, "") if lane is not None else ""
-        flags.append(FlagEntry(number, finding, site))
-        marks.append(MarkInput(lane, finding.start, "flag", f"Flag F{number} from {finding.start.isoformat()}: "
-                               f"{finding.display}. {finding.text}", f"F{number}"))
+        flags.append(FlagEntry(number, flag, site))
+        marks.append(MarkInput(lane, flag.start, "flag", f"Flag F{number} from {flag.start.isoformat()}: "
+                               f"{flag.display}. {flag.text}", f"F{number}"))
     follow_ups: list[FollowUpEntry] = []
     if reader.can("s", "Task"):
         for task in reader.find("Task", [("patient", f"Patient/{patient_id}")]).resources:

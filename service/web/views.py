@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
@@ -52,7 +53,7 @@ SECURITY_HEADERS = {
 
 # -- the session, CSRF and headers of every page ------------------------------------------------
 @bp.before_request
-def _session() -> Response | None:
+def _session() -> ResponseReturnValue | None:
     """Check the CSRF token of every POST, find who is signed in, and send anyone who is not to
     the login page (with `next` set to where they were going)."""
     if request.method == "POST":
@@ -144,13 +145,13 @@ def _write(uow: UnitOfWork, what: Interaction) -> None:
 
 # -- sign-in ---------------------------------------------------------------------------------
 @bp.get("/")
-def index() -> Response:
+def index() -> ResponseReturnValue:
     """/ui: the worklist."""
     return redirect(url_for("ui.worklist"))
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> Response | tuple[str, int, dict[str, str]] | str:
+def login() -> ResponseReturnValue:
     """The sign-in form; POST verifies the `token` field and starts the session. A token that
     cannot be accepted gives the form again with why (401)."""
     target = _safe_next(request.values.get("next"), url_for("ui.worklist"))
@@ -165,7 +166,7 @@ def login() -> Response | tuple[str, int, dict[str, str]] | str:
 
 
 @bp.post("/logout")
-def logout() -> Response:
+def logout() -> ResponseReturnValue:
     """End the session and go back to the sign-in form."""
     ui_session.sign_out()
     flash("You are signed out.")
@@ -184,7 +185,7 @@ def worklist_page() -> str:
 
 
 @bp.post("/tasks/<task_id>/complete")
-def complete_task(task_id: str) -> Response:
+def complete_task(task_id: str) -> ResponseReturnValue:
     """Complete a follow-up: a new version of the Task with status completed (Provenance and
     AuditEvent recorded). Raises (as error pages) what actions.complete_follow_up raises."""
     check_id(task_id)
@@ -199,7 +200,7 @@ def complete_task(task_id: str) -> Response:
 
 
 @bp.post("/flags/<flag_id>/acknowledge")
-def acknowledge_flag(flag_id: str) -> Response:
+def acknowledge_flag(flag_id: str) -> ResponseReturnValue:
     """Acknowledge an active flag: a new version of the Flag carrying the acknowledgement tag
     (Provenance and AuditEvent recorded). Raises (as error pages) what actions.acknowledge_flag
     raises."""

@@ -132,7 +132,7 @@ def worklist(reader: Reader, is_follow_up: Callable[[dict[str, Any]], bool], tod
     listed.upcoming.sort(key=lambda r: (r.window_start, r.patient, r.task_id))
     for flag in flags:
         pid = local_id(flag.get("subject"), "Patient")
-        coding = next((c for c in (flag.get("code") or {}).get("coding") or () if c.get("system") == TOH_CODES), {})
+        coding: dict[str, Any] = next((c for c in (flag.get("code") or {}).get("coding") or () if c.get("system") == TOH_CODES), {})
         code = str(coding.get("code") or "")
         text = str((flag.get("code") or {}).get("text") or coding.get("display") or "")
         listed.flags.append(FlagRow(
