@@ -3,7 +3,9 @@
     worklist(reader, is_follow_up, today) -> Worklist
 
 - follow-ups (Tasks coded from the guide's follow-up codes, with a due window in
-  restriction.period) that are still open (requested, received, accepted, ready, in-progress):
+  restriction.period, found by the guide's search parameter `restriction-period`, so the page
+  reads the Tasks due by the horizon, not every open one) that are still open (requested,
+  received, accepted, ready, in-progress):
   due now (today falls in the window), overdue (the window ended before today; oldest first),
   and upcoming (the window opens within the next UPCOMING_DAYS days; soonest first);
 - active Flags (Flag?status=active), the most urgent first: AVN features and insufficiency
@@ -90,7 +92,9 @@ def worklist(reader: Reader, is_follow_up: Callable[[dict[str, Any]], bool], tod
     tasks: list[dict[str, Any]] = []
     flags: list[dict[str, Any]] = []
     if reader.can("s", "Task"):
-        found = reader.find("Task", [("status", ",".join(sorted(OPEN_TASK)))])
+        horizon = today + timedelta(days=UPCOMING_DAYS)   # windows that open by then (the guide's parameter)
+        found = reader.find("Task", [("status", ",".join(sorted(OPEN_TASK))),
+                                     ("restriction-period", f"le{horizon.isoformat()}")])
         tasks = [t for t in found.resources if is_follow_up(t)]
         if found.truncated:
             notes.append(f"Only the first {len(found.resources)} open Tasks are considered.")
