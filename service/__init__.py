@@ -20,7 +20,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clo
     Raises ConformanceError if fhir_profiles/ cannot be loaded, SchemaTooNew if a newer release
     migrated the database, and the database's errors if it cannot be migrated.
     """
-    from service import api
+    from service import api, web
     from service.api.context import Services
     from service.fhir.search.query import SearchLimits
     from service.audit import ProvenanceStep
@@ -79,6 +79,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clo
                                      conformance=conformance, search=search, clinical=clinical,
                                      planner=planner, verifier=verifier, channels=channels(settings, policy))
     api.init_app(app)
+    web.init_app(app)
     return app
 
 

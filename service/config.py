@@ -136,6 +136,10 @@ class Settings:
         "TOH_JWT_LEEWAY_SECONDS", "clock skew tolerated on `exp` and `nbf`, seconds"))
     jwks_refresh_cooldown_seconds: int = field(default=30, metadata=_env(
         "TOH_JWKS_REFRESH_COOLDOWN", "an unknown kid fetches the JWKS again at most this often, seconds"))
+    ui_secret: str | None = field(default=None, metadata=_env(
+        "TOH_UI_SECRET", "key the /ui session cookie and its CSRF tokens are signed with (32+ random characters; "
+        "the same on every host)", default="derived from the token secret; with a JWKS only, made once in "
+        "`$TOH_DATA_DIR/ui-secret`"))
     token_endpoint: str | None = field(default=None, metadata=_env(
         "TOH_TOKEN_ENDPOINT", "OAuth token endpoint advertised in metadata and the SMART configuration"))
     authorization_endpoint: str | None = field(default=None, metadata=_env(

@@ -22,15 +22,16 @@ def check_strength(secret: str) -> str:
     return secret
 
 
-def data_folder_secret(data_dir: str | Path) -> str:
-    """The secret kept in data_dir/jwt-secret, made (48 random bytes, mode 0600) if missing.
+def data_folder_secret(data_dir: str | Path, file_name: str = SECRET_FILE) -> str:
+    """The secret kept in data_dir/file_name (default jwt-secret), made (48 random bytes,
+    mode 0600) if missing.
 
     Two processes starting at once agree: the file is created exclusively and a loser reads
     the winner's. Raises OSError if the folder cannot be written.
     """
     folder = Path(data_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / SECRET_FILE
+    path = folder / file_name
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

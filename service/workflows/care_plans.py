@@ -65,7 +65,8 @@ def is_confirmed(condition: dict[str, Any]) -> bool:
     return "confirmed" in _verification(condition)
 
 
-def _window(task: dict[str, Any]) -> tuple[date, date] | None:
+def task_window(task: dict[str, Any]) -> tuple[date, date] | None:
+    """A Task's due window (restriction.period start, end; a missing start is the end), or None."""
     from service.clinical.dates import parse_date
     period = (task.get("restriction") or {}).get("period") or {}
     end = parse_date(period.get("end"))
@@ -403,7 +404,7 @@ class CarePlanner:
     def is_follow_up(self, task: dict[str, Any]) -> bool:
         """A Task coded from the guide's follow-up codes, with a due window."""
         return (self.terminology.contains(VS_FOLLOWUP_TASK_CODES, task.get("code"), text="none")
-                and _window(task) is not None)
+                and task_window(task) is not None)
 
     def _patient(self, task: dict[str, Any]) -> str | None:
         target = (task.get("for") or {}).get("reference")
@@ -429,7 +430,7 @@ class CarePlanner:
         """The clinical date of the Task's next transition (ready, then overdue), or None."""
         if task is None or task.get("status") not in OPEN_TASK or not self.is_follow_up(task):
             return None
-        window = _window(task)
+        window = task_window(task)
         assert window is not None
         if self._held(repo, task):
             return None
@@ -450,7 +451,7 @@ class CarePlanner:
         repo = uow.repo
         followups = FollowUps(uow.conn, uow.database.dialect)
         closed = task is None or task.get("status") not in OPEN_TASK
-        window = _window(task) if task is not None else None
+        window = task_window(task) if task is not None else None
         if not created and (closed or (window is not None and today < self.policy.overdue_on(window))):
             for flag in self._overdue_flags(repo, task_id):
                 if flag.get("status") == "active":
@@ -475,7 +476,7 @@ class CarePlanner:
         if task is None or not self.is_follow_up(task) or task.get("status") not in OPEN_TASK \
                 or self._held(repo, task):
             return done
-        window = _window(task)
+        window = task_window(task)
         patient_id = self._patient(task)
         assert window is not None
         if task.get("status") == "requested" and today >= self.policy.ready_on(window):

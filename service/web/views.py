@@ -1,0 +1,242 @@
+"""The staff pages under /ui: thin Flask views over service.web's plain functions.
+
+    GET  /ui/login, POST /ui/login (field `token`)   sign in;  POST /ui/logout  sign out
+    GET  /ui/worklist                                 what to do today
+    POST /ui/tasks/<id>/complete                      complete a follow-up (a Task update)
+    POST /ui/flags/<id>/acknowledge                   acknowledge a flag (a Flag update)
+    GET  /ui/patients?q=...                           find a patient
+    GET  /ui/patients/<id>                            the patient's timeline
+
+Every POST must carry the session's CSRF token (Flask-WTF; 400 without it). Pages read with
+the signed-in principal through the same guard as the REST API, and each page view and write is
+recorded as an AuditEvent like the REST interaction it stands for (a write's in its own
+transaction; a read's before the page is sent).
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
+
+from service.api.audit import audit_row, request_id
+from service.api.context import FHIR_PREFIX, services
+from service.audit.events import Interaction
+from service.fhir.errors import FhirError
+from service.fhir.resources import check_id
+from service.security import InvalidToken, Principal
+from service.store import UnitOfWork
+from service.web import actions, session as ui_session
+from service.web.patient import patient_page
+from service.web.patients import find_patients
+from service.web.reading import Reader
+from service.web.timeline import AHEAD_DAYS, SHAPES
+from service.web.worklist import worklist
+
+bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates", static_folder="static")
+csrf = CSRFProtect()
+OPEN_ENDPOINTS = frozenset({"ui.login", "ui.static"})
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
+}
+
+
+# -- the session, CSRF and headers of every page ------------------------------------------------
+@bp.before_request
+def _session() -> ResponseReturnValue | None:
+    """Check the CSRF token of every POST, find who is signed in, and send anyone who is not to
+    the login page (with `next` set to where they were going)."""
+    if request.method == "POST":
+        csrf.protect()    # raises CSRFError (400)
+    svc = services()
+    found = ui_session.signed_in(svc.verifier, svc.search.compartment_owners, svc.search.compartment_types())
+    g.ui_principal, g.ui_guard = found if found is not None else (None, None)
+    if found is None and request.endpoint not in OPEN_ENDPOINTS:
+        target = request.full_path if request.method == "GET" else url_for("ui.worklist")
+        return redirect(url_for("ui.login", next=target.rstrip("?")))
+    return None
+
+
+@bp.after_request
+def _headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+@bp.app_context_processor
+def _context() -> dict[str, Any]:
+    principal: Principal | None = g.get("ui_principal")
+    return {"principal": principal}
+
+
+@bp.errorhandler(CSRFError)
+def _csrf_error(exc: CSRFError) -> tuple[str, int]:
+    return render_template("error.html", status=400, title="The form could not be accepted",
+                           message=f"{exc.description} Reload the page and try again."), 400
+
+
+@bp.errorhandler(FhirError)
+def _fhir_error(exc: FhirError) -> tuple[str, int]:
+    return render_template("error.html", status=exc.status, title=_STATUS_TITLES.get(exc.status, "Error"),
+                           message=exc.diagnostics), exc.status
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> tuple[str, int]:
+    status = exc.code or 500
+    return render_template("error.html", status=status, title=exc.name, message=exc.description or ""), status
+
+
+_STATUS_TITLES = {400: "Bad request", 403: "Not allowed", 404: "Not found", 409: "Already done",
+                  410: "Deleted", 412: "Changed meanwhile", 503: "Try again"}
+
+
+# -- helpers ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def reading(write: bool = False) -> Iterator[Reader]:
+    """A unit of work for this page, as the signed-in principal (rolled back unless committed)."""
+    svc = services()
+    with svc.database.unit_of_work(write=write) as uow:
+        uow.principal = g.ui_principal
+        yield Reader(uow, g.ui_guard, svc.search, svc.clock.now())
+
+
+def _interaction(subtype: str, status: int, *, entity: str | None = None, patient: str | None = None,
+                 query: str | None = None, types: tuple[str, ...] = ()) -> Interaction:
+    settings = services().settings
+    return Interaction(subtype=subtype, status=status, principal=g.get("ui_principal"),
+                       address=request.remote_addr, entity=entity, query=query, patient=patient,
+                       request_id=request_id(),
+                       source=settings.base_url or request.host_url.rstrip("/") + FHIR_PREFIX,
+                       extra_entities=types)
+
+
+def _audit_read(what: Interaction) -> None:
+    """Record a page's read, durable before the page is sent."""
+    services().database.append_audit([audit_row(what)])
+
+
+def _safe_next(target: str | None, default: str) -> str:
+    """A local /ui path to go to after a form (never another site)."""
+    if not target:
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/ui/") or target.startswith("//"):
+        return default
+    return target
+
+
+def _write(uow: UnitOfWork, what: Interaction) -> None:
+    """Commit a page's write with its AuditEvent (they land together or not at all)."""
+    uow.audit_events.append(audit_row(what))
+    uow.commit()
+
+
+# -- sign-in ---------------------------------------------------------------------------------
+@bp.get("/")
+def index() -> ResponseReturnValue:
+    """/ui: the worklist."""
+    return redirect(url_for("ui.worklist"))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> ResponseReturnValue:
+    """The sign-in form; POST verifies the `token` field and starts the session. A token that
+    cannot be accepted gives the form again with why (401)."""
+    target = _safe_next(request.values.get("next"), url_for("ui.worklist"))
+    if request.method == "GET":
+        return render_template("login.html", next=target, error=None)
+    try:
+        ui_session.sign_in(services().verifier, request.form.get("token", ""))
+    except InvalidToken as exc:
+        return (render_template("login.html", next=target, error=str(exc)), 401,
+                {"WWW-Authenticate": 'Bearer realm="toh"'})
+    return redirect(target)
+
+
+@bp.post("/logout")
+def logout() -> ResponseReturnValue:
+    """End the session and go back to the sign-in form."""
+    ui_session.sign_out()
+    flash("You are signed out.")
+    return redirect(url_for("ui.login"))
+
+
+# -- pages -----------------------------------------------------------------------------------
+@bp.get("/worklist", endpoint="worklist")
+def worklist_page() -> str:
+    """Follow-ups due now, overdue and upcoming, and the active flags by urgency."""
+    planner = services().planner
+    with reading() as reader:
+        listed = worklist(reader, planner.is_follow_up, reader.now.date())
+    _audit_read(_interaction("search-type", 200, query="ui/worklist", types=("Task", "Flag")))
+    return render_template("worklist.html", worklist=listed)
+
+
+@bp.post("/tasks/<task_id>/complete")
+def complete_task(task_id: str) -> ResponseReturnValue:
+    """Complete a follow-up: a new version of the Task with status completed (Provenance and
+    AuditEvent recorded). Raises (as error pages) what actions.complete_follow_up raises."""
+    check_id(task_id)
+    with reading(write=True) as reader:
+        stored = actions.complete_follow_up(reader.uow, reader.guard, task_id,
+                                            expected_version=request.form.get("version"), now=reader.now)
+        patient = _subject(stored.resource(), "for")
+        _write(reader.uow, _interaction("update", 200, entity=f"Task/{task_id}/_history/{stored.version}",
+                                        patient=patient))
+    flash(f"Follow-up completed ({stored.resource().get('description') or 'Task/' + task_id}).")
+    return redirect(_safe_next(request.form.get("next"), url_for("ui.worklist")))
+
+
+@bp.post("/flags/<flag_id>/acknowledge")
+def acknowledge_flag(flag_id: str) -> ResponseReturnValue:
+    """Acknowledge an active flag: a new version of the Flag carrying the acknowledgement tag
+    (Provenance and AuditEvent recorded). Raises (as error pages) what actions.acknowledge_flag
+    raises."""
+    check_id(flag_id)
+    with reading(write=True) as reader:
+        stored = actions.acknowledge_flag(reader.uow, reader.guard, flag_id,
+                                          expected_version=request.form.get("version"), now=reader.now)
+        patient = _subject(stored.resource(), "subject")
+        _write(reader.uow, _interaction("update", 200, entity=f"Flag/{flag_id}/_history/{stored.version}",
+                                        patient=patient))
+    flash("Flag acknowledged.")
+    return redirect(_safe_next(request.form.get("next"), url_for("ui.worklist")))
+
+
+@bp.get("/patients")
+def patients() -> str:
+    """Search patients by name, identifier or birth date (`q`)."""
+    text = request.args.get("q", "")[:200]
+    with reading() as reader:
+        found = find_patients(reader, text)
+    if text.strip():
+        _audit_read(_interaction("search-type", 200, query=f"ui/patients?q={text}", types=("Patient",)))
+    return render_template("patients.html", search=found)
+
+
+@bp.get("/patients/<patient_id>")
+def patient(patient_id: str) -> str:
+    """The patient's timeline, episodes, flags and follow-ups."""
+    check_id(patient_id)
+    svc = services()
+    with reading() as reader:
+        page = patient_page(reader, svc.clinical, svc.planner.is_follow_up, patient_id, reader.now.date())
+    _audit_read(_interaction("read", 200, entity=f"Patient/{patient_id}", patient=patient_id))
+    return render_template("patient.html", page=page, shapes=SHAPES, ahead=AHEAD_DAYS)
+
+
+def _subject(resource: dict[str, Any], element: str) -> str | None:
+    from service.web.reading import local_id
+    return local_id(resource.get(element), "Patient")
