@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from service.security import TokenVerifier
     from service.store.search import SearchEngine
     from service.workflows.care_plans import CarePlanner
+    from service.workflows.bulk_export import BulkExporter
     from service.workflows.clinical_watch import ClinicalWatch
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -41,6 +42,7 @@ class Services:
     clinical: ClinicalWatch
     planner: CarePlanner
     verifier: TokenVerifier
+    exporter: BulkExporter
 
 
 def services() -> Services:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
+from service.workflows.bulk_export import stop_exports
 from service.workflows.sweep import sweep
 
 if TYPE_CHECKING:
@@ -47,7 +48,16 @@ def run_sweep(services: Services) -> None:
             log.info("%s", line)
 
 
-JOBS = (Job("toh-sweep", run_sweep),)
+def run_exports(services: Services) -> None:
+    """Run the Bulk Data export jobs that are pending or whose holder died, then delete the
+    files of expired jobs (service.workflows.bulk_export)."""
+    done = services.exporter.run_pending(stop=_stopping.is_set)
+    expired = services.exporter.expire()
+    if done or expired:
+        log.info("bulk export: %s jobs completed, %s expired jobs deleted", done, expired)
+
+
+JOBS = (Job("toh-sweep", run_sweep), Job("toh-bulk-export", run_exports))
 
 
 def _configure(scheduler: Any, services: Services, first_run: float) -> Any:
@@ -77,6 +87,7 @@ def stop_background() -> None:
     sweep in progress finishes the item in hand (its own transaction) and claims no more, and
     this returns once it has. What was not reached stays due for the next process."""
     _stopping.set()
+    stop_exports()                 # export threads started by kick-offs give their jobs back
     while _running:
         _running.pop().shutdown(wait=True)
 

@@ -127,9 +127,11 @@ class BulkExporter:
             _threads[:] = [t for t in _threads if t.is_alive()] + [thread]
         thread.start()
 
-    def run_pending(self, job_id: str | None = None, stop: Callable[[], bool] = STOPPING.is_set) -> int:
+    def run_pending(self, job_id: str | None = None, stop: Callable[[], bool] | None = None) -> int:
         """Claim and run jobs (the named one only, if given) until none is free or stop says
-        so; returns how many completed. A job's failure is recorded on it, never raised."""
+        so (default: the process is stopping); returns how many completed. A job's failure is
+        recorded on it, never raised."""
+        stop = stop or (lambda: STOPPING.is_set())
         done = 0
         while not stop():
             with self.database.unit_of_work() as uow:
