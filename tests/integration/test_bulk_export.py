@@ -208,3 +208,15 @@ def test_a_job_is_claimed_once_taken_over_after_its_lease_and_given_back_on_stop
         job = ExportJobs(uow.conn, database.dialect).get(job_id)
     assert job is not None and job.status == "complete" and job.manifest is not None
     assert (tmp_path / "exports" / job_id / "Patient.ndjson").is_file()
+
+
+def test_the_capability_statement_declares_the_export_operations(app: Any) -> None:
+    statement = app.test_client().get("/fhir/metadata").get_json()
+    bulk = "http://hl7.org/fhir/uv/bulkdata"
+    assert statement["instantiates"] == [f"{bulk}/CapabilityStatement/bulk-data"]
+    assert {"name": "export", "definition": f"{bulk}/OperationDefinition/export"} in statement["rest"][0]["operation"]
+    by_type = {r["type"]: r.get("operation", []) for r in statement["rest"][0]["resource"]}
+    assert {"name": "export", "definition": f"{bulk}/OperationDefinition/patient-export"} in by_type["Patient"]
+    assert {"name": "export", "definition": f"{bulk}/OperationDefinition/group-export"} in by_type["Group"]
+    assert not any(o["name"] == "export" for o in by_type["Observation"])
+    assert not any(o["name"].startswith("export-") for ops in by_type.values() for o in ops)
