@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, select, text
 
 from service import create_app
 from service.clock import FixedClock
@@ -220,3 +220,32 @@ def test_the_capability_statement_declares_the_export_operations(app: Any) -> No
     assert {"name": "export", "definition": f"{bulk}/OperationDefinition/group-export"} in by_type["Group"]
     assert not any(o["name"] == "export" for o in by_type["Observation"])
     assert not any(o["name"].startswith("export-") for ops in by_type.values() for o in ops)
+
+
+def test_two_processes_never_hold_the_same_job(pg_database_url: str) -> None:
+    """PostgreSQL: while one transaction holds a job it is claiming, another claimer skips it
+    (FOR UPDATE SKIP LOCKED) and takes the next one, without waiting."""
+    from service.store import Database
+    from tests.databases import empty_tables
+    empty_tables(pg_database_url)
+    database = Database(pg_database_url)
+    now = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    params = {"level": "system", "types": None, "since": None, "patients": None, "compartment_types": [], "base": "b"}
+    try:
+        with database.unit_of_work() as uow:
+            jobs = ExportJobs(uow.conn, database.dialect)
+            first = jobs.create(request="1", params=params, owner="x", now=now)
+            second = jobs.create(request="2", params=params, owner="x", now=now + timedelta(seconds=1))
+            uow.conn.commit()
+            uow.committed = True
+        with database.unit_of_work() as one, database.unit_of_work() as other:
+            held = ExportJobs(one.conn, database.dialect).claim(now)
+            other.conn.execute(text("SET LOCAL lock_timeout = '3s'"))   # a claimer that waited would fail, not hang
+            started = time.monotonic()
+            skipped_to = ExportJobs(other.conn, database.dialect).claim(now)
+            assert time.monotonic() - started < 2
+            assert held is not None and skipped_to is not None
+            assert (held.id, skipped_to.id) == (first, second)
+            assert ExportJobs(other.conn, database.dialect).claim(now) is None
+    finally:
+        database.dispose()
