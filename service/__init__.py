@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -27,6 +28,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clo
     from service.security import TokenVerifier
     from service.store import Database
     from service.store.search import SearchEngine
+    from service.workflows.bulk_export import BulkExporter
     from service.workflows.care_plans import CarePlanner, Policy
     from service.workflows.clinical_watch import ClinicalWatch
     from service.workflows.conformance import (guide_keys, install_guide, profile_validator,
@@ -75,9 +77,12 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clo
     else:
         _refuse_newer_schema(database)
 
+    exporter = BulkExporter(database, settings.export_folder, search.in_patient_compartments,
+                            expiry=timedelta(hours=settings.export_expiry_hours), clock=clock)
     app.extensions["toh"] = Services(settings=settings, database=database, clock=clock,
                                      conformance=conformance, search=search, clinical=clinical,
-                                     planner=planner, verifier=verifier, channels=channels(settings, policy))
+                                     planner=planner, verifier=verifier, channels=channels(settings, policy),
+                                     exporter=exporter)
     api.init_app(app)
     web.init_app(app)
     return app

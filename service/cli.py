@@ -2,7 +2,8 @@
 deliveries' tick), `toh worker` runs only the tick, `toh sweep [--now T]` runs one sweep,
 `toh deliver [--now T]` one delivery pass, `toh notifications list [--dead]` and
 `toh notifications replay ID` show and replay the outbox, `toh migrate` upgrades the schema,
-`toh reindex` rebuilds the search index, `toh token` prints a bearer token,
+`toh reindex` rebuilds the search index, `toh export` / `toh import` write and
+restore the data as NDJSON, `toh token` prints a bearer token,
 `toh synth` writes a synthetic cohort, `toh demo` loads a demo cohort into a running service."""
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 import re
 import sys
 from datetime import date, datetime, timezone
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -221,6 +223,53 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def export_command(args: argparse.Namespace) -> int:
+    """Write every resource (with --history every version) and the service's tables as NDJSON
+    under --out (service.workflows.bulk_export); exit 1 if --out holds files already."""
+    from service import create_app
+    from service.workflows.bulk_export import export_to_folder
+
+    overrides: dict[str, Any] = {"migrate_on_start": False}
+    if args.database_url:
+        overrides["database_url"] = args.database_url
+    services = create_app(Settings.from_env().with_overrides(overrides)).extensions["toh"]
+    try:
+        manifest = export_to_folder(services.database, Path(args.out), history=args.history, clock=services.clock,
+                                    request="toh export" + (" --history" if args.history else ""))
+    except FileExistsError as exc:
+        print(f"toh export: {exc}; give an empty or new folder", file=sys.stderr)
+        return 1
+    finally:
+        services.database.dispose()
+    total = sum(o["count"] for o in manifest["output"])
+    print(f"exported {total} {'versions' if args.history else 'resources'} of {len(manifest['output'])} types "
+          f"as of {manifest['transactionTime']} to {args.out}")
+    return 0
+
+
+def import_command(args: argparse.Namespace) -> int:
+    """Restore a `toh export` folder into an empty database (migrated first); exit 1, having
+    written nothing, if the database is not empty or a file is malformed."""
+    from service import create_app
+    from service.workflows.bulk_export import ImportRefused, import_from_folder
+
+    overrides: dict[str, Any] = {"migrate_on_start": False}
+    if args.database_url:
+        overrides["database_url"] = args.database_url
+    services = create_app(Settings.from_env().with_overrides(overrides)).extensions["toh"]
+    try:
+        services.database.migrate()
+        report = import_from_folder(services.database, Path(args.folder))
+    except ImportRefused as exc:
+        print(f"toh import: refused, nothing written: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        services.database.dispose()
+    print(f"imported {sum(report.versions.values())} versions of {len(report.versions)} types and "
+          f"{sum(report.rows.values())} rows of the service's tables")
+    return 0
+
+
 _TTL = re.compile(r"^(\d+)([smhd]?)$")
 
 
@@ -401,6 +450,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_worker = sub.add_parser("worker", help="run only the scheduler (the sweep and the deliveries)")
     p_worker.add_argument("--database-url", default=None)
     p_worker.set_defaults(run=worker)
+    p_export = sub.add_parser("export", help="write every resource as NDJSON (Bulk Data format) into a folder")
+    p_export.add_argument("--out", required=True, help="an empty or new folder")
+    p_export.add_argument("--history", action="store_true", help="every version, not only the current ones")
+    p_export.add_argument("--database-url", default=None)
+    p_export.set_defaults(run=export_command)
+    p_import = sub.add_parser("import", help="restore a `toh export` folder into an empty database")
+    p_import.add_argument("folder")
+    p_import.add_argument("--database-url", default=None)
+    p_import.set_defaults(run=import_command)
     p_token = sub.add_parser("token", help="print a bearer token signed with the configured secret")
     p_token.add_argument("--role", choices=("ehr", "staff", "auditor", "admin"), default=None)
     p_token.add_argument("--scope", default=None, help="SMART scopes, space-separated (added to the role's)")

@@ -38,7 +38,13 @@ class Settings:
         "TOH_DATABASE_URL", "SQLAlchemy URL of the database, e.g. `postgresql+psycopg://user@db:5432/toh`",
         option="--database-url", default="SQLite in `$TOH_DATA_DIR/toh.db`"))
     data_dir: str = field(default=DEFAULT_DATA_DIR, metadata=_env(
-        "TOH_DATA_DIR", "folder of the embedded SQLite database (when TOH_DATABASE_URL is not set)"))
+        "TOH_DATA_DIR", "folder of the embedded SQLite database (when TOH_DATABASE_URL is not set), "
+        "the signing secret and export files"))
+    export_dir: str | None = field(default=None, metadata=_env(
+        "TOH_EXPORT_DIR", "folder of Bulk Data export files (one sub-folder per job); with several hosts, a "
+        "folder they all mount", default="`$TOH_DATA_DIR/exports`"))
+    export_expiry_hours: float = field(default=24.0, metadata=_env(
+        "TOH_EXPORT_EXPIRY_HOURS", "hours a completed export's files are kept; the tick then deletes them"))
     base_url: str | None = field(default=None, metadata=_env(
         "TOH_BASE_URL", "public FHIR base URL clients use (links, absolute references to this server); "
         "set it behind a proxy or in a container", default="`http://HOST:PORT/fhir` under `toh serve` "
@@ -161,6 +167,11 @@ class Settings:
         if "database_url" not in values:
             values["database_url"] = default_database_url(values.get("data_dir", DEFAULT_DATA_DIR))
         return cls(**values)
+
+    @property
+    def export_folder(self) -> Path:
+        """Where Bulk Data export files go: TOH_EXPORT_DIR, else exports/ in the data folder."""
+        return Path(self.export_dir) if self.export_dir else Path(self.data_dir).resolve() / "exports"
 
     def token_settings(self) -> TokenSettings:
         """What the token verifier needs: a configured secret must be strong; with neither a

@@ -88,7 +88,8 @@ def write_cohort(client: Any, clock: Any, patients: int = 3) -> list[str]:
     """Write `patients` patients (see module docstring) at moving clock times; their ids."""
     ids: list[str] = []
     for seed in range(1, patients + 1):
-        _at(client, clock, f"2025-01-{seed:02d}")
+        n, day = f"{seed}", (seed - 1) % 18 + 1     # dates stay valid for any number of patients
+        _at(client, clock, f"2025-01-{day:02d}")
         bundle = COHORT_SOURCE(seed)
         response = client.post("/fhir", data=json.dumps(bundle), headers=FHIR)
         assert response.status_code == 200, response.get_json()
@@ -96,18 +97,17 @@ def write_cohort(client: Any, clock: Any, patients: int = 3) -> list[str]:
         location = response.get_json()["entry"][kinds.index("Patient")]["response"]["location"]
         pid = location.split("/")[-3]
         ids.append(pid)
-        n = f"{seed}"
-        _put(client, _toh(f"hip-{n}", pid, HIP, LEFT, "Left hip", f"2025-01-{seed:02d}"))
-        _at(client, clock, f"2025-01-{seed + 10:02d}")
-        _put(client, _mri(f"mri-{n}", pid, HIP, LEFT, "Left hip", f"2025-01-{seed + 10:02d}"))
-        hip = _toh(f"hip-{n}", pid, HIP, LEFT, "Left hip", f"2025-01-{seed:02d}")
+        _put(client, _toh(f"hip-{n}", pid, HIP, LEFT, "Left hip", f"2025-01-{day:02d}"))
+        _at(client, clock, f"2025-01-{day + 10:02d}")
+        _put(client, _mri(f"mri-{n}", pid, HIP, LEFT, "Left hip", f"2025-01-{day + 10:02d}"))
+        hip = _toh(f"hip-{n}", pid, HIP, LEFT, "Left hip", f"2025-01-{day:02d}")
         hip["note"] = [{"text": "MRI confirms diffuse oedema"}]
         _put(client, hip)                                                  # version 2
-        _at(client, clock, f"2025-06-{seed:02d}")
-        _put(client, _toh(f"knee-{n}", pid, KNEE, RIGHT, "Right knee", f"2025-06-{seed:02d}"))  # migration
+        _at(client, clock, f"2025-06-{day:02d}")
+        _put(client, _toh(f"knee-{n}", pid, KNEE, RIGHT, "Right knee", f"2025-06-{day:02d}"))  # migration
         _put(client, {"resourceType": "Observation", "id": f"typo-{n}", "status": "final",
                       "code": {"text": "entered by mistake"}, "subject": {"reference": f"Patient/{pid}"}})
-        _at(client, clock, f"2025-06-{seed + 1:02d}")
+        _at(client, clock, f"2025-06-{day + 1:02d}")
         assert client.delete(f"/fhir/Observation/typo-{n}").status_code in (200, 204)
     _at(client, clock, ASSESSED_ON)
     return ids

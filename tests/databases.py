@@ -1,7 +1,14 @@
 """Database helpers shared by the fixtures."""
 from __future__ import annotations
 
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+
 from sqlalchemy import create_engine, inspect, text
+
+PG_ADMIN_URL = os.environ.get("TOH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
 def empty_tables(url: str) -> None:
@@ -12,3 +19,18 @@ def empty_tables(url: str) -> None:
         if names:
             conn.execute(text("TRUNCATE " + ", ".join(f'"{n}"' for n in names) + " RESTART IDENTITY"))
     engine.dispose()
+
+
+@contextlib.contextmanager
+def scratch_postgres(prefix: str = "toh_scratch") -> Iterator[str]:
+    """A new PostgreSQL database with no tables at all, dropped afterwards; yields its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from flask import Flask
 
-from service.api import (adherence, audit, audit_events, auth, cds_hooks, context, errors, metadata, negotiation,
-                         observability, plan_apply, rest, search, toh_assessment, validate)
+from service.api import (adherence, audit, audit_events, auth, bulk_export, cds_hooks, context, errors, metadata,
+                         negotiation, observability, plan_apply, rest, search, toh_assessment, validate)
 
 
 def init_app(app: Flask) -> None:
@@ -20,7 +20,8 @@ def init_app(app: Flask) -> None:
         from flask import request
         if request.path.startswith(context.FHIR_PREFIX):
             negotiation.check_url_text()
-        if request.path.startswith(context.FHIR_PREFIX) and request.endpoint not in adherence.OWN_FORMATS:
+        if request.path.startswith(context.FHIR_PREFIX) and request.endpoint not in (
+                adherence.OWN_FORMATS | bulk_export.OWN_FORMATS):
             negotiation.check_accept()
 
     app.register_blueprint(metadata.bp, url_prefix=context.FHIR_PREFIX)
@@ -29,6 +30,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(toh_assessment.bp, url_prefix=context.FHIR_PREFIX)
     app.register_blueprint(validate.bp, url_prefix=context.FHIR_PREFIX)
     app.register_blueprint(plan_apply.bp, url_prefix=context.FHIR_PREFIX)
+    app.register_blueprint(bulk_export.bp, url_prefix=context.FHIR_PREFIX)
     rest.init_app(app)
     search.init_app(app)
     cds_hooks.init_app(app)

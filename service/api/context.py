@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from service.security import TokenVerifier
     from service.store.search import SearchEngine
     from service.workflows.care_plans import CarePlanner
+    from service.workflows.bulk_export import BulkExporter
     from service.workflows.clinical_watch import ClinicalWatch
     from service.workflows.delivery import Channels
 
@@ -43,6 +44,7 @@ class Services:
     planner: CarePlanner
     verifier: TokenVerifier
     channels: Channels
+    exporter: BulkExporter
     scheduler: Any = None   # the running APScheduler of this process (`toh serve` with TOH_SCHEDULER on)
 
 

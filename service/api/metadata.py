@@ -29,14 +29,24 @@ def _software_version() -> str:
         return "0+unknown"
 
 
+# Bulk Data's status and file URLs are routed like operations but are not ones.
+_NOT_OPERATIONS = frozenset({"export-status", "export-file"})
+BULK_DATA = "http://hl7.org/fhir/uv/bulkdata"
+_BULK_EXPORT = {"*": "export", "Patient": "patient-export", "Group": "group-export"}
+
+
 def _operations() -> dict[str, set[str]]:
-    """Operation name -> resource types it is routed for ('*' for any type or system)."""
+    """Operation name -> resource types it is routed for ('*' for any type, 'system' for the
+    system level, e.g. /$export)."""
     found: dict[str, set[str]] = {}
     for rule in current_app.url_map.iter_rules():
         match = _OPERATION.search(rule.rule)
-        if match and rule.rule.startswith(FHIR_PREFIX):
+        if match and rule.rule.startswith(FHIR_PREFIX) and match.group(1) not in _NOT_OPERATIONS:
             parts = rule.rule.split("/")
-            res_type = parts[2] if len(parts) > 2 and not parts[2].startswith("<") else "*"
+            if len(parts) > 2 and parts[2].startswith("$"):
+                res_type = "system"
+            else:
+                res_type = parts[2] if len(parts) > 2 and not parts[2].startswith("<") else "*"
             found.setdefault(match.group(1), set()).add(res_type)
     return found
 
@@ -47,6 +57,8 @@ _FHIR_OPERATIONS = {"validate": "Resource-validate", "everything": "Patient-ever
 
 
 def _operation_definition(res_type: str, name: str) -> str:
+    if name == "export":   # Bulk Data Access IG v2
+        return f"{BULK_DATA}/OperationDefinition/{_BULK_EXPORT.get(res_type, 'export')}"
     if name in _FHIR_OPERATIONS:
         return f"http://hl7.org/fhir/OperationDefinition/{_FHIR_OPERATIONS[name]}"
     return f"{IG}/OperationDefinition/{res_type}-{name}"
@@ -92,7 +104,11 @@ def capability_statement() -> dict[str, Any]:
         "resource": resources,
         "interaction": [{"code": c} for c in system_codes],
     }
-    return {
+    system_ops = [{"name": name, "definition": _operation_definition("*", name)}
+                  for name, types in sorted(operations.items()) if "system" in types]
+    if system_ops:
+        rest["operation"] = system_ops
+    statement = {
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": svc.clock.now().date().isoformat(),
@@ -103,6 +119,9 @@ def capability_statement() -> dict[str, Any]:
         "format": ["application/fhir+json", "json"],
         "rest": [rest],
     }
+    if "export" in operations:
+        statement["instantiates"] = [f"{BULK_DATA}/CapabilityStatement/bulk-data"]
+    return statement
 
 
 def _security(settings: Any) -> dict[str, Any]:

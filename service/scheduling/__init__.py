@@ -23,6 +23,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 from service.observability import metrics
 from service.workflows.delivery import deliver
+from service.workflows.bulk_export import stop_exports
 from service.workflows.sweep import sweep
 
 if TYPE_CHECKING:
@@ -62,8 +63,18 @@ def run_delivery(services: Services) -> None:
             log.info("%s", line)
 
 
+def run_exports(services: Services) -> None:
+    """Run the Bulk Data export jobs that are pending or whose holder died, then delete the
+    files of expired jobs (service.workflows.bulk_export)."""
+    done = services.exporter.run_pending(stop=_stopping.is_set)
+    expired = services.exporter.expire()
+    if done or expired:
+        log.info("bulk export: %s jobs completed, %s expired jobs deleted", done, expired)
+
+
 JOBS = (Job("toh-sweep", run_sweep, lambda s: s.settings.sweep_interval_seconds),
-        Job("toh-deliver", run_delivery, lambda s: s.settings.delivery_interval_seconds))
+        Job("toh-deliver", run_delivery, lambda s: s.settings.delivery_interval_seconds),
+        Job("toh-bulk-export", run_exports, lambda s: s.settings.sweep_interval_seconds))
 
 
 def _configure(scheduler: Any, services: Services, first_run: float) -> Any:
@@ -93,6 +104,7 @@ def stop_background() -> None:
     sweep in progress finishes the item in hand (its own transaction) and claims no more, and
     this returns once it has. What was not reached stays due for the next process."""
     _stopping.set()
+    stop_exports()                 # export threads started by kick-offs give their jobs back
     while _running:
         _running.pop().shutdown(wait=True)
 

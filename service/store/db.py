@@ -268,6 +268,21 @@ class Database:
                 if not uow.committed:
                     conn.rollback()
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read-only connection that sees one consistent state of the database however long it
+        reads (an export): PostgreSQL REPEATABLE READ, READ ONLY; SQLite one read transaction
+        (WAL keeps its snapshot). Rolled back at the end."""
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            conn.begin()
+            try:
+                conn.execute(text("SELECT count(*) FROM resources WHERE rid < 0"))  # the snapshot starts here
+                yield conn
+            finally:
+                conn.rollback()
+
     def append_audit(self, rows: list[dict[str, Any]]) -> None:
         """Append audit rows in a short transaction of their own, committed (durable) on return."""
         from service.store.audit import append_events

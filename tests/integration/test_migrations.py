@@ -8,11 +8,9 @@ whatever the scripts' head is, so the test covers every migration added since (0
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,27 +27,12 @@ import service.store.followup  # noqa: F401 - its tables join the schema's metad
 from service.store.schema import metadata as store_metadata
 from service.store.search.tables import metadata as search_metadata
 from tests.cohort import snapshot, stored_rows, write_cohort
-from tests.conftest import PG_ADMIN_URL
+from tests.databases import scratch_postgres
 
 # The schema of the last release: main when issue 17 was done. Bump it when a release is tagged.
 PREVIOUS_RELEASE = "0006_audit_events"
 HEAD = known_revisions()[1]
 pytestmark = pytest.mark.slow
-
-
-@contextlib.contextmanager
-def scratch_postgres() -> Iterator[str]:
-    """A new, empty PostgreSQL database (no tables at all), dropped afterwards."""
-    name = f"toh_mig_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -60,7 +60,9 @@ def test_stop_background_waits_for_the_sweep_in_progress(database: Database, mon
     database.add_due_handler("probe", slow)
     services = SimpleNamespace(database=database, clock=SimpleNamespace(now=lambda: NOW),
                                settings=SimpleNamespace(sweep_interval_seconds=3600))
+    from service.workflows import bulk_export
     monkeypatch.setattr(scheduling, "_stopping", threading.Event())
+    monkeypatch.setattr(bulk_export, "STOPPING", threading.Event())
     scheduler = scheduling.start_background(services)  # type: ignore[arg-type]
     scheduler.modify_job("toh-sweep", next_run_time=datetime.now(timezone.utc))
     assert entered.wait(10), "the tick did not run"

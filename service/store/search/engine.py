@@ -209,6 +209,21 @@ class SearchEngine:
                     owners.add(row.target_id)
         return owners
 
+    def in_patient_compartments(self, patient_ids: Sequence[str] | None) -> ColumnElement[bool]:
+        """A condition on `resources`: the row is in the Patient compartment of one of
+        patient_ids (None: of any patient), i.e. a Patient of them, or a resource of a member
+        type referring to one through a linking parameter (R4 CompartmentDefinition patient).
+        For Bulk Data's Patient- and Group-level export."""
+        members = self.registry.compartment_members("Patient")
+        ref = search_reference
+        links = [and_(ref.c.res_type == t, ref.c.param.in_(params)) for t, params in members.items()]
+        linked = select(ref.c.rid).where(ref.c.target_type == "Patient", or_(*links))
+        patient = resources.c.res_type == "Patient"
+        if patient_ids is not None:
+            linked = linked.where(ref.c.target_id.in_(list(patient_ids)))
+            patient = and_(patient, resources.c.res_id.in_(list(patient_ids)))
+        return or_(patient, resources.c.rid.in_(linked))
+
     def compartment_types(self, compartment: str = "Patient") -> tuple[str, ...]:
         """The resource types that can be in a compartment."""
         return tuple(sorted(self.registry.compartment_members(compartment)))
