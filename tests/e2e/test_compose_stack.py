@@ -10,6 +10,7 @@ Timings of each step are printed (`pytest -s` shows them; the first base build t
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import smtplib
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,12 +90,22 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     _docker_or_skip()
-    print(_run(["bash", "scripts/docker_base.sh"]).strip(), flush=True)
+    base = _run(["bash", "scripts/docker_base.sh"]).strip()
+    print(base, flush=True)
+    if "built from" in base:     # the first run on this machine: say what it cost (shown under xdist too)
+        warnings.warn(f"compose smoke test: {base} (kept for later runs)", stacklevel=1)
     wheels = ROOT / "docker" / "wheels"
     for old in wheels.glob("toh_service-*.whl"):
         old.unlink()                       # the service's own wheel is made afresh from this tree
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(wheels), "--find-links", str(wheels),
-          f"{ROOT}[mailcatcher]"])
+    # The dependencies' wheels are kept between runs while pyproject.toml is unchanged; the
+    # service's own wheel is always made afresh from this tree.
+    stamp = wheels / f".deps-{hashlib.sha256((ROOT / 'pyproject.toml').read_bytes()).hexdigest()[:16]}"
+    only_ours = ["--no-deps"] if stamp.exists() else []
+    _run([sys.executable, "-m", "pip", "wheel", "-q", *only_ours, "--wheel-dir", str(wheels),
+          "--find-links", str(wheels), f"{ROOT}[mailcatcher]"])
+    for old_stamp in wheels.glob(".deps-*"):
+        old_stamp.unlink()
+    stamp.touch()
     ports = {name: str(_free_port()) for name in ("TOH1_PORT", "TOH2_PORT", "TOH_PG_PORT",
                                                    "TOH_WORKER_METRICS_PORT", "TOH_MAIL_PORT")}
     env = dict(os.environ, **ports, TOH_JWT_SECRET=auth.TEST_SECRET, TOH_IMAGE=IMAGE, TOH_PG_IMAGE=PG_IMAGE,
