@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -76,7 +77,7 @@ def serve(args: argparse.Namespace) -> int:
     from service.observability import logs, multiproc
     logs.configure(settings.log_format, settings.log_level)
     # before anything imports prometheus_client: every worker then writes its metrics there
-    multiproc.prepare(settings.metrics_dir)
+    metrics_dir = multiproc.prepare(settings.metrics_dir)
     create_app(settings).extensions["toh"].database.dispose()  # migrate and install the guide once
     worker_settings = settings.with_overrides({"migrate_on_start": False})
 
@@ -95,7 +96,11 @@ def serve(args: argparse.Namespace) -> int:
         "TOH_JWT_SECRET" if settings.jwt_secret else f"the secret in {settings.data_dir}/jwt-secret")
     print(f"Every FHIR request needs a bearer token, checked against {keys}; get one with "
           f"`toh token --role ehr|staff|auditor|admin` (run where the service runs)", file=sys.stderr, flush=True)
-    _gunicorn_app(factory, options).run()
+    try:
+        _gunicorn_app(factory, options).run()
+    finally:
+        if settings.metrics_dir is None:      # the temporary folder made for this run
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

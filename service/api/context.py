@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from flask import Flask, Response, current_app, g, request
 
@@ -19,6 +19,7 @@ from service.fhir.errors import FhirError, ServiceUnavailable
 from service.store import TRANSIENT_ERRORS, Database, UnitOfWork
 
 if TYPE_CHECKING:
+    from apscheduler.schedulers.base import BaseScheduler
     from service.fhir.profiles import Conformance
     from service.security import TokenVerifier
     from service.store.search import SearchEngine
@@ -45,7 +46,7 @@ class Services:
     verifier: TokenVerifier
     channels: Channels
     exporter: BulkExporter
-    scheduler: Any = None   # the running APScheduler of this process (`toh serve` with TOH_SCHEDULER on)
+    scheduler: BaseScheduler | None = None   # the running APScheduler of this process (`toh serve` with TOH_SCHEDULER on)
 
 
 def services() -> Services:

@@ -67,7 +67,7 @@ def readiness_checks() -> dict[str, str]:
         checks["scheduler"] = "ok"      # TOH_SCHEDULER=off: a `toh worker` sweeps
     elif svc.scheduler is None:
         checks["scheduler"] = "not started in this process (TOH_SCHEDULER is on)"
-    elif not getattr(svc.scheduler, "running", False):
+    elif not svc.scheduler.running:
         checks["scheduler"] = "stopped"
     else:
         checks["scheduler"] = "ok"

@@ -335,12 +335,14 @@ class Database:
 
     def schema_revisions(self) -> tuple[frozenset[str], frozenset[str]]:
         """(the alembic revisions the database is at, the head revisions this code knows);
-        equal when the migrations are current. Raises the database's errors if unreachable."""
-        from alembic.runtime.migration import MigrationContext
-        heads = _code_heads()
+        equal when the migrations are current (an empty first set: no schema yet). Raises the
+        database's errors if it cannot be reached."""
+        from sqlalchemy import inspect
         with self.engine.connect() as conn:
-            current = frozenset(MigrationContext.configure(conn).get_current_heads())
-        return current, heads
+            if not inspect(conn).has_table("alembic_version"):
+                return frozenset(), _code_heads()
+            current = frozenset(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
+        return current, _code_heads()
 
     @contextlib.contextmanager
     def _migration_lock(self) -> Iterator[Connection]:
