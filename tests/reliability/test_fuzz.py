@@ -10,7 +10,10 @@ and, after the run, every stored version reads back as strict JSON.
 The kinds (the issue's numbering): 1 search cost (repeats, long value lists, chains),
 2 index size (many names), 3 nesting, 4 calendar-edge dates, 5 integers, 6 NaN/Infinity/
 unknown elements on R4-only types, 7 control characters, 8 lone surrogates, 9 chunked
-bodies over the limit, 10 malformed HTTP (raw, to gunicorn), 11 '.'/'..' ids.
+bodies over the limit, 10 malformed HTTP (raw, to gunicorn), 11 '.'/'..' ids; and issue 18's:
+odd unicode (RTL marks, BOM, zero-width, non-characters), injection attempts in ids,
+parameters and headers, hostile transaction bundles (circular and self references, duplicate
+fullUrls, the same resource twice, dangling and conditional references, too many entries).
 
 The short run (CI) is derandomized, so it is the same every time: FUZZ_EXAMPLES requests per
 database. `TOH_FUZZ_LONG=1 python -m pytest tests/reliability/test_fuzz.py` runs the long
@@ -58,9 +61,19 @@ EDGE_DATES = ["0001-01-01", "0001-01-01T00:00:00+01:00", "9999-12-31", "9999-12-
               "9999", "0001", "2026-02-30", "2026-13-01", "10000-01-01", "2026-01-01T25:00:00Z"]
 BIG_NUMBERS = ["9223372036854775808", "99999999999999999999", "9" * 400, "1e400", "-1e400", "0.1e-400",
                "-0", "1" + "0" * 4301, "\u0663", "-1", "2147483648", "2147483647"]
+# odd unicode (issue 18): RTL/LTR overrides and marks, BOM, zero-width, a non-character, the
+# last code point, a combining accent, a fullwidth digit
+ODD_UNICODE = ["\u202e", "ab\u202ecd", "\u200f", "\u061c", "\ufeff", "\u200b", "\u2028", "\ufffe", "\uffff",
+               "\U0010ffff", "e\u0301", "\uff11", "\u0000\u202e"]
+# injection attempts in ids, parameters and headers (issue 18)
+INJECTION = ["' OR '1'='1", "1; DROP TABLE resources; --", "p1' --", "\" OR 1=1 --", "${jndi:ldap://x/a}",
+             "<script>alert(1)</script>", "../../etc/passwd", "Patient/p1 UNION SELECT content FROM resources",
+             "%27%20OR%201%3D1", "{{7*7}}", "$where", "\\x27", "p1%00.json", "*/--"]
 HOSTILE_TEXT = ["\x00", "a\x00b", "\x1f", "\x0b", "\t", "\r\n", "\ud800", "\udfff", "\ud83e\udeb4", "é",
-                "%", "\\", ",", "|", "$", "'", '"', "*", "..", ".", "<div>", " " * 3]
-IDS = [".", "..", "...", "a" * 65, "a" * 64, "x", "%00", "a%00b", "%2E%2E", "a/b", "\u0663", "p1", "-"]
+                "%", "\\", ",", "|", "$", "'", '"', "*", "..", ".", "<div>", " " * 3] + ODD_UNICODE + INJECTION
+IDS = [".", "..", "...", "a" * 65, "a" * 64, "x", "%00", "a%00b", "%2E%2E", "a/b", "\u0663", "p1", "-",
+       "p1'--", "p1;DROP", "\u202ep1", "p1\ufeff", "p1%27%20OR%201=1", "$where", "{{7*7}}"]
+BUNDLE_LIMIT = 20        # the fuzzed app's TOH_MAX_BUNDLE_ENTRIES: small, so "too many entries" stays cheap
 
 text_atom = st.one_of(st.sampled_from(HOSTILE_TEXT), st.text(max_size=12),
                       st.sampled_from(EDGE_DATES), st.sampled_from(BIG_NUMBERS))
@@ -107,6 +120,12 @@ def rest_request(draw: Any) -> tuple[str, str, Any, dict[str, str]]:
     ]))
     method = draw(st.sampled_from(["GET", "GET", "DELETE", "HEAD"]))
     headers = {"If-Match": draw(st.sampled_from(['W/"1"', f'W/"{number}"', "\x00", "*"]))} if method == "DELETE" else {}
+    if draw(st.integers(0, 2)) == 0:      # injection and odd unicode in headers
+        name = draw(st.sampled_from(["If-Match", "If-None-Match", "If-None-Exist", "If-Modified-Since", "Prefer",
+                                     "Accept", "X-Request-Id", "X-Forwarded-For", "Content-Type", "Authorization"]))
+        value = draw(st.sampled_from(INJECTION + ODD_UNICODE + ['W/"1\' OR 1=1 --"', "return=' OR 1=1",
+                                                                "Bearer ' OR 1=1 --", "Bearer \u202e"]))
+        headers[name] = value.replace("\x00", "")
     return method, path, None, headers
 
 
@@ -196,7 +215,54 @@ def write_request(draw: Any) -> tuple[str, str, Any, dict[str, str]]:
     return "CHUNKED", f"/fhir/{res_type}", body + " " * (PAYLOAD + 10) + "garbage", {}
 
 
-any_request = st.one_of(search_request(), rest_request(), write_request())
+def _entry(full_url: str | None, resource: dict[str, Any], method: str = "POST", url: str | None = None,
+           **request: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"resource": resource,
+                           "request": {"method": method, "url": url or resource["resourceType"], **request}}
+    if full_url is not None:
+        out["fullUrl"] = full_url
+    return out
+
+
+@st.composite
+def hostile_bundle(draw: Any) -> tuple[str, str, Any, dict[str, str]]:
+    """Hostile transaction (and batch) bundles: circular and self references, duplicate
+    fullUrls, the same resource twice, references to nothing, too many entries."""
+    kind = draw(st.sampled_from(["transaction", "transaction", "batch"]))
+    a, b = "urn:uuid:" + "a" * 8 + "-0000-4000-8000-" + "0" * 12, "urn:uuid:" + "b" * 8 + "-0000-4000-8000-" + "0" * 12
+    shape = draw(st.integers(0, 7))
+    if shape == 0:     # circular: A links to B, B links to A
+        entries = [_entry(a, {"resourceType": "Patient", "link": [{"other": {"reference": b}, "type": "seealso"}]}),
+                   _entry(b, {"resourceType": "Patient", "link": [{"other": {"reference": a}, "type": "seealso"}]})]
+    elif shape == 1:   # self reference
+        entries = [_entry(a, {"resourceType": "Patient", "link": [{"other": {"reference": a}, "type": "seealso"}]})]
+    elif shape == 2:   # duplicate fullUrls
+        entries = [_entry(a, {"resourceType": "Patient"}), _entry(a, {"resourceType": "Patient", "gender": "male"})]
+    elif shape == 3:   # the same resource written twice
+        entries = [_entry(None, {"resourceType": "Patient", "id": "dup"}, "PUT", "Patient/dup"),
+                   _entry(None, {"resourceType": "Patient", "id": "dup"}, "PUT", "Patient/dup")]
+    elif shape == 4:   # a reference to an urn:uuid the bundle does not hold, or a conditional one to itself
+        ref = draw(st.sampled_from([b, "Patient?identifier=urn:x|self", "Patient?" + draw(st.sampled_from(INJECTION))]))
+        entries = [_entry(a, {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                              "identifier": [{"system": "urn:x", "value": "self"}], "subject": {"reference": ref}})]
+    elif shape == 5:   # too many entries (over the limit), or exactly the limit
+        n = draw(st.sampled_from([BUNDLE_LIMIT + 1, BUNDLE_LIMIT]))
+        entries = [_entry(f"urn:uuid:{i:08d}-0000-4000-8000-000000000000", {"resourceType": "Basic",
+                          "code": {"text": "x"}}) for i in range(n)]
+    elif shape == 6:   # a delete and an update of the same resource; a hostile conditional create
+        entries = [_entry(None, {"resourceType": "Patient", "id": "p1"}, "PUT", "Patient/p1"),
+                   {"request": {"method": "DELETE", "url": "Patient/p1"}},
+                   _entry(a, {"resourceType": "Patient"}, "POST", "Patient",
+                          ifNoneExist="identifier=" + draw(st.sampled_from(INJECTION + ODD_UNICODE)))]
+    else:              # a valid entry, then one that fails: the first must not stay
+        entries = [_entry(a, {"resourceType": "Patient", "name": [{"family": draw(st.sampled_from(ODD_UNICODE))}]}),
+                   _entry(b, {"resourceType": "Observation", "status": "bogus", "code": {"text": "x"},
+                              "subject": {"reference": a}})]
+    body = {"resourceType": "Bundle", "type": kind, "entry": entries}
+    return "POST", "/fhir", json.dumps(body, ensure_ascii=draw(st.booleans())), {}
+
+
+any_request = st.one_of(search_request(), rest_request(), write_request(), hostile_bundle())
 
 
 # --- the in-process fuzzer ------------------------------------------------------------------
@@ -217,7 +283,9 @@ class Store:
 
 def send(client: Any, request: tuple[str, str, Any, dict[str, str]]) -> Any:
     method, path, body, headers = request
-    headers = {"Content-Type": FHIR, **{k: v for k, v in headers.items() if v}}
+    # header values as a real server hands them to WSGI: their UTF-8 bytes read as latin-1
+    headers = {"Content-Type": FHIR, **{k: v.encode("utf-8", "surrogatepass").decode("latin-1")
+                                        for k, v in headers.items() if v}}
     if method == "CHUNKED":
         return client.post(path, input_stream=io.BytesIO(body.encode("utf-8", "surrogatepass")),
                            headers={**headers, "Transfer-Encoding": "chunked"},
@@ -241,7 +309,7 @@ def check(response: Any, request: Any, before: dict[str, int], after: dict[str, 
 @pytest.mark.slow
 def test_fuzzed_requests_get_no_5xx_and_refusals_change_nothing(database_url, clock) -> None:  # type: ignore[no-untyped-def]
     app = create_app({"database_url": database_url, "max_payload_bytes": PAYLOAD,
-                      "max_index_entries": INDEX_BOUND}, clock=clock)
+                      "max_index_entries": INDEX_BOUND, "max_bundle_entries": BUNDLE_LIMIT}, clock=clock)
     client = app.test_client()
     client.put("/fhir/Patient/p1", data=json.dumps({"resourceType": "Patient", "id": "p1"}),
                headers={"Content-Type": FHIR})
@@ -280,7 +348,8 @@ HEADERS = ["Content-Type: application/fhir+json", "Content-Type: application/fhi
            "X-A: a\x00b", "X-B: \x7f", "Transfer-Encoding: gzip", "Transfer-Encoding: chunked",
            "Content-Length: -1", "Content-Length: 99999999999999999999", "Expect: 100-continue",
            "If-Match: W/\"" + "9" * 4301 + "\"", "Bad Header", " folded", "Content-Length: 2",
-           "Accept: text/html", "Host: a", "Host: b"]
+           "Accept: text/html", "Host: a", "Host: b", "X-Request-Id: ' OR 1=1 --", "If-None-Exist: _id=' OR 1=1",
+           "Prefer: return=representation\r\nX-Injected: 1", "Authorization: Bearer ' OR '1'='1"]
 
 
 @st.composite
