@@ -4,7 +4,8 @@ from __future__ import annotations
 from service.store.db import TRANSIENT_ERRORS, Database, SchemaTooNew, UnitOfWork, is_too_costly, known_revisions
 from service.store.bulk import ExportJobs
 from service.store.followup import DueItem, FollowUps
+from service.store.notifications import Outbox
 from service.store.repository import Change, Repository, StoredResource, WriteHook
 
-__all__ = ["TRANSIENT_ERRORS", "Change", "Database", "DueItem", "ExportJobs", "FollowUps", "Repository", "SchemaTooNew",
+__all__ = ["TRANSIENT_ERRORS", "Change", "Database", "DueItem", "ExportJobs", "FollowUps", "Outbox", "Repository", "SchemaTooNew",
            "StoredResource", "UnitOfWork", "WriteHook", "is_too_costly", "known_revisions"]
