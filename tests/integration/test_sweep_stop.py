@@ -59,7 +59,8 @@ def test_stop_background_waits_for_the_sweep_in_progress(database: Database, mon
 
     database.add_due_handler("probe", slow)
     services = SimpleNamespace(database=database, clock=SimpleNamespace(now=lambda: NOW),
-                               settings=SimpleNamespace(sweep_interval_seconds=3600))
+                               settings=SimpleNamespace(sweep_interval_seconds=3600,
+                                                                 delivery_interval_seconds=3600))
     from service.workflows import bulk_export
     monkeypatch.setattr(scheduling, "_stopping", threading.Event())
     monkeypatch.setattr(bulk_export, "STOPPING", threading.Event())
