@@ -71,6 +71,9 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clo
     database.add_sealer("Subscription", mirror.seal)
     database.add_hook(mirror)
     database.add_before_commit(OutboxStep(search.find_ids, _public_base(settings)).before_commit)   # last
+    from service.observability import metrics
+    from service.workflows.delivery import outbox_probe
+    metrics.add_scrape_probe(outbox_probe)   # /metrics: the outbox's depth and oldest age
     if settings.migrate_on_start:
         database.migrate()      # raises SchemaTooNew on a newer release's schema
         install_guide(database, conformance)

@@ -314,6 +314,17 @@ class Outbox:
             outbox.c.id == row_id, or_(outbox.c.status == "dead", outbox.c.status == "cancelled"))
             .values(status="pending", attempts=0, next_attempt_at=now, lease=None)).rowcount)
 
+    def queue(self, now: datetime) -> tuple[int, float]:
+        """(notifications waiting for delivery, age in seconds of the oldest of them; 0 when
+        none): the pending rows, due or waiting for a retry."""
+        depth, oldest = self.conn.execute(select(func.count(), func.min(outbox.c.created_at))
+                                          .where(outbox.c.status == "pending")).one()
+        if not depth or oldest is None:
+            return 0, 0.0
+        if oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=now.tzinfo)
+        return int(depth), max(0.0, (now - oldest).total_seconds())
+
     def count(self, status: str) -> int:
         return int(self.conn.execute(select(func.count()).select_from(outbox)
                                      .where(outbox.c.status == status)).scalar_one())

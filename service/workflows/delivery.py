@@ -26,6 +26,7 @@ from typing import Any
 
 from service.fhir.canonical import FLAG_CATEGORY, IG
 from service.notify import EmailMessageParts, Outcome, RestHookSender, SmtpSender
+from service.observability.metrics import outbox_metrics
 from service.store import Database, UnitOfWork
 from service.store.notifications import Outbox, OutboxRow, SubscriptionRow
 from service.store.repository import format_instant
@@ -98,6 +99,7 @@ def _deliver_one(database: Database, channels: Channels, row: OutboxRow, token: 
             name = _patient_name(uow, row.patient_id) if channels.include_patient_name and row.patient_id else None
         outcome = _send(channels, row, sub, name)
         status = _record(database, row, token, sub, outcome, now)
+        outbox_metrics().attempt(_channel_label(sub), _outcome_label(status))
         return (row.id, row.subscription_id, row.kind, outcome.describe(), status)
     except Exception:  # one notification's failure must not stop the others
         log.exception("delivery of notification %s failed", row.id)
@@ -131,6 +133,28 @@ def _patient_name(uow: UnitOfWork, patient_id: str) -> str | None:
         if text:
             return str(text)
     return None
+
+
+def _channel_label(sub: SubscriptionRow | None) -> str:
+    """The metric label of a subscription's channel: rest-hook, email or other (bounded)."""
+    channel = sub.channel if sub is not None else None
+    return channel if channel in ("rest-hook", "email") else "other"
+
+
+def _outcome_label(status: str) -> str:
+    """The metric label of an attempt from the row's new status: delivered, retry (pending
+    again), dead, cancelled, or lost-lease (another deliverer had taken the row over)."""
+    return "retry" if status == "pending" else status if status in (
+        "delivered", "dead", "cancelled", "lost-lease") else "other"
+
+
+def outbox_probe(database: Database, now: datetime | None = None) -> None:
+    """Measure the outbox's queue for /metrics (a scrape probe, service.observability.metrics):
+    its depth and the age of its oldest waiting notification, from the database, so the figure
+    is the same whichever instance is scraped. `now` defaults to the database's clock."""
+    with database.unit_of_work(write=False) as uow:
+        depth, oldest_age = Outbox(uow.conn).queue(now or database.clock.now())
+    outbox_metrics().observe_queue(depth, oldest_age)
 
 
 def _record(database: Database, row: OutboxRow, token: str, sub: SubscriptionRow | None, outcome: Outcome,

@@ -279,3 +279,35 @@ def test_outbox_lists_as_json(app, client, receiver: Receiver) -> None:
     ready_task(client)
     [row] = [r for r in rows(app) if r["kind"] == "event-notification"]
     assert json.loads(row["payload"])["summary"]["patient"] == "p1"
+
+
+def test_metrics_follow_the_outbox(app, client, clock: FixedClock) -> None:
+    """/metrics (README, "Health, readiness and metrics"): the outbox's depth and the age of its
+    oldest notification come from the database at each scrape; each attempt is counted by
+    channel and outcome."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def series() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = client.get("/metrics").get_data(as_text=True)
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def attempts(outcome: str) -> float:
+        return series().get(("toh_delivery_attempts_total", (("channel", "rest-hook"), ("outcome", outcome))), 0.0)
+
+    receiver = Receiver()
+    delivered, retried = attempts("delivered"), attempts("retry")
+    try:
+        active(app, client, receiver.url)                      # the handshake is delivered
+    finally:
+        receiver.stop()                                        # then the receiver is down
+    assert attempts("delivered") == delivered + 1
+    assert series()[("toh_outbox_depth", ())] == 0
+    ready_task(client)
+    clock.set(clock.now() + timedelta(seconds=90))
+    waiting = series()
+    assert waiting[("toh_outbox_depth", ())] == 1
+    assert waiting[("toh_outbox_oldest_age_seconds", ())] == pytest.approx(90, abs=1)
+    assert [a[4] for a in run(app)] == ["pending"]              # refused: retried later
+    assert attempts("retry") == retried + 1
+    assert series()[("toh_outbox_depth", ())] == 1
