@@ -70,6 +70,9 @@ class Settings:
         "TOH_STATEMENT_TIMEOUT", "seconds a PostgreSQL statement may run (`0`: no limit)"))
     worker_timeout: int = field(default=60, metadata=_env(
         "TOH_WORKER_TIMEOUT", "gunicorn's worker timeout of `toh serve`, seconds", option="--timeout"))
+    graceful_timeout: int = field(default=30, metadata=_env(
+        "TOH_GRACEFUL_TIMEOUT", "seconds `toh serve` lets requests in flight (and a sweep's item in hand) "
+        "finish after SIGTERM before stopping its workers"))
     migrate_on_start: bool = field(default=True, metadata=_env(
         "TOH_MIGRATE_ON_START", "create or upgrade the schema and install the guide when the app starts "
         "(`0` to leave it to `toh migrate`)"))
@@ -109,6 +112,9 @@ class Settings:
         "TOH_TOKEN_ENDPOINT", "OAuth token endpoint advertised in metadata and the SMART configuration"))
     authorization_endpoint: str | None = field(default=None, metadata=_env(
         "TOH_AUTHORIZATION_ENDPOINT", "OAuth authorization endpoint advertised likewise"))
+    cds_issuers: str | None = field(default=None, metadata=_env(
+        "TOH_CDS_ISSUERS", "EHRs trusted to call the CDS Hooks services: comma-separated `issuer=JWKS` pairs, "
+        "JWKS an https URL (fetched and cached) or a file path", default="(none: every hook call is refused)"))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -140,6 +146,22 @@ class Settings:
                              jwks_url=self.jwks_url, jwks_file=self.jwks_file,
                              leeway_seconds=self.jwt_leeway_seconds,
                              jwks_refresh_cooldown_seconds=self.jwks_refresh_cooldown_seconds)
+
+    def cds_issuer_map(self) -> dict[str, str]:
+        """TOH_CDS_ISSUERS as {issuer: JWKS URL or file path} (empty when unset). Each pair is split
+        at its first "=", so a JWKS URL may carry a query. Raises ValueError for a pair without
+        an issuer or a JWKS, or an issuer named twice."""
+        found: dict[str, str] = {}
+        for pair in (self.cds_issuers or "").split(","):
+            if not pair.strip():
+                continue
+            issuer, _, jwks = (part.strip() for part in pair.partition("="))
+            if not issuer or not jwks:
+                raise ValueError(f"TOH_CDS_ISSUERS: {pair.strip()!r} is not issuer=JWKS")
+            if issuer in found:
+                raise ValueError(f"TOH_CDS_ISSUERS names {issuer!r} twice")
+            found[issuer] = jwks
+        return found
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
         """A copy with some fields replaced (used by create_app(config=...))."""

@@ -11,7 +11,7 @@ gunicorn config file). Each choice and why:
 - timeout (TOH_WORKER_TIMEOUT, default 60 s): a worker silent this long is killed and replaced.
   It is above TOH_STATEMENT_TIMEOUT (30 s), so a slow statement is stopped by PostgreSQL (an
   OperationOutcome) before gunicorn kills the process under it.
-- graceful_timeout (GRACEFUL_TIMEOUT_SECONDS = 30 s): on SIGTERM the master stops accepting,
+- graceful_timeout (TOH_GRACEFUL_TIMEOUT, default 30 s): on SIGTERM the master stops accepting,
   workers finish the requests in flight for up to this long, then are killed. A request's
   writes are one transaction, so a kill past it loses the uncommitted request, never half of it.
   Container stop periods must be longer (docker-compose.yml: stop_grace_period 40s).
@@ -23,6 +23,8 @@ gunicorn config file). Each choice and why:
 - worker_tmp_dir: /dev/shm when it exists; the heartbeat file on a container's overlay
   filesystem can stall and get healthy workers killed (gunicorn's FAQ).
 - limit_request_line 8190: gunicorn's largest; FHIR search URLs are long.
+- worker_exit: in a worker leaving after SIGTERM (its requests in flight finished), stops the
+  sweep's tick, which finishes the item in hand and claims no other.
 - child_exit: tells prometheus-client's multiprocess mode that a worker is gone.
 - logconfig_dict: gunicorn's error and access logs as JSON lines like the application's.
 """
@@ -34,7 +36,6 @@ from typing import Any
 from service.config import Settings
 from service.observability import logs, multiproc
 
-GRACEFUL_TIMEOUT_SECONDS = 30
 KEEPALIVE_SECONDS = 65
 # the path without its query (a search's values can be PHI), and the request id
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms request=%({x-request-id}o)s'
@@ -45,6 +46,13 @@ def child_exit(_server: Any, worker: Any) -> None:
     multiproc.mark_dead(worker.pid)
 
 
+def worker_exit(_server: Any, _worker: Any) -> None:
+    """gunicorn hook, in the worker leaving after SIGTERM (its requests in flight finished):
+    stop the sweep's tick, which finishes the item in hand and claims no other."""
+    from service.scheduling import stop_background
+    stop_background()
+
+
 def options(settings: Settings, *, access_log: bool = False) -> dict[str, Any]:
     """gunicorn's settings for `toh serve` (names as in gunicorn's documentation)."""
     return {
@@ -53,7 +61,8 @@ def options(settings: Settings, *, access_log: bool = False) -> dict[str, Any]:
         "worker_class": "service.gunicorn_worker.OutcomeThreadWorker",
         "threads": settings.threads,
         "timeout": settings.worker_timeout,
-        "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
+        "graceful_timeout": settings.graceful_timeout,
+        "worker_exit": worker_exit,
         "keepalive": KEEPALIVE_SECONDS,
         "max_requests": 0,
         "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from service.api import (adherence, audit, audit_events, auth, context, errors, metadata, negotiation,
+from service.api import (adherence, audit, audit_events, auth, cds_hooks, context, errors, metadata, negotiation,
                          observability, plan_apply, rest, search, toh_assessment, validate)
 
 
@@ -31,4 +31,5 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(plan_apply.bp, url_prefix=context.FHIR_PREFIX)
     rest.init_app(app)
     search.init_app(app)
+    cds_hooks.init_app(app)
 

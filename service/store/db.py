@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,11 +84,56 @@ def make_engine(url: str, echo: bool = False, statement_timeout: float = 0) -> E
     return engine
 
 
-@functools.lru_cache(maxsize=1)
-def _code_heads() -> frozenset[str]:
-    """The head revisions of the migrations shipped with this code (read once per process)."""
+class SchemaTooNew(RuntimeError):
+    """The database's schema is at an alembic revision this code does not know: a newer
+    release migrated it. Serving it could misread or corrupt what that release wrote."""
+
+    def __init__(self, revision: str, head: str) -> None:
+        super().__init__(
+            f"the database schema is at revision {revision!r}, which this version of the service does not "
+            f"know (its newest is {head!r}): a newer release has migrated this database. Run that release "
+            "(or newer), or restore a backup made before the upgrade; this one will not start on it.")
+        self.revision, self.head = revision, head
+
+
+def alembic_config(url: str) -> Any:
+    """The alembic Config of our migrations for a database URL (no alembic.ini is read)."""
+    from alembic.config import Config
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def known_revisions() -> tuple[set[str], str]:
+    """Every revision in migrations/versions/ and the head, e.g. ({"0001_resources", ...},
+    "0006_audit_events"). Raises alembic's error if the scripts have several heads."""
     from alembic.script import ScriptDirectory
-    return frozenset(ScriptDirectory(str(MIGRATIONS_DIR)).get_heads())
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    head = script.get_current_head()
+    return {rev.revision for rev in script.walk_revisions()}, str(head)
+
+
+def _current_revision(conn: Connection) -> str | None:
+    """The revision in alembic_version (None: never migrated), read directly: alembic's
+    MigrationContext would log two INFO lines on each call, and /readyz asks on every probe.
+    Raises RuntimeError if the table holds several heads (our migrations have one)."""
+    from sqlalchemy import inspect
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    rows = list(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
+    if len(rows) > 1:
+        raise RuntimeError(f"the database is at several alembic heads: {sorted(rows)}")
+    return str(rows[0]) if rows else None
+
+
+def _check_known(conn: Connection) -> None:
+    current = _current_revision(conn)
+    if current is None:
+        return
+    known, head = known_revisions()
+    if current not in known:
+        raise SchemaTooNew(current, head)
 
 
 class UnitOfWork:
@@ -231,28 +275,41 @@ class Database:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
-    def migrate(self) -> None:
-        """Bring the schema to the latest alembic revision, once even if many workers start."""
+    def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to an alembic revision (default: the newest this code knows), once
+        even if many workers start. Raises SchemaTooNew, changing nothing, when the database
+        was migrated by a newer release (its revision is not in migrations/versions/)."""
         from alembic import command
-        from alembic.config import Config
 
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-        cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
+        cfg = alembic_config(self.url)
         with self._migration_lock() as conn:
+            _check_known(conn)
+            conn.commit()   # the check's read ends here; alembic runs its own transaction
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            command.upgrade(cfg, revision)
 
-    def schema_revisions(self) -> tuple[frozenset[str], frozenset[str]]:
-        """(the alembic revisions the database is at, the head revisions this code knows);
-        equal when the migrations are current (an empty first set: no schema yet). Raises the
-        database's errors if it cannot be reached."""
-        from sqlalchemy import inspect
+    def downgrade(self, revision: str) -> None:
+        """Take the schema back to an older alembic revision ("base": no tables), running each
+        migration's downgrade(); what a dropped table or column held is lost."""
+        from alembic import command
+
+        cfg = alembic_config(self.url)
+        with self._migration_lock() as conn:
+            _check_known(conn)
+            conn.commit()
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, revision)
+
+    def schema_revision(self) -> str | None:
+        """The alembic revision the database is at (None: never migrated)."""
         with self.engine.connect() as conn:
-            if not inspect(conn).has_table("alembic_version"):
-                return frozenset(), _code_heads()
-            current = frozenset(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
-        return current, _code_heads()
+            return _current_revision(conn)
+
+    def check_schema(self) -> None:
+        """Raise SchemaTooNew if the database was migrated by a newer release than this code.
+        An older schema passes (migrate() or `toh migrate` upgrades it)."""
+        with self.engine.connect() as conn:
+            _check_known(conn)
 
     @contextlib.contextmanager
     def _migration_lock(self) -> Iterator[Connection]:

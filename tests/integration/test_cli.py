@@ -17,10 +17,11 @@ from sqlalchemy import create_engine, inspect, text
 
 from service import cli
 from service.config import Settings
-from service.gunicorn_config import GRACEFUL_TIMEOUT_SECONDS, child_exit
+from service.gunicorn_config import child_exit
 # Imported before any `toh serve` runs in this process, as in any test process that built an app:
 # serve then leaves prometheus-client in its single-process mode (multiproc.prepare).
 from service.observability import metrics as _metrics  # noqa: F401
+from service.observability import multiproc
 
 FHIR = {"Content-Type": "application/fhir+json"}
 SERVE_VARIABLES = ("TOH_HOST", "TOH_PORT", "TOH_WORKERS", "TOH_THREADS", "TOH_DATABASE_URL", "TOH_DATA_DIR",
@@ -56,6 +57,12 @@ def gunicorn(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Gunico
     monkeypatch.chdir(tmp_path)
     recorder = Gunicorn()
     monkeypatch.setattr(cli, "_gunicorn_app", recorder)
+    # `toh serve` puts its own process in prometheus-client's multiprocess mode; that must not
+    # outlive the test (the mode is chosen when prometheus_client is first imported, and other
+    # tests of this process read its in-process metrics). tests/e2e/test_observability_serve.py
+    # runs the real thing under gunicorn.
+    monkeypatch.delenv(multiproc.ENV, raising=False)
+    monkeypatch.setattr(multiproc, "prepare", lambda path: path or str(tmp_path / "metrics"))
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     yield recorder
@@ -83,7 +90,7 @@ def test_serve_hands_gunicorn_its_config_and_leaves_the_environment_alone(gunico
     assert cli.main(["serve"]) == 0
     assert os.environ.get("PROMETHEUS_MULTIPROC_DIR") == before
     assert gunicorn.options["child_exit"] is child_exit
-    assert gunicorn.options["graceful_timeout"] == GRACEFUL_TIMEOUT_SECONDS
+    assert gunicorn.options["graceful_timeout"] == Settings().graceful_timeout
     assert gunicorn.options["timeout"] == Settings().worker_timeout
     assert gunicorn.options["logconfig_dict"]["loggers"]["gunicorn.error"]["handlers"] == ["toh"]
 
