@@ -77,6 +77,7 @@ def serve(args: argparse.Namespace) -> int:
     from service.observability import logs, multiproc
     logs.configure(settings.log_format, settings.log_level)
     # before anything imports prometheus_client: every worker then writes its metrics there
+    previous_dir = os.environ.get(multiproc.ENV)
     metrics_dir = multiproc.prepare(settings.metrics_dir)
     create_app(settings).extensions["toh"].database.dispose()  # migrate and install the guide once
     worker_settings = settings.with_overrides({"migrate_on_start": False})
@@ -99,8 +100,12 @@ def serve(args: argparse.Namespace) -> int:
     try:
         _gunicorn_app(factory, options).run()
     finally:
-        if settings.metrics_dir is None:      # the temporary folder made for this run
+        if metrics_dir is not None and settings.metrics_dir is None:   # the temporary folder of this run
             shutil.rmtree(metrics_dir, ignore_errors=True)
+        if previous_dir is None:
+            os.environ.pop(multiproc.ENV, None)
+        else:
+            os.environ[multiproc.ENV] = previous_dir
     return 0
 
 

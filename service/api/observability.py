@@ -14,6 +14,7 @@ commit) and runs with its request id in the logging context.
 """
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -25,7 +26,7 @@ from service.api.negotiation import FHIR_JSON
 from service.clinical.codes import FLAG_DISPLAY
 from service.observability import metrics
 from service.observability.logs import REQUEST_ID
-from service.store import TRANSIENT_ERRORS
+from service.store import TRANSIENT_ERRORS, known_revisions
 from service.store.repository import Change
 
 _FLAG_CODES = frozenset(FLAG_DISPLAY)   # the TOH CodeSystem's flag codes: the `code` label's values
@@ -42,6 +43,13 @@ def interaction() -> str:
     return endpoint
 
 
+@functools.lru_cache(maxsize=1)
+def _known_revisions() -> tuple[frozenset[str], str]:
+    """The migrations this code ships and their head (read once per process)."""
+    known, head = known_revisions()
+    return frozenset(known), head
+
+
 def readiness_checks() -> dict[str, str]:
     """Each check's result: "ok", or what is wrong (no PHI, no secrets)."""
     svc = services()
@@ -53,12 +61,13 @@ def readiness_checks() -> dict[str, str]:
         checks["database"] = f"unreachable ({type(exc).__name__})"
     if checks["database"] == "ok":
         try:
-            current, heads = svc.database.schema_revisions()
-            if current == heads:
+            current, (known, head) = svc.database.schema_revision(), _known_revisions()
+            if current == head:
                 checks["migrations"] = "ok"
+            elif current is not None and current not in known:
+                checks["migrations"] = f"schema at {current}, newer than this code ({head}): run the newer release"
             else:
-                checks["migrations"] = (f"schema at {', '.join(sorted(current)) or 'nothing'}, code expects "
-                                        f"{', '.join(sorted(heads))}; run `toh migrate`")
+                checks["migrations"] = f"schema at {current or 'nothing'}, code expects {head}; run `toh migrate`"
         except TRANSIENT_ERRORS as exc:
             checks["migrations"] = f"unknown ({type(exc).__name__})"
     else:

@@ -7,10 +7,13 @@ calls `mark_dead(pid)`. See https://prometheus.github.io/client_python/multiproc
 """
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import tempfile
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
+log = logging.getLogger(__name__)
 
 
 def multiprocess_dir() -> str | None:
@@ -18,10 +21,18 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(ENV) or None
 
 
-def prepare(path: str | None) -> str:
+def prepare(path: str | None) -> str | None:
     """Make `path` (None: a new temporary folder) the multiprocess folder of this process and
     its children, emptied of the `*.db` files of earlier runs (their counters would add up);
-    returns the folder. Raises OSError if it cannot be made."""
+    returns the folder. Raises OSError if it cannot be made.
+
+    prometheus-client picks its value store when first imported: if this process imported it
+    already (single-process), the mode cannot change any more; then nothing is done, a warning
+    is logged and None returned (each worker's /metrics then shows that worker's values only)."""
+    if "prometheus_client.values" in sys.modules and not multiprocess_dir():
+        log.warning("prometheus_client was imported before its multiprocess mode was set up: "
+                    "/metrics will show one worker's values")
+        return None
     folder = path or tempfile.mkdtemp(prefix="toh-metrics-")
     os.makedirs(folder, exist_ok=True)
     for name in os.listdir(folder):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -116,8 +115,16 @@ def known_revisions() -> tuple[set[str], str]:
 
 
 def _current_revision(conn: Connection) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-    return MigrationContext.configure(conn).get_current_revision()
+    """The revision in alembic_version (None: never migrated), read directly: alembic's
+    MigrationContext would log two INFO lines on each call, and /readyz asks on every probe.
+    Raises RuntimeError if the table holds several heads (our migrations have one)."""
+    from sqlalchemy import inspect
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    rows = list(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
+    if len(rows) > 1:
+        raise RuntimeError(f"the database is at several alembic heads: {sorted(rows)}")
+    return str(rows[0]) if rows else None
 
 
 def _check_known(conn: Connection) -> None:
@@ -127,13 +134,6 @@ def _check_known(conn: Connection) -> None:
     known, head = known_revisions()
     if current not in known:
         raise SchemaTooNew(current, head)
-
-
-@functools.lru_cache(maxsize=1)
-def _code_heads() -> frozenset[str]:
-    """The head revisions of the migrations shipped with this code (read once per process)."""
-    from alembic.script import ScriptDirectory
-    return frozenset(ScriptDirectory(str(MIGRATIONS_DIR)).get_heads())
 
 
 class UnitOfWork:
@@ -332,17 +332,6 @@ class Database:
         An older schema passes (migrate() or `toh migrate` upgrades it)."""
         with self.engine.connect() as conn:
             _check_known(conn)
-
-    def schema_revisions(self) -> tuple[frozenset[str], frozenset[str]]:
-        """(the alembic revisions the database is at, the head revisions this code knows);
-        equal when the migrations are current (an empty first set: no schema yet). Raises the
-        database's errors if it cannot be reached."""
-        from sqlalchemy import inspect
-        with self.engine.connect() as conn:
-            if not inspect(conn).has_table("alembic_version"):
-                return frozenset(), _code_heads()
-            current = frozenset(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
-        return current, _code_heads()
 
     @contextlib.contextmanager
     def _migration_lock(self) -> Iterator[Connection]:

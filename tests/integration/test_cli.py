@@ -4,10 +4,11 @@ replaced by a recorder, so nothing listens), `toh migrate` and `toh reindex`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,10 @@ from sqlalchemy import create_engine, inspect, text
 
 from service import cli
 from service.config import Settings
+from service.gunicorn_config import child_exit
+# Imported before any `toh serve` runs in this process, as in any test process that built an app:
+# serve then leaves prometheus-client in its single-process mode (multiproc.prepare).
+from service.observability import metrics as _metrics  # noqa: F401
 from service.observability import multiproc
 
 FHIR = {"Content-Type": "application/fhir+json"}
@@ -44,9 +49,9 @@ class Gunicorn:
 
 
 @pytest.fixture
-def gunicorn(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Gunicorn:
+def gunicorn(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Gunicorn]:
     """None of the variables `toh serve` reads set, the working directory a fresh folder,
-    gunicorn a recorder."""
+    gunicorn a recorder; the root logger (which `toh serve` configures) restored afterwards."""
     for name in SERVE_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
@@ -58,7 +63,11 @@ def gunicorn(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Gunicorn:
     # runs the real thing under gunicorn.
     monkeypatch.delenv(multiproc.ENV, raising=False)
     monkeypatch.setattr(multiproc, "prepare", lambda path: path or str(tmp_path / "metrics"))
-    return recorder
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield recorder
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def test_serve_defaults_are_sqlite_in_toh_data_on_127_0_0_1_8080(gunicorn: Gunicorn, tmp_path: Path) -> None:
@@ -74,6 +83,16 @@ def test_serve_defaults_are_sqlite_in_toh_data_on_127_0_0_1_8080(gunicorn: Gunic
     with pytest.raises(SystemExit) as help_exit:
         cli.main(["serve", "--help"])
     assert help_exit.value.code == 0
+
+
+def test_serve_hands_gunicorn_its_config_and_leaves_the_environment_alone(gunicorn: Gunicorn) -> None:
+    before = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    assert cli.main(["serve"]) == 0
+    assert os.environ.get("PROMETHEUS_MULTIPROC_DIR") == before
+    assert gunicorn.options["child_exit"] is child_exit
+    assert gunicorn.options["graceful_timeout"] == Settings().graceful_timeout
+    assert gunicorn.options["timeout"] == Settings().worker_timeout
+    assert gunicorn.options["logconfig_dict"]["loggers"]["gunicorn.error"]["handlers"] == ["toh"]
 
 
 def test_serve_host_and_port_set_the_base_url(gunicorn: Gunicorn, tmp_path: Path) -> None:

@@ -137,4 +137,5 @@ def test_the_image_is_multi_stage_pinned_and_unprivileged(dockerfile: str) -> No
 def test_containers_get_longer_to_stop_than_gunicorns_graceful_timeout(compose: dict[str, Any]) -> None:
     for name in ("toh1", "toh2", "worker"):
         grace = compose["services"][name]["stop_grace_period"]
-        assert int(grace.rstrip("s")) > Settings.from_env({}).graceful_timeout
+        settings = Settings.from_env(_env(compose["services"][name]))
+        assert int(grace.rstrip("s")) > settings.graceful_timeout
