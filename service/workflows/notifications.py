@@ -23,13 +23,12 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
-from service.fhir.canonical import (BACKPORT_NOTIFICATION_R4, BACKPORT_PAYLOAD_CONTENT, BACKPORT_STATUS_R4,
-                                    EXT_SUBSCRIPTION_SECRET)
+from service.fhir.canonical import BACKPORT_NOTIFICATION_R4, BACKPORT_STATUS_R4, EXT_SUBSCRIPTION_SECRET
 from service.fhir.errors import BadRequest, Unprocessable
 from service.fhir.r4_types import R4_RESOURCE_TYPES
 from service.notify import EndpointPolicy, EndpointRefused
 from service.store import Change, UnitOfWork
-from service.store.notifications import Outbox, SubscriptionRow
+from service.store.notifications import Outbox, SubscriptionRow, payload_content
 from service.store.repository import format_instant
 
 # Standard Webhooks' schedule: the first attempt at once, then these waits after each failure.
@@ -69,18 +68,6 @@ def split_criteria(criteria: str) -> tuple[str, list[tuple[str, str]]]:
         raise BadRequest(f"Subscription.criteria must start with a resource type, not {res_type!r}",
                          expression=["Subscription.criteria"])
     return res_type, parse_qsl(query, keep_blank_values=True)
-
-
-def payload_content(channel: dict[str, Any]) -> str:
-    """The notification content the subscriber chose: the backport payload-content extension on
-    channel.payload (empty | id-only | full-resource), id-only when a payload type is given
-    without it, empty when there is no payload."""
-    raw = channel.get("_payload")
-    payload_ext: dict[str, Any] = raw if isinstance(raw, dict) else {}
-    for ext in payload_ext.get("extension") or ():
-        if isinstance(ext, dict) and ext.get("url") == BACKPORT_PAYLOAD_CONTENT:
-            return str(ext.get("valueCode"))
-    return "id-only" if channel.get("payload") else "empty"
 
 
 class SubscriptionRules:
