@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (Column, Connection, Index, Integer, String, Table, Text, delete, func, or_, select,
-                        update)
+from sqlalchemy import (Column, Connection, Index, Integer, String, Table, Text, bindparam, delete, func, or_,
+                        select, update)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -71,6 +71,10 @@ outbox = Table(
     Column("communication_id", String(64), nullable=True),
 )
 Index("ix_outbox_due", outbox.c.status, outbox.c.next_attempt_at)
+
+
+_NEXT_EVENT = (update(subscriptions).where(subscriptions.c.subscription_id == bindparam("sid"))
+               .values(events=subscriptions.c.events + 1).returning(subscriptions.c.events))
 
 
 def generate_secret() -> str:
@@ -229,10 +233,7 @@ class Outbox:
 
     def next_event_number(self, subscription_id: str) -> int:
         """Count one more event of the subscription and return its number (1, 2, ...)."""
-        self.conn.execute(update(subscriptions).where(subscriptions.c.subscription_id == subscription_id)
-                          .values(events=subscriptions.c.events + 1))
-        return int(self.conn.execute(select(subscriptions.c.events).where(
-            subscriptions.c.subscription_id == subscription_id)).scalar_one())
+        return int(self.conn.execute(_NEXT_EVENT, {"sid": subscription_id}).scalar_one())
 
     def set_status(self, subscription_id: str, status: str) -> None:
         self.conn.execute(update(subscriptions).where(subscriptions.c.subscription_id == subscription_id)

@@ -276,18 +276,21 @@ class OutboxStep:
         for event in events.get("Subscription", ()):
             if event.resource.get("status") == "requested":
                 self._handshake(outbox, event, now)
+        matched: dict[str, list[Event]] = {}     # one search per distinct criteria
         for sub in outbox.active_for(set(events)):
-            for event in self._matches(uow, sub, events[sub.res_type]):
+            if sub.criteria not in matched:
+                matched[sub.criteria] = self._matches(uow, sub.criteria, events[sub.res_type])
+            for event in matched[sub.criteria]:
                 self.queue(outbox, sub, event, now)
 
-    def _matches(self, uow: UnitOfWork, sub: SubscriptionRow, candidates: list[Event]) -> list[Event]:
-        _, params = split_criteria(sub.criteria)
+    def _matches(self, uow: UnitOfWork, criteria: str, candidates: list[Event]) -> list[Event]:
+        res_type, params = split_criteria(criteria)
         by_id = {e.res_id: e for e in candidates}
         ids = list(by_id)
         found: set[str] = set()
         for start in range(0, len(ids), MATCH_CHUNK):
             chunk = ids[start:start + MATCH_CHUNK]
-            found.update(self.matcher(uow.conn, sub.res_type, [*params, ("_id", ",".join(chunk))]))
+            found.update(self.matcher(uow.conn, res_type, [*params, ("_id", ",".join(chunk))]))
         return [by_id[i] for i in ids if i in found]
 
     def queue(self, outbox: Outbox, sub: SubscriptionRow, event: Event, now: datetime) -> bool:
