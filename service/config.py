@@ -102,7 +102,7 @@ class Settings:
         "TOH_SCHEDULER", "run the sweep tick inside `toh serve` (`off` to leave it to `toh worker`)"))
     sweep_interval_seconds: int = field(default=60, metadata=_env(
         "TOH_SWEEP_INTERVAL_SECONDS", "how often the tick runs the sweep"))
-    delivery_interval_seconds: int = field(default=5, metadata=_env(
+    delivery_interval_seconds: int = field(default=2, metadata=_env(
         "TOH_DELIVERY_INTERVAL_SECONDS", "how often the tick delivers due notifications (the outbox)"))
     webhook_allowlist: str = field(default="", metadata=_env(
         "TOH_WEBHOOK_ALLOWLIST", "hosts and CIDRs a rest-hook may reach although private, loopback or "

@@ -40,7 +40,15 @@ def check_type(resource_type: str) -> str:
     return resource_type
 
 
-__all__ = ["check_id", "check_type", "is_addressable_id", "parse_json", "validate"]
+def extension_string(resource: dict[str, Any] | None, url: str) -> str | None:
+    """The valueString of a resource's first top-level extension with this url, if any."""
+    for ext in (resource or {}).get("extension") or ():
+        if isinstance(ext, dict) and ext.get("url") == url and isinstance(ext.get("valueString"), str):
+            return str(ext["valueString"])
+    return None
+
+
+__all__ = ["check_id", "check_type", "extension_string", "is_addressable_id", "parse_json", "validate"]
 
 
 def is_addressable_id(resource_id: str) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 
 from service.fhir.canonical import EXT_SUBSCRIPTION_OWNER
 from service.fhir.errors import Forbidden
+from service.fhir.resources import extension_string
 from service.security.principal import Principal, Reach
 
 ACTION_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
@@ -31,11 +32,7 @@ OWNED_TYPES = frozenset({"Subscription"})
 
 def owner_of(resource: dict[str, Any] | None) -> str | None:
     """The owner an owned resource names, if any."""
-    for ext in (resource or {}).get("extension") or ():
-        if isinstance(ext, dict) and ext.get("url") == EXT_SUBSCRIPTION_OWNER:
-            value = ext.get("valueString")
-            return value if isinstance(value, str) else None
-    return None
+    return extension_string(resource, EXT_SUBSCRIPTION_OWNER)
 
 
 class AccessGuard:

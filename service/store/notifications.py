@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (Column, Connection, Index, Integer, String, Table, Text, delete, func, or_, select,
-                        update)
+from sqlalchemy import (Column, Connection, Index, Integer, String, Table, Text, bindparam, delete, func, or_,
+                        select, update)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from service.fhir.canonical import EXT_SUBSCRIPTION_OWNER, EXT_SUBSCRIPTION_SECRET
+from service.fhir.canonical import BACKPORT_PAYLOAD_CONTENT, EXT_SUBSCRIPTION_OWNER, EXT_SUBSCRIPTION_SECRET
+from service.fhir.resources import extension_string
 from service.store.repository import Change, StoredResource
 from service.store.schema import RowId, UTCDateTime, metadata
 
@@ -72,16 +73,13 @@ outbox = Table(
 Index("ix_outbox_due", outbox.c.status, outbox.c.next_attempt_at)
 
 
+_NEXT_EVENT = (update(subscriptions).where(subscriptions.c.subscription_id == bindparam("sid"))
+               .values(events=subscriptions.c.events + 1).returning(subscriptions.c.events))
+
+
 def generate_secret() -> str:
     """A new Standard Webhooks signing secret: 'whsec_' + base64 of 32 random bytes."""
     return "whsec_" + base64.b64encode(_secrets.token_bytes(32)).decode()
-
-
-def _extension_value(resource: dict[str, Any], url: str) -> str | None:
-    for ext in resource.get("extension") or ():
-        if isinstance(ext, dict) and ext.get("url") == url and isinstance(ext.get("valueString"), str):
-            return str(ext["valueString"])
-    return None
 
 
 def without_extension(resource: dict[str, Any], url: str) -> dict[str, Any]:
@@ -95,14 +93,18 @@ def without_extension(resource: dict[str, Any], url: str) -> dict[str, Any]:
 
 def owner_of(resource: dict[str, Any]) -> str | None:
     """The owner a Subscription names (its subscription-owner extension), if any."""
-    return _extension_value(resource, EXT_SUBSCRIPTION_OWNER)
+    return extension_string(resource, EXT_SUBSCRIPTION_OWNER)
 
 
-def _content(channel: dict[str, Any]) -> str:
-    payload = channel.get("_payload") or {}
-    for ext in payload.get("extension") or () if isinstance(payload, dict) else ():
-        if isinstance(ext, dict) and str(ext.get("url", "")).endswith("/backport-payload-content"):
-            return str(ext.get("valueCode") or "id-only")
+def payload_content(channel: dict[str, Any]) -> str:
+    """The notification content a Subscription's channel asks for: the Backport IG's
+    backport-payload-content extension on channel.payload (empty | id-only | full-resource),
+    id-only when a payload type is given without it, empty when there is no payload."""
+    raw = channel.get("_payload")
+    payload_ext: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    for ext in payload_ext.get("extension") or ():
+        if isinstance(ext, dict) and ext.get("url") == BACKPORT_PAYLOAD_CONTENT:
+            return str(ext.get("valueCode"))
     return "id-only" if channel.get("payload") else "empty"
 
 
@@ -113,7 +115,7 @@ def mirror_row(resource: dict[str, Any], secret: str | None) -> dict[str, Any]:
     return {"subscription_id": resource["id"], "owner": owner_of(resource), "status": resource.get("status"),
             "res_type": criteria.partition("?")[0], "criteria": criteria,
             "channel": str(channel.get("type") or ""), "endpoint": str(channel.get("endpoint") or ""),
-            "content": _content(channel), "headers": json.dumps(list(channel.get("header") or ())),
+            "content": payload_content(channel), "headers": json.dumps(list(channel.get("header") or ())),
             "secret": secret}
 
 
@@ -171,7 +173,7 @@ class SubscriptionMirror:
         """(what to store, what to answer) for a Subscription about to be stored: the secret
         extension is never stored; a rest-hook subscription with none, and no secret kept from
         before, gets a generated one, shown in this answer only."""
-        given = _extension_value(resource, EXT_SUBSCRIPTION_SECRET)
+        given = extension_string(resource, EXT_SUBSCRIPTION_SECRET)
         stored = without_extension(resource, EXT_SUBSCRIPTION_SECRET)
         shown = resource
         if given is None:
@@ -231,10 +233,7 @@ class Outbox:
 
     def next_event_number(self, subscription_id: str) -> int:
         """Count one more event of the subscription and return its number (1, 2, ...)."""
-        self.conn.execute(update(subscriptions).where(subscriptions.c.subscription_id == subscription_id)
-                          .values(events=subscriptions.c.events + 1))
-        return int(self.conn.execute(select(subscriptions.c.events).where(
-            subscriptions.c.subscription_id == subscription_id)).scalar_one())
+        return int(self.conn.execute(_NEXT_EVENT, {"sid": subscription_id}).scalar_one())
 
     def set_status(self, subscription_id: str, status: str) -> None:
         self.conn.execute(update(subscriptions).where(subscriptions.c.subscription_id == subscription_id)
@@ -331,4 +330,4 @@ class Outbox:
 
 
 __all__ = ["Outbox", "OutboxRow", "SubscriptionMirror", "SubscriptionRow", "generate_secret", "outbox",
-           "owner_of", "subscriptions", "without_extension"]
+           "owner_of", "payload_content", "subscriptions", "without_extension"]

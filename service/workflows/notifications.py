@@ -23,13 +23,12 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
-from service.fhir.canonical import (BACKPORT_NOTIFICATION_R4, BACKPORT_PAYLOAD_CONTENT, BACKPORT_STATUS_R4,
-                                    EXT_SUBSCRIPTION_SECRET)
+from service.fhir.canonical import BACKPORT_NOTIFICATION_R4, BACKPORT_STATUS_R4, EXT_SUBSCRIPTION_SECRET
 from service.fhir.errors import BadRequest, Unprocessable
 from service.fhir.r4_types import R4_RESOURCE_TYPES
 from service.notify import EndpointPolicy, EndpointRefused
 from service.store import Change, UnitOfWork
-from service.store.notifications import Outbox, SubscriptionRow
+from service.store.notifications import Outbox, SubscriptionRow, payload_content
 from service.store.repository import format_instant
 
 # Standard Webhooks' schedule: the first attempt at once, then these waits after each failure.
@@ -69,18 +68,6 @@ def split_criteria(criteria: str) -> tuple[str, list[tuple[str, str]]]:
         raise BadRequest(f"Subscription.criteria must start with a resource type, not {res_type!r}",
                          expression=["Subscription.criteria"])
     return res_type, parse_qsl(query, keep_blank_values=True)
-
-
-def payload_content(channel: dict[str, Any]) -> str:
-    """The notification content the subscriber chose: the backport payload-content extension on
-    channel.payload (empty | id-only | full-resource), id-only when a payload type is given
-    without it, empty when there is no payload."""
-    raw = channel.get("_payload")
-    payload_ext: dict[str, Any] = raw if isinstance(raw, dict) else {}
-    for ext in payload_ext.get("extension") or ():
-        if isinstance(ext, dict) and ext.get("url") == BACKPORT_PAYLOAD_CONTENT:
-            return str(ext.get("valueCode"))
-    return "id-only" if channel.get("payload") else "empty"
 
 
 class SubscriptionRules:
@@ -289,18 +276,21 @@ class OutboxStep:
         for event in events.get("Subscription", ()):
             if event.resource.get("status") == "requested":
                 self._handshake(outbox, event, now)
+        matched: dict[str, list[Event]] = {}     # one search per distinct criteria
         for sub in outbox.active_for(set(events)):
-            for event in self._matches(uow, sub, events[sub.res_type]):
+            if sub.criteria not in matched:
+                matched[sub.criteria] = self._matches(uow, sub.criteria, events[sub.res_type])
+            for event in matched[sub.criteria]:
                 self.queue(outbox, sub, event, now)
 
-    def _matches(self, uow: UnitOfWork, sub: SubscriptionRow, candidates: list[Event]) -> list[Event]:
-        _, params = split_criteria(sub.criteria)
+    def _matches(self, uow: UnitOfWork, criteria: str, candidates: list[Event]) -> list[Event]:
+        res_type, params = split_criteria(criteria)
         by_id = {e.res_id: e for e in candidates}
         ids = list(by_id)
         found: set[str] = set()
         for start in range(0, len(ids), MATCH_CHUNK):
             chunk = ids[start:start + MATCH_CHUNK]
-            found.update(self.matcher(uow.conn, sub.res_type, [*params, ("_id", ",".join(chunk))]))
+            found.update(self.matcher(uow.conn, res_type, [*params, ("_id", ",".join(chunk))]))
         return [by_id[i] for i in ids if i in found]
 
     def queue(self, outbox: Outbox, sub: SubscriptionRow, event: Event, now: datetime) -> bool:

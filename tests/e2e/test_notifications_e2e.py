@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 FHIR = {"Content-Type": "application/fhir+json"}
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 HIP, LEFT, RIGHT = "24136001", "7771000", "24028007"
-ENV = {"TOH_WEBHOOK_ALLOWLIST": "127.0.0.1", "TOH_WEBHOOK_ALLOW_HTTP": "1", "TOH_DELIVERY_INTERVAL_SECONDS": "1",
+ENV = {"TOH_WEBHOOK_ALLOWLIST": "127.0.0.1", "TOH_WEBHOOK_ALLOW_HTTP": "1",   # the default tick (2 s)
        "TOH_WEBHOOK_READ_TIMEOUT": "5", "TOH_WEBHOOK_CONNECT_TIMEOUT": "2"}
 
 
@@ -94,7 +94,7 @@ def env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def server(env: None, database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
-    """`toh serve` (one worker) with its tick delivering every second."""
+    """`toh serve` (one worker) with its tick delivering every TOH_DELIVERY_INTERVAL_SECONDS (default)."""
     live = LiveServer(database_url, tmp_path, workers=1)
     yield live
     live.stop()

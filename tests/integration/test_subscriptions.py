@@ -311,3 +311,73 @@ def test_metrics_follow_the_outbox(app, client, clock: FixedClock) -> None:
     assert [a[4] for a in run(app)] == ["pending"]              # refused: retried later
     assert attempts("retry") == retried + 1
     assert series()[("toh_outbox_depth", ())] == 1
+
+
+def test_concurrent_claims_never_share_a_row(app, client, receiver: Receiver, database_url: str) -> None:
+    active(app, client, receiver.url)
+    for _ in range(6):
+        ready_task(client)
+    svc = app.extensions["toh"]
+    now = svc.clock.now()
+    if database_url.startswith("postgresql"):
+        with svc.database.unit_of_work() as first, svc.database.unit_of_work() as second:
+            _, mine = Outbox(first.conn).claim(now, svc.channels.lease, limit=3)   # held, not committed
+            _, theirs = Outbox(second.conn).claim(now, svc.channels.lease, limit=10)
+            first.commit()
+            second.commit()
+    else:   # one writer at a time: the lease keeps the second claim off the first one's rows
+        with svc.database.unit_of_work() as first:
+            _, mine = Outbox(first.conn).claim(now, svc.channels.lease, limit=3)
+            first.commit()
+        with svc.database.unit_of_work() as second:
+            _, theirs = Outbox(second.conn).claim(now, svc.channels.lease, limit=10)
+            second.commit()
+    assert len(mine) == 3 and len(theirs) == 3
+    assert not {r.id for r in mine} & {r.id for r in theirs}
+
+
+def test_two_deliverers_at_once_send_each_notification_once(app, client, receiver: Receiver) -> None:
+    import threading
+    active(app, client, receiver.url)
+    for _ in range(12):
+        ready_task(client)
+    svc = app.extensions["toh"]
+    threads = [threading.Thread(target=deliver, args=(svc.database, svc.channels, svc.clock.now()), kwargs={"limit": 4})
+               for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    run(app)     # whatever the three left
+    ids = [e.headers["webhook-id"] for e in receiver.events()]
+    assert len(ids) == 12 and len(set(ids)) == 12
+
+
+def test_a_subscription_made_in_a_transaction_bundle_is_sealed_and_handshaken(app, client, receiver: Receiver) -> None:
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:6a1c4a56-1f8a-4b5e-9d55-0c2b2f0f0c01",
+         "resource": subscription(receiver.url, secret=None), "request": {"method": "POST", "url": "Subscription"}},
+        {"resource": {"resourceType": "Task", "status": "ready", "intent": "order"},
+         "request": {"method": "POST", "url": "Task"}}]}
+    response = client.post("/fhir", json=bundle, headers={"Prefer": "return=representation"})
+    assert response.status_code == 200, response.get_json()
+    created = response.get_json()["entry"][0]["resource"]
+    secret = next(e["valueString"] for e in created["extension"] if e["url"].endswith("subscription-secret"))
+    assert "subscription-secret" not in client.get(f"/fhir/Subscription/{created['id']}").get_data(as_text=True)
+    run(app)
+    assert [r.kind for r in receiver.received] == ["handshake"]
+    assert verify(secret, receiver.received[0].headers, receiver.received[0].body)
+
+
+def test_a_receiver_down_for_a_while_gets_it_when_back(app, client, clock: FixedClock, receiver: Receiver) -> None:
+    active(app, client, receiver.url)
+    receiver.stop()                                   # connections refused from now on
+    ready_task(client)
+    outcomes = [a[3] for a in run(app)]
+    clock.set(clock.now() + timedelta(seconds=6))
+    outcomes += [a[3] for a in run(app)]
+    assert len(outcomes) == 2 and all("ConnectionError" in o for o in outcomes)
+    receiver.start()                                  # back, on the same port
+    clock.set(clock.now() + timedelta(minutes=6))
+    assert [a[4] for a in run(app)] == ["delivered"]
+    assert len(receiver.events()) == 1
