@@ -178,17 +178,17 @@ def _span(entry: FollowUpEntry) -> str:
 
 
 def _bar(episode: Episode) -> BarInput:
+    """An episode's bar: to its resolution (a resolved one without a date: a sliver at its
+    onset, said in its title), or open (to today) while active."""
     assert episode.onset is not None
-    if episode.status == "resolved":
-        end = episode.resolution_date
-        state = f"resolved on {end.isoformat()}" if end else "resolved (date unknown)"
-        label = "resolved"
-    else:
-        end, state, label = None, "active", "active"
     months = f", {episode.months_since_onset} months since onset" if episode.months_since_onset is not None else ""
-    title = f"Episode {episode.site}: onset {episode.onset.isoformat()}, {state}{months}"
-    return BarInput((episode.joint, episode.side), episode.onset, end or (episode.onset if label == "resolved" else None),
-                    title, label)
+    if episode.status != "resolved":
+        return BarInput((episode.joint, episode.side), episode.onset, None,
+                        f"Episode {episode.site}: onset {episode.onset.isoformat()}, active{months}", "active")
+    end = episode.resolution_date
+    state = f"resolved on {end.isoformat()}" if end else "resolved (date unknown)"
+    return BarInput((episode.joint, episode.side), episode.onset, end or episode.onset,
+                    f"Episode {episode.site}: onset {episode.onset.isoformat()}, {state}{months}", "resolved")
 
 
 def _follow_up(task: dict[str, Any], today: date, is_follow_up: Callable[[dict[str, Any]], bool],

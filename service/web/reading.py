@@ -80,14 +80,6 @@ class Reader:
             raise NotFound(f"{res_type}/{res_id} is not known")
         return resource
 
-    def read_versioned(self, res_type: str, res_id: str) -> tuple[dict[str, Any], int]:
-        """read() and the version read."""
-        stored = self.uow.repo.read(res_type, res_id)
-        resource = stored.resource()
-        if not self.guard.visible(res_type, resource):
-            raise NotFound(f"{res_type}/{res_id} is not known")
-        return resource, stored.version
-
     def patients(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The Patients with these ids that the principal may read, by id (others left out)."""
         wanted = sorted({i for i in ids if i})
@@ -123,5 +115,3 @@ def local_id(reference: Any, res_type: str) -> str | None:
         return parts[-3]
     return None
 
-
-__all__ = ["MAX_ROWS", "Found", "NotFound", "Reader", "local_id", "patient_name"]

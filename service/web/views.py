@@ -34,7 +34,7 @@ from service.store import UnitOfWork
 from service.web import actions, session as ui_session
 from service.web.patient import patient_page
 from service.web.patients import find_patients
-from service.web.reading import Reader
+from service.web.reading import Reader, local_id
 from service.web.timeline import AHEAD_DAYS, SHAPES
 from service.web.worklist import worklist
 
@@ -238,5 +238,4 @@ def patient(patient_id: str) -> str:
 
 
 def _subject(resource: dict[str, Any], element: str) -> str | None:
-    from service.web.reading import local_id
     return local_id(resource.get(element), "Patient")

@@ -79,3 +79,16 @@ def test_an_acknowledgement_is_a_tag_replaced_not_repeated() -> None:
     assert acknowledged_by(flag) is None and acknowledged_by(once) == "Acknowledged by nurse-kim on 2026-06-01"
     assert [t.get("display") for t in twice["meta"]["tag"]] == [None, "Acknowledged by dr-lee on 2026-06-02"]
     assert "tag" in flag["meta"] and len(flag["meta"]["tag"]) == 1   # the input is left alone
+
+
+def test_pain_scores_are_the_loinc_0_to_10_ratings_by_day() -> None:
+    from service.web.patient import pain_scores
+
+    def obs(oid: str, day: str, value: object, code: str = "72514-3", status: str = "final") -> dict[str, object]:
+        return {"resourceType": "Observation", "id": oid, "status": status, "effectiveDateTime": day,
+                "code": {"coding": [{"system": "http://loinc.org", "code": code}]}, "valueQuantity": {"value": value}}
+
+    found = pain_scores([obs("b", "2026-02-01T10:00:00Z", 4), obs("a", "2026-01-01", 7),
+                         obs("wrong-code", "2026-01-02", 5, code="8867-4"), obs("void", "2026-01-03", 9, status="entered-in-error"),
+                         obs("no-number", "2026-01-04", "7"), obs("flag", "2026-01-05", True)])
+    assert found == [(date(2026, 1, 1), 7.0, "Observation/a"), (date(2026, 2, 1), 4.0, "Observation/b")]
