@@ -261,7 +261,8 @@ def run_scripts_with_rss(args: list[str], timeout: float) -> tuple[dict[str, Any
 
 # --- where a read's time goes --------------------------------------------------------------
 
-BUCKETS = [("auth (JWT)", ("service/security", "jwt/")), ("audit", ("service/audit", "service/store/audit")),
+BUCKETS = [("database commit (the read's AuditEvent made durable before the answer)", ("'commit' of",)),
+           ("auth (JWT)", ("service/security", "jwt/")), ("audit", ("service/audit", "service/store/audit")),
            ("store / SQL", ("service/store", "sqlalchemy/", "sqlite3", "psycopg")),
            ("FHIR API (negotiation, headers)", ("service/api", "service/fhir")),
            ("Flask / Werkzeug", ("flask/", "werkzeug/")), ("JSON", ("json/",))]
@@ -293,7 +294,8 @@ def read_profile(n: int, workdir: Path) -> dict[str, Any]:
     top: list[tuple[float, str]] = []
     for (filename, line, name), (_cc, _nc, tottime, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
         total += tottime
-        bucket = next((b for b, marks in BUCKETS if any(m in filename for m in marks)), "other")
+        where = f"{filename} {name}"
+        bucket = next((b for b, marks in BUCKETS if any(m in where for m in marks)), "other (builtins, stdlib)")
         shares[bucket] = shares.get(bucket, 0.0) + tottime
         top.append((tottime, f"{Path(filename).name}:{line} {name}"))
     app.extensions["toh"].database.dispose()
@@ -320,15 +322,18 @@ def table(results: dict[str, Any]) -> str:
         s, f = r["service"], r["floor"]
         for c in (1, 16):
             ours, floor = s[f"read_c{c}"], f[f"read_c{c}"]
+            if ours["errors"] or floor["errors"]:
+                lines.append(f"| (read, {c} clients: {ours['errors']} errors, floor {floor['errors']}) | {db} | | | | | |")
             row(f"read by id, {c} client{'s' if c > 1 else ''} (req/s; p50/p99 ms {ours['p50_ms']:.1f}/"
                 f"{ours['p99_ms']:.1f}, floor {floor['p50_ms']:.1f}/{floor['p99_ms']:.1f})", db, ours["rps"],
                 floor["rps"], peer.get(f"read_c{c}", {}).get("rps"), "req/s")
         for title in SEARCHES:
             ours = s[f"search {title}"]
             theirs = peer.get(f"search {title}", {})
+            peer_note = f"; peer {theirs['rows']} rows, status {theirs['status']}" if theirs else ""
             row(f"search {title}, 16 clients (p50/p99 ms {ours['p50_ms']:.1f}/{ours['p99_ms']:.1f}; "
-                f"{ours['rows']} rows; status {ours['status']})", db, ours["rps"], None,
-                theirs.get("rps") if theirs.get("status") == 200 else None, "req/s")
+                f"{ours['rows']} rows; status {ours['status']}{peer_note})", db, ours["rps"], None,
+                theirs.get("rps") if theirs.get("status") == 200 and not theirs.get("errors") else None, "req/s")
         ing = r["ingest"]
         row(f"ingest, transaction bundles ({ing['bundles']} bundles, {ing['resources']} resources; "
             f"{ing['service_bundles']:.2f} bundles/s)", db, ing["service"], ing["floor"],
