@@ -163,8 +163,11 @@ def peer_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
 
 
 def node_rss_mib(process: subprocess.Popen[bytes]) -> float:
-    from bench.scratch import rss_kib
-    return rss_kib(process.pid) / 1024
+    """The peak resident memory of the node process so far (VmHWM), MiB."""
+    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 # --- the HTTP workloads --------------------------------------------------------------------
@@ -343,9 +346,9 @@ def table(results: dict[str, Any]) -> str:
                      f"| | {peer.get('peak_rss_mib', 0):.0f} MiB (node) | |")
     if "sweep" in results:
         sw = results["sweep"]
-        lines.append(f"| sweep: {sw['due']} due among {sw['small']:,} / {sw['large']:,} Tasks | postgresql | "
-                     f"{sw['seconds_large']:.2f} s | {sw['seconds_small']:.2f} s | {sw['seconds_large'] / sw['seconds_small']:.2f} "
-                     f"(target < 1.5) | | peak RSS {sw['peak_rss_mib']:.0f} MiB |")
+        lines.append(f"| sweep: {sw['due']} due among {sw['large']:,} Tasks (baseline: {sw['due']} due among "
+                     f"{sw['small']:,}) | postgresql | {sw['seconds_large']:.2f} s | {sw['seconds_small']:.2f} s | "
+                     f"{sw['seconds_large'] / sw['seconds_small']:.2f} (target < 1.5) | | peak RSS {sw['peak_rss_mib']:.0f} MiB |")
     if "search_scale" in results:
         se = results["search_scale"]
         for title, q in se["queries"].items():
@@ -375,7 +378,11 @@ def main() -> int:
     parser.add_argument("--no-search-scale", action="store_true")
     parser.add_argument("--quick", action="store_true", help="3 s measurements, 4 bundles, smallest sizes")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results.json"))
+    parser.add_argument("--table-from", metavar="JSON", help="print the table of an earlier run's JSON and stop")
     args = parser.parse_args()
+    if args.table_from:
+        print(table(json.loads(Path(args.table_from).read_text())))
+        return 0
     if args.quick:
         args.seconds, args.bundles, args.search_resources = 3, 4, 5_000
         args.sweep_due, args.sweep_small, args.sweep_large = 100, 1_000, 5_000
