@@ -9,14 +9,17 @@
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from service import create_app
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.scratch import bench_token, scratch_postgres  # noqa: E402
+from service import create_app  # noqa: E402
 
 FHIR = {"Content-Type": "application/fhir+json"}
 
@@ -32,14 +35,11 @@ def _peak_mb(url: str) -> float:
 
 
 def main() -> None:
-    name = f"toh_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    try:
+    headers = {"Authorization": f"Bearer {bench_token()}"}   # the apps below take TOH_JWT_SECRET it sets
+    with scratch_postgres() as url:
         app = create_app({"database_url": url, "max_search_params": 300})
         client = app.test_client()
+        client.environ_base["HTTP_AUTHORIZATION"] = headers["Authorization"]
         for family in ("x", "y"):
             client.post("/fhir/Patient", data=json.dumps({"resourceType": "Patient", "name": [{"family": family}]}),
                         headers=FHIR)
@@ -52,10 +52,6 @@ def main() -> None:
             print(f"PostgreSQL, {n:3d} x name=x: {response.status_code} in {took:.3f} s ({took / base:.1f}x one), "
                   f"backend peak {_peak_mb(url):.0f} MB")
         app.extensions["toh"].database.dispose()
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
     app = create_app({"database_url": f"sqlite:///{tempfile.mkdtemp()}/t.db", "max_payload_bytes": 10 * 1024 * 1024})
     body = json.dumps({"resourceType": "Patient", "name": [{"family": f"F{i}"} for i in range(400_000)]},
                       separators=(",", ":")).encode()
@@ -63,7 +59,7 @@ def main() -> None:
     json.loads(body)
     baseline = time.monotonic() - start
     start = time.monotonic()
-    response = app.test_client().post("/fhir/Patient", data=body, headers=FHIR)
+    response = app.test_client().post("/fhir/Patient", data=body, headers={**FHIR, **headers})
     took = time.monotonic() - start
     print(f"SQLite, 400,000-name Patient ({len(body) / 1e6:.1f} MB): {response.status_code} in {took:.2f} s "
           f"({took / baseline:.1f}x json.loads of the body, {baseline:.2f} s)")

@@ -13,7 +13,7 @@ resources/s of both and their ratio (service / floor). Then a cProfile summary (
 time) of the same bundles through create_app() in one process on SQLite.
 
 The bundles come from tests/data/synthea/generator.py (seeded, so every run posts the same).
-PostgreSQL databases are scratch databases on 127.0.0.1:5432, dropped afterwards.
+PostgreSQL databases are scratch databases on 127.0.0.1:5432 (bench/scratch.py), dropped afterwards.
 Absolute figures move with the machine's load (printed with each run); compare ratios.
 """
 from __future__ import annotations
@@ -26,93 +26,35 @@ import os
 import pstats
 import queue
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import requests
-from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.scratch import Gunicorn, PeakRss, bench_token, load, scratch_database  # noqa: E402
 from tests.data.synthea.generator import synthea_bundle  # noqa: E402
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 CLIENTS = 2
 WORKERS = 2
 HEADERS = {"Content-Type": "application/fhir+json", "Prefer": "return=minimal"}
 
 
-def load() -> str:
-    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 @contextmanager
-def scratch_database(kind: str, workdir: Path) -> Iterator[str]:
-    """A fresh database URL of that kind, removed afterwards."""
-    if kind == "sqlite":
-        yield f"sqlite:///{workdir / uuid.uuid4().hex}.db"
-        return
-    name = f"toh_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+def gunicorn(app: str, env: dict[str, str]) -> Iterator[Gunicorn]:
+    """gunicorn -w 2 (threaded, as `toh serve`) on app, ready once every worker answers."""
+    server = Gunicorn.app(app, env=env, workers=WORKERS)
     try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+        yield server
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def gunicorn(app: str, env: dict[str, str]) -> Iterator[str]:
-    """gunicorn -w 2 on app; yields its base URL once /healthz answers."""
-    port = _free_port()
-    binary = Path(sys.executable).with_name("gunicorn")
-    log = open(Path(tempfile.gettempdir()) / "toh-bench-ingest-gunicorn.log", "ab")
-    process = subprocess.Popen([str(binary), "-w", str(WORKERS), "-b", f"127.0.0.1:{port}", "--timeout", "300", app],
-                               cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=log)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600   # a loaded machine boots slowly
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{app} exited while starting")
-            try:
-                if requests.get(f"{base}/healthz", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{app} did not answer /healthz")
-            time.sleep(0.2)
-        # every worker must be up (the first answer may come from one of them only)
-        for _ in range(2 * WORKERS):
-            requests.get(f"{base}/healthz", timeout=30)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        server.stop()
 
 
 def post_all(url: str, bodies: list[bytes], counts: list[int], min_seconds: float = 0.0) -> tuple[int, float]:
@@ -129,6 +71,7 @@ def post_all(url: str, bodies: list[bytes], counts: list[int], min_seconds: floa
 
     def client(n: int) -> None:
         session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {bench_token()}"
         while not errors:
             try:
                 i = work.get_nowait()
@@ -163,20 +106,29 @@ def post_all(url: str, bodies: list[bytes], counts: list[int], min_seconds: floa
 
 def run_database(kind: str, bodies: list[bytes], counts: list[int], workdir: Path) -> tuple[float, float]:
     """(service resources/s, floor resources/s) on one kind of database."""
+    figures = measure_database(kind, bodies, counts, workdir)
+    return figures["service"], figures["floor"]
+
+
+def measure_database(kind: str, bodies: list[bytes], counts: list[int], workdir: Path) -> dict[str, float]:
+    """Service and floor on one kind of database: resources/s, bundles/s, peak worker RSS (MiB)."""
+    out: dict[str, float] = {}
     with scratch_database(kind, workdir) as url:
-        with gunicorn("service:create_app()", {"TOH_DATABASE_URL": url}) as base:
+        with gunicorn("service:create_app()", {"TOH_DATABASE_URL": url}) as server, PeakRss(server) as rss:
             before = load()
-            n, seconds = post_all(f"{base}/fhir", bodies, counts)
+            n, seconds = post_all(f"{server.base}/fhir", bodies, counts)
             service = n / seconds
             print(f"  service  {n:6d} resources in {seconds:6.2f} s = {service:8.1f} resources/s   ({before})")
+        out.update(service=service, service_bundles=len(bodies) / seconds, service_rss_mib=rss.peak_mib)
     with scratch_database(kind, workdir) as url:
-        with gunicorn("bench.ingest_floor:create_app()", {"FLOOR_DATABASE_URL": url}) as base:
+        with gunicorn("bench.ingest_floor:create_app()", {"FLOOR_DATABASE_URL": url}) as server, PeakRss(server) as rss:
             before = load()
-            n, floor_seconds = post_all(f"{base}/fhir", bodies, counts, min_seconds=seconds)
+            n, floor_seconds = post_all(f"{server.base}/fhir", bodies, counts, min_seconds=seconds)
             floor = n / floor_seconds
             print(f"  floor    {n:6d} resources in {floor_seconds:6.2f} s = {floor:8.1f} resources/s   ({before})")
+        out.update(floor=floor, floor_rss_mib=rss.peak_mib)
     print(f"  ratio service/floor {service / floor:.4f}")
-    return service, floor
+    return out
 
 
 def profile(bundles: list[dict[str, object]], workdir: Path, top: int = 15) -> None:

@@ -21,16 +21,19 @@ import secrets
 import statistics
 import tempfile
 import time
+import sys
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-
-from sqlalchemy import create_engine, text
+from collections.abc import Callable
+from pathlib import Path
 
 from fhir.resources.R4B import get_fhir_model_class
 
-from service import create_app
-from service.security import issue_token
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.scratch import scratch_postgres  # noqa: E402
+
+from service import create_app  # noqa: E402
+from service.security import issue_token  # noqa: E402
 
 OBSERVATION = {
     "resourceType": "Observation", "status": "final",
@@ -56,24 +59,6 @@ def timings(fn: Callable[[], object], n: int) -> list[float]:
 
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1]
-
-
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-
-
-@contextmanager
-def scratch_postgres() -> Iterator[str]:
-    """A new PostgreSQL database for the run, dropped afterwards."""
-    name = f"toh_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import create_engine, event, select, text  # noqa: E402
 
+from bench.scratch import PG_ADMIN, scratch_postgres  # noqa: E402
+
 from service.fhir.search.extract import IndexRows  # noqa: E402
 from service.store import Database  # noqa: E402
 from service.store.schema import resources  # noqa: E402
@@ -39,7 +42,6 @@ from service.store.search import SearchEngine  # noqa: E402
 from service.store.search.tables import INDEXES, TABLES  # noqa: E402
 
 UTC = timezone.utc
-ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LOINC = "http://loinc.org"
 CODES = [f"{1000 + i}-{i % 10}" for i in range(20)]
@@ -235,7 +237,9 @@ def timed(fn: Callable[[], Any], repeat: int) -> list[float]:
     return out
 
 
-def measure(url: str, search: SearchEngine, n: int, queries: int) -> None:
+def measure(url: str, search: SearchEngine, n: int, queries: int) -> dict[str, dict[str, float]]:
+    """Print the plans and the timings; returns {query: {rows, p50_ms, p95_ms, pk_p50_ms, pk_p95_ms}}."""
+    figures: dict[str, dict[str, float]] = {}
     db = Database(url)
     rnd = random.Random(11)
     with db.engine.connect() as conn:
@@ -305,7 +309,10 @@ def measure(url: str, search: SearchEngine, n: int, queries: int) -> None:
             o50, o95 = percentiles(one_t)
             print(f"{title:<32}{rows / len(urls):>6.1f}{s50:>9.2f}{s95:>9.2f}{'':>38}{b50:>9.2f}{b95:>9.2f}"
                   f"{'':>16}{o50:>9.2f}{o95:>9.2f}")
+            figures[title] = {"rows": rows / len(urls), "p50_ms": s50, "p95_ms": s95, "pk_p50_ms": b50,
+                              "pk_p95_ms": b95}
     db.dispose()
+    return figures
 
 
 def main() -> None:
@@ -314,32 +321,50 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=500, help="searches timed per query shape")
     ap.add_argument("--database-url", help="an existing empty PostgreSQL database (default: a fresh one)")
     ap.add_argument("--keep", action="store_true", help="do not drop the fresh database afterwards")
+    ap.add_argument("--synth-patients", type=int, default=0,
+                    help="fill the store with `toh synth` (issue 16) for this many patients instead of the bulk load")
+    ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
-    admin = None
-    url = args.database_url
-    name = None
-    if url is None:
-        name = f"toh_bench_{uuid.uuid4().hex[:8]}"
-        admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
+    with ExitStack() as stack:
+        url = args.database_url
+        if url is None:
+            url = stack.enter_context(scratch_postgres()) if not args.keep else _kept_database()
         db = Database(url)
         db.migrate()
         db.dispose()
         search = SearchEngine()
-        shapes = Shapes(search)
-        print(f"loading {args.resources:,} resources into {url}")
         t = time.perf_counter()
-        load(url, args.resources, shapes)
+        if args.synth_patients:
+            synth(url, args.synth_patients)
+        else:
+            print(f"loading {args.resources:,} resources into {url}")
+            load(url, args.resources, Shapes(search))
         print(f"loaded in {time.perf_counter() - t:.0f}s")
-        measure(url, search, args.resources, args.queries)
-    finally:
-        if admin is not None and not args.keep:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
+        figures = measure(url, search, args.resources, args.queries)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"resources": args.resources, "synth_patients": args.synth_patients,
+                                                   "queries": figures}))
+
+
+def _kept_database() -> str:
+    """A fresh database that is not dropped afterwards (--keep)."""
+    name = f"toh_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+
+
+def synth(url: str, patients: int) -> None:
+    """Fill the store with `toh synth` (issue 16): the issue's 10,000-patient store."""
+    import shutil
+    import subprocess
+    toh = Path(sys.executable).with_name("toh")
+    help_text = subprocess.run([str(toh), "--help"], capture_output=True, text=True).stdout
+    if "synth" not in help_text or not shutil.which(str(toh)):
+        raise SystemExit("--synth-patients needs `toh synth` (issue 16), which this checkout does not have")
+    subprocess.run([str(toh), "synth", "--patients", str(patients), "--database-url", url], check=True)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,11 @@ sweep (as of T2) handles batch 2.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import uuid
+from contextlib import ExitStack
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
+from bench.scratch import PG_ADMIN, scratch_postgres  # noqa: E402
+
 from service import create_app  # noqa: E402
 from service.clock import FixedClock  # noqa: E402
 from service.fhir.canonical import TOH_CODES  # noqa: E402
@@ -36,7 +40,6 @@ from service.store import FollowUps  # noqa: E402
 from service.store.search.tables import TABLES  # noqa: E402
 from service.workflows.sweep import sweep  # noqa: E402
 
-ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 UTC = timezone.utc
 START_1 = date(2026, 3, 10)                # batch 1's window; ready 7 days before
 START_2 = START_1 + timedelta(days=7)      # batch 2's; ready on START_1
@@ -131,47 +134,55 @@ def main() -> int:
     parser.add_argument("--large", type=int, default=1_000_000)
     parser.add_argument("--database-url", default=None, help="default: a fresh database, dropped afterwards")
     parser.add_argument("--keep", action="store_true", help="keep the fresh database")
+    parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"toh_bench_sweep_{uuid.uuid4().hex[:8]}"
-    url = args.database_url
-    if url is None:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        app = create_app({"database_url": url}, clock=FixedClock(T1 - timedelta(days=30)))
-        print(f"writing 2 x {args.due} due follow-ups through the repository ...", flush=True)
-        write_batch(app, args.due, START_1, "b1")
-        write_batch(app, args.due, START_2, "b2")
-        with app.extensions["toh"].database.unit_of_work() as uow:
-            uow.repo.update("Patient", "proto-p", {"resourceType": "Patient", "id": "proto-p"})
-            uow.repo.update("Task", "prototype", task("prototype", "proto-p", FAR))
-            uow.commit()
-        app.extensions["toh"].database.dispose()
-        small_fill = args.small - 2 * args.due - 1
-        copy_tasks(url, 0, small_fill)
-        small = count_tasks(url)
-        t_small, n_small = timed_sweep(url, T1)
-        print(f"sweep of {n_small} due among {small:,} Tasks: {t_small:.2f} s "
-              f"({1000 * t_small / max(1, n_small):.1f} ms per item)", flush=True)
-        print(f"copying Tasks up to {args.large:,} ...", flush=True)
-        step = 200_000
-        for first in range(small_fill, args.large - 2 * args.due - 1, step):
-            copy_tasks(url, first, min(first + step, args.large - 2 * args.due - 1))
-        large = count_tasks(url)
-        print("claim query, EXPLAIN ANALYZE among", f"{large:,}", "Tasks:")
-        print(explain(url, T2))
-        t_large, n_large = timed_sweep(url, T2)
-        print(f"sweep of {n_large} due among {large:,} Tasks: {t_large:.2f} s "
-              f"({1000 * t_large / max(1, n_large):.1f} ms per item)")
-        print(f"ratio large/small: {t_large / t_small:.2f} (target < 1.5)")
-    finally:
-        if args.database_url is None and not args.keep:
+    with ExitStack() as stack:
+        url = args.database_url
+        if url is None and args.keep:
+            name = f"toh_bench_sweep_{uuid.uuid4().hex[:8]}"
+            admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
             with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+            admin.dispose()
+            url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+        elif url is None:
+            url = stack.enter_context(scratch_postgres())
+        figures = run(url, args.due, args.small, args.large)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures))
     return 0
+
+
+def run(url: str, due: int, small_n: int, large_n: int) -> dict[str, float]:
+    """The two sweeps on url; returns {due, small, large, seconds_small, seconds_large, ...}."""
+    app = create_app({"database_url": url}, clock=FixedClock(T1 - timedelta(days=30)))
+    print(f"writing 2 x {due} due follow-ups through the repository ...", flush=True)
+    write_batch(app, due, START_1, "b1")
+    write_batch(app, due, START_2, "b2")
+    with app.extensions["toh"].database.unit_of_work() as uow:
+        uow.repo.update("Patient", "proto-p", {"resourceType": "Patient", "id": "proto-p"})
+        uow.repo.update("Task", "prototype", task("prototype", "proto-p", FAR))
+        uow.commit()
+    app.extensions["toh"].database.dispose()
+    small_fill = small_n - 2 * due - 1
+    copy_tasks(url, 0, small_fill)
+    small = count_tasks(url)
+    t_small, n_small = timed_sweep(url, T1)
+    print(f"sweep of {n_small} due among {small:,} Tasks: {t_small:.2f} s "
+          f"({1000 * t_small / max(1, n_small):.1f} ms per item)", flush=True)
+    print(f"copying Tasks up to {large_n:,} ...", flush=True)
+    step = 200_000
+    for first in range(small_fill, large_n - 2 * due - 1, step):
+        copy_tasks(url, first, min(first + step, large_n - 2 * due - 1))
+    large = count_tasks(url)
+    print("claim query, EXPLAIN ANALYZE among", f"{large:,}", "Tasks:")
+    print(explain(url, T2))
+    t_large, n_large = timed_sweep(url, T2)
+    print(f"sweep of {n_large} due among {large:,} Tasks: {t_large:.2f} s "
+          f"({1000 * t_large / max(1, n_large):.1f} ms per item)")
+    print(f"ratio large/small: {t_large / t_small:.2f} (target < 1.5)")
+    return {"due": due, "small": small, "large": large, "handled_small": n_small, "handled_large": n_large,
+            "seconds_small": t_small, "seconds_large": t_large}
 
 
 if __name__ == "__main__":

@@ -181,6 +181,7 @@ class Gunicorn:
 
     def __init__(self, command: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT,
                  log: Path | None = None, workers: int = 2, boot_seconds: float = 180) -> None:
+        ensure_secret()
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.workers = workers
@@ -257,3 +258,49 @@ class Gunicorn:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+class PeakRss:
+    """Samples the workers' resident memory of a Gunicorn every `interval` seconds while in a
+    ``with`` block; ``peak_mib`` is the largest of any one worker (MiB)."""
+
+    def __init__(self, server: Gunicorn, interval: float = 0.2) -> None:
+        import threading
+        self.server = server
+        self.interval = interval
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_kib = max([self.peak_kib, *self.server.rss_kib().values()])
+            self._stop.wait(self.interval)
+
+    @property
+    def peak_mib(self) -> float:
+        return self.peak_kib / 1024
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def ensure_secret() -> None:
+    """Give this process (and so the servers it starts) a random TOH_JWT_SECRET if it has none."""
+    import secrets
+    os.environ.setdefault("TOH_JWT_SECRET", secrets.token_urlsafe(48))
+
+
+def bench_token() -> str:
+    """A system/*.cruds bearer token that servers started from this process accept: sets a
+    random TOH_JWT_SECRET in this process's environment (inherited by the servers) if unset."""
+    from service.config import Settings
+    from service.security import issue_token
+    ensure_secret()
+    return issue_token(Settings.from_env().token_settings(), subject="bench", scopes=["system/*.cruds"],
+                       ttl_seconds=24 * 3600)

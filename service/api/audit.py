@@ -19,6 +19,7 @@ import uuid
 from typing import Any
 
 from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
 
 from service.api.context import FHIR_PREFIX, services
 from service.audit.events import Interaction, audit_event
@@ -106,8 +107,13 @@ def describe(response: Response) -> Interaction:
         entity += "/_history/" + response.headers["ETag"][3:-1]
     if subtype.startswith("search"):
         query = request.query_string.decode(errors="replace")
-        if request.method == "POST" and request.form:
-            query = "&".join(f"{k}={v}" for k, v in request.form.items(multi=True))
+        if request.method == "POST":
+            try:
+                form = request.form
+            except HTTPException:   # a form the request was refused for (413): the audit records the URL
+                form = None
+            if form:
+                query = "&".join(f"{k}={v}" for k, v in form.items(multi=True))
         patient = patient or _search_patient(who)
     if res_type == "Patient" and res_id:
         patient = res_id

@@ -151,7 +151,7 @@ def crash_during(command: list[str], env: dict[str, str], started: Callable[[], 
 
 
 def test_sigkill_during_a_sweep_loses_and_doubles_no_reminder(database_url: str, tmp_path: Path) -> None:
-    n = 400 if LONG else 150
+    n = 400 if LONG else 100
     start = date.today() + timedelta(days=60)
     now = (start - timedelta(days=7)).isoformat() + "T09:00:00Z"      # the day they become ready
     app = create_app({"database_url": database_url})     # in-process: quicker than a server
