@@ -43,12 +43,17 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.auth import TEST_SECRET, make_token  # noqa: E402
 from tests.data.synthea.generator import synthea_bundle  # noqa: E402
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 CLIENTS = 2
 WORKERS = 2
-HEADERS = {"Content-Type": "application/fhir+json", "Prefer": "return=minimal"}
+# The service asks for a bearer token (issue 12): an EHR's system token, signed with a secret
+# the service under test is given (TOH_JWT_SECRET); the floor ignores it.
+HEADERS = {"Content-Type": "application/fhir+json", "Prefer": "return=minimal",
+           "Authorization": f"Bearer {make_token(('system/*.cruds',), ttl=7 * 86400)}"}
+SERVICE_ENV = {"TOH_JWT_SECRET": TEST_SECRET}
 
 
 def load() -> str:
@@ -164,7 +169,7 @@ def post_all(url: str, bodies: list[bytes], counts: list[int], min_seconds: floa
 def run_database(kind: str, bodies: list[bytes], counts: list[int], workdir: Path) -> tuple[float, float]:
     """(service resources/s, floor resources/s) on one kind of database."""
     with scratch_database(kind, workdir) as url:
-        with gunicorn("service:create_app()", {"TOH_DATABASE_URL": url}) as base:
+        with gunicorn("service:create_app()", {"TOH_DATABASE_URL": url, **SERVICE_ENV}) as base:
             before = load()
             n, seconds = post_all(f"{base}/fhir", bodies, counts)
             service = n / seconds
@@ -182,6 +187,7 @@ def run_database(kind: str, bodies: list[bytes], counts: list[int], workdir: Pat
 def profile(bundles: list[dict[str, object]], workdir: Path, top: int = 15) -> None:
     """The same bundles through create_app() in one process (SQLite), under cProfile."""
     from service import create_app
+    os.environ.update(SERVICE_ENV)
     app = create_app({"database_url": f"sqlite:///{workdir / 'profile.db'}"})
     client = app.test_client()
     profiler = cProfile.Profile()
