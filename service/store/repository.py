@@ -166,6 +166,9 @@ class Repository:
         self.validators = validators
         self.finder = finder
         self._pending: list[tuple[StoredResource, dict[str, Any]]] | None = None  # see deferred()
+        # What the steps of this transaction compute from it and may reuse (keyed by each
+        # step's own tuple keys; e.g. workflows.clinical_watch's assessments). Dropped with it.
+        self.memo: dict[tuple[Any, ...], Any] = {}
 
     # -- deferred creates ---------------------------------------------------------------
     @contextlib.contextmanager
