@@ -15,7 +15,7 @@ from flask import Response
 from service.api.auth import guard
 from service.api.context import base_url, current_uow, services
 from service.api.negotiation import json_response, prefer_return, prefer_strict, request_resource
-from service.store.bundles import Criteria, process_bundle
+from service.store.bundles import Criteria, prechecked_creates, process_bundle
 from service.store.search.searchset import searchset
 
 
@@ -30,17 +30,20 @@ def batch_or_transaction() -> Response:
     error (EntryFailed: its status, naming the entry) — nothing of the bundle is kept then.
     """
     bundle = request_resource()
+    access = guard()
+    database = services().database
+    max_entries = services().settings.max_bundle_entries
+    # before the unit of work (and on SQLite its write lock): what depends on the resources alone
+    checked = prechecked_creates(bundle, database.passes_prechecks, max_entries)
     uow = current_uow()
     base = base_url()
     strict = prefer_strict()
-    access = guard()
 
     def search(res_type: str, params: Criteria) -> dict[str, Any]:
         compartment = access.search_compartment(res_type, None)
         return searchset(services().search, uow.conn, res_type, params, base_url=base, now=uow.clock.now(),
                          strict=strict, compartment=compartment, visible=access.visible)
 
-    response = process_bundle(uow.repo, bundle, base_url=base,
-                              max_entries=services().settings.max_bundle_entries,
-                              minimal=prefer_return() == "minimal", search=search, guard=access)
+    response = process_bundle(uow.repo, bundle, base_url=base, max_entries=max_entries,
+                              minimal=prefer_return() == "minimal", search=search, guard=access, checked=checked)
     return json_response(response)
