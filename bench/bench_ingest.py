@@ -40,11 +40,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.scratch import Gunicorn, PeakRss, bench_token, load, scratch_database  # noqa: E402
+from tests.auth import TEST_SECRET, make_token  # noqa: E402
 from tests.data.synthea.generator import synthea_bundle  # noqa: E402
 
 CLIENTS = 2
 WORKERS = 2
-HEADERS = {"Content-Type": "application/fhir+json", "Prefer": "return=minimal"}
+# The service asks for a bearer token (issue 12): an EHR's system token, signed with a secret
+# the service under test is given (TOH_JWT_SECRET); the floor ignores it.
+HEADERS = {"Content-Type": "application/fhir+json", "Prefer": "return=minimal",
+           "Authorization": f"Bearer {make_token(('system/*.cruds',), ttl=7 * 86400)}"}
+SERVICE_ENV = {"TOH_JWT_SECRET": TEST_SECRET}
+os.environ.update(SERVICE_ENV)   # bench.scratch's servers and tokens use the same secret
 
 
 @contextmanager
@@ -114,7 +120,7 @@ def measure_database(kind: str, bodies: list[bytes], counts: list[int], workdir:
     """Service and floor on one kind of database: resources/s, bundles/s, peak worker RSS (MiB)."""
     out: dict[str, float] = {}
     with scratch_database(kind, workdir) as url:
-        with gunicorn("service:create_app()", {"TOH_DATABASE_URL": url}) as server, PeakRss(server) as rss:
+        with gunicorn("service:create_app()", {"TOH_DATABASE_URL": url, **SERVICE_ENV}) as server, PeakRss(server) as rss:
             before = load()
             n, seconds = post_all(f"{server.base}/fhir", bodies, counts)
             service = n / seconds
@@ -134,6 +140,7 @@ def measure_database(kind: str, bodies: list[bytes], counts: list[int], workdir:
 def profile(bundles: list[dict[str, object]], workdir: Path, top: int = 15) -> None:
     """The same bundles through create_app() in one process (SQLite), under cProfile."""
     from service import create_app
+    os.environ.update(SERVICE_ENV)
     app = create_app({"database_url": f"sqlite:///{workdir / 'profile.db'}"})
     client = app.test_client()
     profiler = cProfile.Profile()

@@ -57,7 +57,9 @@ def _subtype() -> tuple[str, str | None]:
     if endpoint in _SUBTYPES:
         return _SUBTYPES[endpoint], None
     if endpoint == "fhir_rest.batch_or_transaction":
-        body = request.get_json(silent=True, cache=True)
+        body = g.get("toh_request_json")   # parsed by the view (negotiation.request_resource)
+        if body is None:
+            body = request.get_json(silent=True, cache=True)
         kind = body.get("type") if isinstance(body, dict) else None
         return ("transaction" if kind == "transaction" else "batch"), None
     match = re.search(r"/\$([A-Za-z][\w-]*)", request.path)

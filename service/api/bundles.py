@@ -16,7 +16,7 @@ from service.api.auth import guard
 from service.api.context import base_url, current_uow, services
 from service.api.negotiation import json_response, prefer_return, prefer_strict, request_resource
 from service.api.search import owned_only
-from service.store.bundles import Criteria, process_bundle
+from service.store.bundles import Criteria, prechecked_creates, process_bundle
 from service.store.search.searchset import searchset
 
 
@@ -31,10 +31,14 @@ def batch_or_transaction() -> Response:
     error (EntryFailed: its status, naming the entry) — nothing of the bundle is kept then.
     """
     bundle = request_resource()
+    access = guard()
+    database = services().database
+    max_entries = services().settings.max_bundle_entries
+    # before the unit of work (and on SQLite its write lock): what depends on the resources alone
+    checked = prechecked_creates(bundle, database.passes_prechecks, max_entries)
     uow = current_uow()
     base = base_url()
     strict = prefer_strict()
-    access = guard()
 
     def search(res_type: str, params: Criteria) -> dict[str, Any]:
         compartment = access.search_compartment(res_type, None)
@@ -42,7 +46,6 @@ def batch_or_transaction() -> Response:
                          now=uow.clock.now(),
                          strict=strict, compartment=compartment, visible=access.visible)
 
-    response = process_bundle(uow.repo, bundle, base_url=base,
-                              max_entries=services().settings.max_bundle_entries,
-                              minimal=prefer_return() == "minimal", search=search, guard=access)
+    response = process_bundle(uow.repo, bundle, base_url=base, max_entries=max_entries,
+                              minimal=prefer_return() == "minimal", search=search, guard=access, checked=checked)
     return json_response(response)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from flask import Response, json, request
+from flask import Response, g, json, request
 
 from service.fhir.content import has_control_character
 from service.fhir.errors import (BadRequest, Issue, NotAcceptable, PayloadTooLarge, UnsupportedMediaType,
@@ -71,7 +71,9 @@ def request_resource() -> dict[str, Any]:
     body = request_body()
     if not body:
         raise BadRequest("The request has no body", code="required")
-    return parse_json(body)
+    parsed = parse_json(body)
+    g.toh_request_json = parsed   # for the audit record (service.api.audit), which would parse it again
+    return parsed
 
 
 def if_match() -> int | None:

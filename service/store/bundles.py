@@ -111,13 +111,43 @@ class Result:
     searchset: dict[str, Any] | None = None
 
 
+def prechecked_creates(bundle: Any, passes: Callable[[dict[str, Any]], bool], max_entries: int) -> frozenset[int]:
+    """The indexes of a batch or transaction Bundle's create entries (POST) whose resource, as
+    sent, passes the checks that depend on nothing but the resource (passes: e.g.
+    Database.passes_prechecks). Run before the unit of work takes its write lock, so that
+    on SQLite two workers check their bundles side by side rather than in turn.
+
+    process_bundle then skips those checks for these entries (Repository.validate(checked=
+    True)). What it writes differs from what was checked only in reference strings rewritten
+    to 'Type/id' of this server (a Type and an id, no whitespace): every R4 element named
+    'reference' that holds a string is a string or uri (tests/integration/
+    test_bundle_prechecks.py checks the models), which such a value always satisfies, and
+    neither the index-size estimate nor the required codes read it. So an entry passes here
+    only if it would pass there; one that fails here is checked again there, where its error
+    is reported as before. Never raises: a malformed bundle is left for process_bundle."""
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle" or bundle.get("type") not in KINDS:
+        return frozenset()
+    entries = bundle.get("entry")
+    if not isinstance(entries, list) or len(entries) > max_entries:
+        return frozenset()
+    passed = set()
+    for index, raw in enumerate(entries):
+        request = raw.get("request") if isinstance(raw, dict) else None
+        resource = raw.get("resource") if isinstance(raw, dict) else None
+        if (isinstance(request, dict) and str(request.get("method")).upper() == "POST"
+                and isinstance(resource, dict) and passes(resource)):
+            passed.add(index)
+    return frozenset(passed)
+
+
 def process_bundle(repo: Repository, bundle: Any, *, base_url: str, max_entries: int,
                    minimal: bool = False, search: Search | None = None,
-                   guard: AccessGuard | None = None) -> dict[str, Any]:
+                   guard: AccessGuard | None = None, checked: frozenset[int] = frozenset()) -> dict[str, Any]:
     """Process a batch or transaction Bundle; returns the batch-response/transaction-response.
 
     minimal (Prefer: return=minimal) leaves stored resources out of the response entries;
-    a search entry always carries its searchset Bundle. Without search, search entries are
+    a search entry always carries its searchset Bundle. checked: the indexes of the create
+    entries whose resource passed prechecked_creates (their context-free checks are not run again). Without search, search entries are
     refused (400 not-supported). With a guard, every entry is checked as its own request
     would be (scopes, and in a patient context the patient's compartment): a refused entry
     is a 403 (in a transaction, the whole bundle's); the search gets the same guard's limits
@@ -137,15 +167,16 @@ def process_bundle(repo: Repository, bundle: Any, *, base_url: str, max_entries:
     if len(raw_entries) > max_entries:
         raise PayloadTooLarge(f"The Bundle has {len(raw_entries)} entries; this server takes at most {max_entries}",
                               expression=["Bundle.entry"])
-    processor = _Processor(repo, base_url.rstrip("/"), minimal, search, guard)
+    processor = _Processor(repo, base_url.rstrip("/"), minimal, search, guard, checked)
     responses = processor.transaction(raw_entries) if kind == "transaction" else processor.batch(raw_entries)
     return {"resourceType": "Bundle", "type": f"{kind}-response", "entry": responses}
 
 
 class _Processor:
     def __init__(self, repo: Repository, base: str, minimal: bool, search: Search | None,
-                 guard: AccessGuard | None = None) -> None:
+                 guard: AccessGuard | None = None, checked: frozenset[int] = frozenset()) -> None:
         self.repo = repo
+        self.checked = checked
         self.guard = guard
         self.base = base
         self.minimal = minimal
@@ -322,7 +353,8 @@ class _Processor:
             if action == "u":
                 self._check_existing("u", entry)
         if entry.method == "POST":
-            stored, created = repo.create(resource, if_none_exist=entry.if_none_exist, res_id=entry.res_id)
+            stored, created = repo.create(resource, if_none_exist=entry.if_none_exist, res_id=entry.res_id,
+                                          checked=entry.index in self.checked)
             if created == entry.matched or stored.res_id != entry.res_id:
                 raise Conflict(f"ifNoneExist matched {stored.reference} only after the bundle's ids were "
                                "assigned (another entry of the bundle changed what it matches)")

@@ -222,6 +222,12 @@ class Database:
         (which costs more): e.g. the bound on the size of its search index. It raises a FhirError."""
         self.prechecks.append(check)
 
+    def passes_prechecks(self, resource: dict[str, Any]) -> bool:
+        """Whether resource passes the registered prechecks and R4 (repository.passes_prechecks):
+        what can be checked before a unit of work takes its write lock."""
+        from service.store.repository import passes_prechecks
+        return passes_prechecks(self.prechecks, resource)
+
     def add_before_commit(self, step: BeforeCommit) -> None:
         """Register a step run in every unit of work just before it commits (it may write)."""
         self.before_commit.append(step)

@@ -135,6 +135,20 @@ _VERSION = select(resource_versions).where(resource_versions.c.res_type == bindp
                                            resource_versions.c.version == bindparam("version"))
 
 
+def passes_prechecks(prechecks: Sequence[Validator], resource: dict[str, Any]) -> bool:
+    """Whether resource passes the checks that depend on nothing but the resource itself: the
+    prechecks and R4 (service.fhir.resources.validate). False when any of them raises a
+    FhirError; the write then runs them again and reports what they raise. Reads nothing, so
+    it may run before a transaction takes its write lock (Repository.validate(checked=True))."""
+    try:
+        for check in prechecks:
+            check(resource)
+        fhir.validate(resource)
+    except FhirError:
+        return False
+    return True
+
+
 def _stored(row: Any, method: str = "") -> StoredResource:
     return StoredResource(row.res_type, row.res_id, row.version, row.last_updated, row.deleted,
                           row.content, method)
@@ -171,6 +185,9 @@ class Repository:
         self.validators = validators
         self.finder = finder
         self._pending: list[tuple[StoredResource, dict[str, Any]]] | None = None  # see deferred()
+        # What the steps of this transaction compute from it and may reuse (keyed by each
+        # step's own tuple keys; e.g. workflows.clinical_watch's assessments). Dropped with it.
+        self.memo: dict[tuple[Any, ...], Any] = {}
 
     # -- deferred creates ---------------------------------------------------------------
     @contextlib.contextmanager
@@ -310,26 +327,36 @@ class Repository:
         return [_stored(r, r.method) for r in self.conn.execute(rows_q)], total
 
     # -- writes -----------------------------------------------------------------------
-    def validate(self, resource: dict[str, Any], expected_type: str | None = None) -> str:
+    def validate(self, resource: dict[str, Any], expected_type: str | None = None, *,
+                 checked: bool = False) -> str:
         """Check a resource with the cheap prechecks, then against R4 and the registered
-        validators; returns its type. Raises what they raise (FhirErrors)."""
-        for check in self.prechecks:
-            check(resource)
-        res_type = fhir.validate(resource, expected_type)
+        validators; returns its type. Raises what they raise (FhirErrors).
+
+        checked: the prechecks and the R4 check have passed already on this resource, or on
+        one that differs from it only in Reference.reference values rewritten to 'Type/id'
+        (service.store.bundles.prechecked_creates: those checks depend only on the resource,
+        and such a rewrite cannot make them fail); only the registered validators run."""
+        if checked:
+            res_type = fhir.check_type(str(resource.get("resourceType")))
+        else:
+            for check in self.prechecks:
+                check(resource)
+            res_type = fhir.validate(resource, expected_type)
         for validator in self.validators:
             validator(resource)
         return res_type
 
     def create(self, resource: dict[str, Any], *, if_none_exist: list[tuple[str, str]] | None = None,
-               res_id: str | None = None) -> tuple[StoredResource, bool]:
+               res_id: str | None = None, checked: bool = False) -> tuple[StoredResource, bool]:
         """Store a new resource under a server-assigned id (client id ignored, as FHIR says).
 
         With if_none_exist, returns (existing, False) when exactly one resource matches and
         raises PreconditionFailed when several do, MethodNotAllowed for an AuditEvent (the
-        audit trail is written by the service only). Raises what validate() raises.
+        audit trail is written by the service only). Raises what validate() raises (checked:
+        see validate()).
         """
         self._check_writable(str(resource.get("resourceType")), "")
-        res_type = self.validate(resource)
+        res_type = self.validate(resource, checked=checked)
         if if_none_exist is not None:
             found = self.match_one(res_type, if_none_exist, "If-None-Exist")
             if found:

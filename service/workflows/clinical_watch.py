@@ -21,6 +21,8 @@ from service.store import Change, Repository, UnitOfWork
 # The resource types the rules read, and the search parameter that names their patient.
 CLINICAL_TYPES = ("Condition", "Observation", "DiagnosticReport", "MedicationRequest", "CarePlan",
                   "ServiceRequest")
+# Every type an assessment reads: the clinical types and the Medications their orders name.
+ASSESSED_TYPES = frozenset({*CLINICAL_TYPES, "Medication"})
 
 
 def patient_of(resource: dict[str, Any] | None, base_urls: tuple[str, ...] = ()) -> str | None:
@@ -122,10 +124,26 @@ class ClinicalWatch:
         self.base_urls = base_urls
 
     def assessment(self, repo: Repository, patient_id: str, as_of: date) -> Assessment:
-        """The patient's assessment on a clinical date, from what is stored now."""
+        """The patient's assessment on a clinical date, from what is stored now.
+
+        Within one transaction (one repository) it is computed once per patient and date and
+        reused while the transaction writes nothing the assessment reads (a resource of
+        ASSESSED_TYPES): the watch's step and the care plans' step both ask for it, and the
+        watch only writes Flags in between."""
+        repo.flush()   # creates still queued are writes too
+        key = ("toh-assessment", patient_id, as_of)
+        journal = repo.journal
+        found = repo.memo.get(key)
+        if found is not None:
+            mark, last, assessment = found
+            if (len(journal) >= mark and (mark == 0 or journal[mark - 1] is last)
+                    and not any(change.res_type in ASSESSED_TYPES for change in journal[mark:])):
+                return assessment
         resources = clinical_resources(repo, patient_id, self.base_urls)
-        return assess(resources, as_of, self.terminology, base_urls=self.base_urls,
-                      history=earlier_versions(repo, resources))
+        assessment = assess(resources, as_of, self.terminology, base_urls=self.base_urls,
+                            history=earlier_versions(repo, resources))
+        repo.memo[key] = (len(journal), journal[-1] if journal else None, assessment)
+        return assessment
 
     def evaluate(self, repo: Repository, patient_id: str, as_of: date) -> FlagChanges:
         """Assess one patient and write the Flag changes; returns what was changed."""

@@ -138,7 +138,7 @@ class Extractor:
         self.compiled_accessors = compiled_accessors
         self.base_urls = tuple(b.rstrip("/") for b in base_urls if b)
         self._compiled: dict[str, tuple[_Compiled, ...]] = {}
-        self.composites = CompositeExtractor(registry)
+        self.composites = CompositeExtractor(registry, compiled_accessors=compiled_accessors)
 
     def compiled(self, res_type: str) -> tuple[_Compiled, ...]:
         """The compiled paths of every indexed parameter of res_type (built once)."""

@@ -157,8 +157,7 @@ class SearchEngine:
     def check_index_size(self, resource: dict[str, Any]) -> None:
         """Refuse a resource whose search index would exceed max_index_entries rows (estimated
         in linear time, before the model check and the extraction); raises Unprocessable."""
-        estimate = self.index_size.estimate(resource, self.max_index_entries)
-        if estimate > self.max_index_entries:
+        if self.index_size.exceeds(resource, self.max_index_entries):
             raise Unprocessable(
                 f"The resource would need more than {self.max_index_entries} search index entries "
                 "(TOH_MAX_INDEX_ENTRIES, an estimate: one per value its indexed elements hold)", code="too-costly")
