@@ -26,10 +26,11 @@ TYPES: dict[str, tuple[dict[str, Any], str, Any]] = {
     "Flag": ({"status": "active", "code": CODE, "subject": SUBJECT}, "status", "inactive"),
     "Task": ({"status": "requested", "intent": "order"}, "status", "completed"),
     "Communication": ({"status": "preparation"}, "status", "completed"),
-    # email: a rest-hook Subscription's create answer carries its generated secret, which no read shows
-    "Subscription": ({"status": "requested", "reason": "follow-ups", "criteria": "Task?status=requested",
+    # email: a rest-hook Subscription's create answer carries its generated secret, which no read shows;
+    # off: a `requested` one is handshaken by the delivery tick, which changes its status (a new version)
+    "Subscription": ({"status": "off", "reason": "follow-ups", "criteria": "Task?status=requested",
                       "channel": {"type": "email", "endpoint": "mailto:clinic@clinic.invalid"}},
-                     "status", "off"),
+                     "reason", "follow-ups and flags"),
     "PlanDefinition": ({"status": "draft"}, "status", "active"),
 }
 
