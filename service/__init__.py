@@ -17,8 +17,8 @@ from service.config import Settings
 def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clock | None = None) -> Flask:
     """Build the application from Settings (default: the environment) and an optional clock.
 
-    Raises ConformanceError if fhir_profiles/ cannot be loaded and the database's errors if
-    it cannot be migrated.
+    Raises ConformanceError if fhir_profiles/ cannot be loaded, SchemaTooNew if a newer release
+    migrated the database, and the database's errors if it cannot be migrated.
     """
     from service import api, web
     from service.api.context import Services
@@ -61,8 +61,10 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clo
     database.add_due_handler("patient", planner.advance_patient)
     database.add_before_commit(ProvenanceStep().before_commit)   # after the steps that write
     if settings.migrate_on_start:
-        database.migrate()
+        database.migrate()      # raises SchemaTooNew on a newer release's schema
         install_guide(database, conformance)
+    else:
+        _refuse_newer_schema(database)
 
     app.extensions["toh"] = Services(settings=settings, database=database, clock=clock,
                                      conformance=conformance, search=search, clinical=clinical,
@@ -70,6 +72,17 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clo
     api.init_app(app)
     web.init_app(app)
     return app
+
+
+def _refuse_newer_schema(database: Any) -> None:
+    """Raise SchemaTooNew if a newer release migrated the database. An unreachable database
+    does not stop the start (it may come up later; /healthz says 503 meanwhile)."""
+    from sqlalchemy.exc import OperationalError
+    try:
+        database.check_schema()
+    except OperationalError:
+        import logging
+        logging.getLogger(__name__).warning("the database cannot be reached; its schema was not checked")
 
 
 @lru_cache(maxsize=1)

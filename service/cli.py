@@ -1,14 +1,14 @@
 """The `toh` command: `toh serve` runs the service under gunicorn (with the sweep's tick),
 `toh worker` runs only the tick, `toh sweep [--now T]` runs one sweep, `toh migrate` upgrades
-the schema, `toh reindex` rebuilds the search index, `toh token` prints a bearer token."""
+the schema, `toh reindex` rebuilds the search index, `toh token` prints a bearer token,
+`toh synth` writes a synthetic cohort, `toh demo` loads a demo cohort into a running service."""
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import sys
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -69,30 +69,23 @@ def serve(args: argparse.Namespace) -> int:
         # Absolute references to this server are recognised at write time only with a known base.
         overrides["base_url"] = f"http://{args.host}:{args.port}/fhir"
     settings = settings.with_overrides(overrides)
+    from service.observability import logs, multiproc
+    logs.configure(settings.log_format, settings.log_level)
+    # before anything imports prometheus_client: every worker then writes its metrics there
+    multiproc.prepare(settings.metrics_dir)
     create_app(settings).extensions["toh"].database.dispose()  # migrate and install the guide once
     worker_settings = settings.with_overrides({"migrate_on_start": False})
 
     def factory() -> Any:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        logs.configure(worker_settings.log_format, worker_settings.log_level)
         app = create_app(worker_settings)
         if worker_settings.scheduler:
             from service.scheduling import start_background
-            start_background(app.extensions["toh"])
+            app.extensions["toh"].scheduler = start_background(app.extensions["toh"])
         return app
 
-    options = {
-        "bind": f"{args.host}:{args.port}",
-        "workers": args.workers,
-        "worker_class": "service.gunicorn_worker.OutcomeThreadWorker",
-        "threads": args.threads,
-        "timeout": args.timeout,
-        "limit_request_line": 8190,       # gunicorn's most: long search URLs are common in FHIR
-        "accesslog": "-" if args.access_log else None,
-        # the path without its query (a search's values can be PHI), and the request id
-        "access_log_format": '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms request=%({x-request-id}o)s',
-        "errorlog": "-",
-        "loglevel": "info",
-    }
+    from service.gunicorn_config import options as gunicorn_options
+    options = gunicorn_options(settings, access_log=args.access_log)
     print(startup_message(settings, args.host, args.port), file=sys.stderr, flush=True)
     keys = "the identity provider's JWKS" if settings.jwks_url or settings.jwks_file else (
         "TOH_JWT_SECRET" if settings.jwt_secret else f"the secret in {settings.data_dir}/jwt-secret")
@@ -156,14 +149,21 @@ def sweep_command(args: argparse.Namespace) -> int:
 
 
 def worker(args: argparse.Namespace) -> int:
-    """Run only the scheduler: the sweep every TOH_SWEEP_INTERVAL_SECONDS, until SIGTERM/SIGINT."""
+    """Run only the scheduler: the sweep every TOH_SWEEP_INTERVAL_SECONDS, until SIGTERM/SIGINT;
+    its metrics (sweep duration, items due, flags raised) on TOH_HOST:TOH_METRICS_PORT if set."""
     from service import create_app
+    from service.observability import logs
     from service.scheduling import run_blocking
 
     overrides: dict[str, Any] = {}
     if args.database_url:
         overrides["database_url"] = args.database_url
-    app = create_app(Settings.from_env().with_overrides(overrides))
+    settings = Settings.from_env().with_overrides(overrides)
+    logs.configure(settings.log_format, settings.log_level)
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+        start_http_server(settings.metrics_port, addr=settings.host)   # GET /metrics of this worker
+    app = create_app(settings)
     run_blocking(app.extensions["toh"])
     return 0
 
@@ -195,6 +195,111 @@ def token(args: argparse.Namespace) -> int:
         print(f"cannot issue a token: {exc}", file=sys.stderr)
         return 1
     print(text)
+    return 0
+
+
+def _parse_day(value: str) -> date:
+    """--as-of as a date (YYYY-MM-DD); argparse reports errors."""
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {value!r}") from exc
+
+
+def _share(value: str) -> float:
+    """--migration-share: a fraction from 0.05 to 0.40 (the range the clinical sources give)."""
+    try:
+        share = float(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from exc
+    if not 0.05 <= share <= 0.40:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0.05-0.40")
+    return share
+
+
+def synth(args: argparse.Namespace) -> int:
+    """Write a synthetic cohort, one transaction Bundle per patient, and print the rate."""
+    from pathlib import Path
+
+    from service.synth import write_cohort
+    if args.patients < 0:
+        print("--patients cannot be negative", file=sys.stderr)
+        return 2
+    try:
+        report = write_cohort(Path(args.out), args.patients, args.seed, args.as_of, args.migration_share)
+    except OSError as exc:
+        print(f"cannot write {args.out}: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {report.patients} patients ({report.resources} resources) to {args.out} as of "
+          f"{args.as_of.isoformat()} in {report.seconds:.1f} s ({report.per_second:.0f} patients/s)")
+    return 0
+
+
+def _local_sweep(settings: Settings) -> Callable[[], None] | None:
+    """One sweep as of now on the database of `settings` (as `toh sweep` runs it), or None when
+    that database is an SQLite file that does not exist here (the service runs elsewhere)."""
+    from sqlalchemy.engine import make_url
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and not (url.database and os.path.exists(url.database)):
+        return None
+
+    def run() -> None:
+        from service import create_app
+        from service.clock import SystemClock
+        from service.workflows.sweep import sweep
+        try:
+            database = create_app(settings.with_overrides({"migrate_on_start": False})).extensions["toh"].database
+            try:
+                report = sweep(database, SystemClock().now())
+            finally:
+                database.dispose()
+        except Exception as exc:  # noqa: BLE001 - the service's own sweep will do it; say why not here
+            print(f"no sweep here ({type(exc).__name__}: {str(exc)[:200]}); waiting for the service's own",
+                  file=sys.stderr, flush=True)
+            return
+        print(report.lines()[-1], flush=True)
+
+    return run
+
+
+def demo(args: argparse.Namespace) -> int:
+    """Load the demo cohort into a running service, run (or wait for) the sweep, check the
+    worklist states over FHIR and print where to look; exit 1 if the service refused or a
+    state did not appear within --wait seconds."""
+    from service.security import ROLES, issue_token
+    from service.synth.demo import DemoClient, DemoError, demo_courses, load, summary, wait_for_states
+
+    settings = Settings.from_env()
+    if args.database_url:
+        settings = settings.with_overrides({"database_url": args.database_url})
+    base = (args.url or settings.base_url or f"http://127.0.0.1:{settings.port}/fhir").rstrip("/")
+    token_text = args.token
+    if not token_text:
+        try:
+            token_text = issue_token(settings.token_settings(), subject="toh-demo", scopes=list(ROLES["ehr"]),
+                                     ttl_seconds=3600)
+        except ValueError as exc:
+            print(f"cannot issue a token ({exc}): give --token with an ehr token", file=sys.stderr)
+            return 1
+    today = datetime.now(timezone.utc).date()
+    patients = demo_courses(today, args.patients, args.seed)
+    client = DemoClient(base, token_text)
+    sweep = None if args.no_sweep else _local_sweep(settings)
+    try:
+        loaded = load(client, patients)
+        seen = wait_for_states(client, patients, today, args.wait, sweep)
+    except DemoError as exc:
+        print(f"toh demo: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:   # requests' ConnectionError is an OSError
+        print(f"toh demo: cannot reach {base} ({exc}); start it with `toh serve`", file=sys.stderr)
+        return 1
+    print("\n".join(summary(base, patients, seen, loaded)), flush=True)
+    missing = [role for role, ok in seen.items() if not ok]
+    if missing:
+        print(f"not shown yet: {', '.join(missing)} (the service's sweep runs every TOH_SWEEP_INTERVAL_SECONDS; "
+              "run `toh sweep` where the service runs, or look again in a minute)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -234,8 +339,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_token.add_argument("--patient", default=None, help="launch context: the patient of patient/ scopes")
     p_token.add_argument("--ttl", type=parse_ttl, default=3600, help="lifetime: 3600, 30m, 1h, 7d (default 1h)")
     p_token.set_defaults(run=token)
+    from service.synth import DEFAULT_AS_OF
+    p_synth = sub.add_parser("synth", help="write a synthetic TOH cohort: one FHIR transaction Bundle per patient")
+    p_synth.add_argument("--patients", type=int, required=True, help="how many patients")
+    p_synth.add_argument("--seed", type=int, default=1, help="the same seed writes the same files (default 1)")
+    p_synth.add_argument("--out", required=True, help="folder to write patient-NNNNNN.json and manifest.json to")
+    p_synth.add_argument("--migration-share", type=_share, default=0.15,
+                         help="share of patients whose oedema migrates to another joint, 0.05-0.40 (default 0.15)")
+    p_synth.add_argument("--as-of", type=_parse_day, default=DEFAULT_AS_OF,
+                         help=f"the day the records end (default {DEFAULT_AS_OF.isoformat()}, fixed for reproducibility)")
+    p_synth.set_defaults(run=synth)
+    p_demo = sub.add_parser("demo", help="load a demo cohort dated relative to today into a running service")
+    p_demo.add_argument("--url", default=None,
+                        help="FHIR base of the service (default: $TOH_BASE_URL or http://127.0.0.1:$TOH_PORT/fhir)")
+    p_demo.add_argument("--patients", type=int, default=12, help="how many patients (default 12; the first 6 "
+                        "show a due and an overdue follow-up, migration, failure to resolve, AVN, "
+                        "bisphosphonate in pregnancy)")
+    p_demo.add_argument("--token", default=None, help="a bearer token that may write (default: one signed "
+                        "like `toh token --role ehr`)")
+    p_demo.add_argument("--seed", type=int, default=1, help="seed of the drawn patients (default 1)")
+    p_demo.add_argument("--wait", type=float, default=150.0,
+                        help="seconds to wait for the states to show (default 150)")
+    p_demo.add_argument("--no-sweep", action="store_true",
+                        help="do not run a sweep here; wait for the service's own")
+    p_demo.add_argument("--database-url", default=None,
+                        help="the service's database, for the sweep (default: $TOH_DATABASE_URL or ./toh-data)")
+    p_demo.set_defaults(run=demo)
     args = parser.parse_args(argv)
-    return int(args.run(args))
+    from service.store import SchemaTooNew
+    try:
+        return int(args.run(args))
+    except SchemaTooNew as exc:
+        print(f"toh {args.command}: refusing to run: {exc}", file=sys.stderr, flush=True)
+        return 3
 
 
 if __name__ == "__main__":

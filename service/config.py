@@ -70,10 +70,22 @@ class Settings:
         "TOH_STATEMENT_TIMEOUT", "seconds a PostgreSQL statement may run (`0`: no limit)"))
     worker_timeout: int = field(default=60, metadata=_env(
         "TOH_WORKER_TIMEOUT", "gunicorn's worker timeout of `toh serve`, seconds", option="--timeout"))
+    graceful_timeout: int = field(default=30, metadata=_env(
+        "TOH_GRACEFUL_TIMEOUT", "seconds `toh serve` lets requests in flight (and a sweep's item in hand) "
+        "finish after SIGTERM before stopping its workers"))
     migrate_on_start: bool = field(default=True, metadata=_env(
         "TOH_MIGRATE_ON_START", "create or upgrade the schema and install the guide when the app starts "
         "(`0` to leave it to `toh migrate`)"))
     sql_echo: bool = field(default=False, metadata=_env("TOH_SQL_ECHO", "log every SQL statement (`1`)"))
+    log_format: str = field(default="json", metadata=_env(
+        "TOH_LOG_FORMAT", "`json` (one JSON object per line, with the request id) or `text`"))
+    log_level: str = field(default="INFO", metadata=_env("TOH_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR"))
+    metrics_dir: str | None = field(default=None, metadata=_env(
+        "TOH_METRICS_DIR", "folder of prometheus-client's multiprocess files under `toh serve` (emptied at "
+        "start; one per instance)", default="a new temporary folder"))
+    metrics_port: int = field(default=0, metadata=_env(
+        "TOH_METRICS_PORT", "port on which `toh worker` serves its own `/metrics` (`0`: none); `toh serve` "
+        "serves them at `/metrics` on its own port"))
     followup_plan: str = field(default="https://fhir.toh-service.org/PlanDefinition/toh-follow-up-protocol",
                                metadata=_env("TOH_FOLLOWUP_PLAN", "canonical URL of the follow-up PlanDefinition"))
     followup_lead_days: int = field(default=7, metadata=_env(
@@ -104,6 +116,9 @@ class Settings:
         "TOH_TOKEN_ENDPOINT", "OAuth token endpoint advertised in metadata and the SMART configuration"))
     authorization_endpoint: str | None = field(default=None, metadata=_env(
         "TOH_AUTHORIZATION_ENDPOINT", "OAuth authorization endpoint advertised likewise"))
+    cds_issuers: str | None = field(default=None, metadata=_env(
+        "TOH_CDS_ISSUERS", "EHRs trusted to call the CDS Hooks services: comma-separated `issuer=JWKS` pairs, "
+        "JWKS an https URL (fetched and cached) or a file path", default="(none: every hook call is refused)"))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -135,6 +150,22 @@ class Settings:
                              jwks_url=self.jwks_url, jwks_file=self.jwks_file,
                              leeway_seconds=self.jwt_leeway_seconds,
                              jwks_refresh_cooldown_seconds=self.jwks_refresh_cooldown_seconds)
+
+    def cds_issuer_map(self) -> dict[str, str]:
+        """TOH_CDS_ISSUERS as {issuer: JWKS URL or file path} (empty when unset). Each pair is split
+        at its first "=", so a JWKS URL may carry a query. Raises ValueError for a pair without
+        an issuer or a JWKS, or an issuer named twice."""
+        found: dict[str, str] = {}
+        for pair in (self.cds_issuers or "").split(","):
+            if not pair.strip():
+                continue
+            issuer, _, jwks = (part.strip() for part in pair.partition("="))
+            if not issuer or not jwks:
+                raise ValueError(f"TOH_CDS_ISSUERS: {pair.strip()!r} is not issuer=JWKS")
+            if issuer in found:
+                raise ValueError(f"TOH_CDS_ISSUERS names {issuer!r} twice")
+            found[issuer] = jwks
+        return found
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
         """A copy with some fields replaced (used by create_app(config=...))."""

@@ -1,14 +1,15 @@
 """The HTTP edge: Flask blueprints for the FHIR REST API, its operations and errors."""
 from __future__ import annotations
 
-from flask import Flask, Response, json
+from flask import Flask
 
-from service.api import (adherence, audit, audit_events, auth, context, errors, metadata, negotiation, plan_apply,
-                         rest, search, toh_assessment, validate)
+from service.api import (adherence, audit, audit_events, auth, cds_hooks, context, errors, metadata, negotiation,
+                         observability, plan_apply, rest, search, toh_assessment, validate)
 
 
 def init_app(app: Flask) -> None:
     """Register the FHIR API, error handling and the per-request transaction."""
+    observability.init_app(app)   # first: its timer starts before, and stops after, every other hook
     errors.init_app(app)
     audit.init_app(app)     # after_request runs in reverse: the request log comes last
     context.init_app(app)
@@ -30,9 +31,5 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(plan_apply.bp, url_prefix=context.FHIR_PREFIX)
     rest.init_app(app)
     search.init_app(app)
+    cds_hooks.init_app(app)
 
-    @app.get("/healthz")
-    def healthz() -> Response:
-        """Answers 200 when the service and its database are up (503 otherwise)."""
-        context.services().database.ping()
-        return Response(json.dumps({"status": "ok"}), mimetype="application/json")

@@ -156,8 +156,10 @@ def audited() -> bool:
 def log_request(response: Response) -> None:
     """One log line per request: ids, type, status; never content or query values."""
     args = request.view_args or {}
-    log.info("request=%s %s %s type=%s id=%s status=%s", request_id(), request.method, request.endpoint or "-",
-             args.get("res_type", "-"), args.get("res_id", args.get("patient_id", "-")), response.status_code)
+    fields = {"method": request.method, "endpoint": request.endpoint or "-", "type": args.get("res_type", "-"),
+              "id": args.get("res_id", args.get("patient_id", "-")), "status": response.status_code}
+    log.info("request=%s %s %s type=%s id=%s status=%s", request_id(), fields["method"], fields["endpoint"],
+             fields["type"], fields["id"], fields["status"], extra=fields)
 
 
 def init_app(app: Flask) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, current_app, g, request
 
@@ -41,6 +41,7 @@ class Services:
     clinical: ClinicalWatch
     planner: CarePlanner
     verifier: TokenVerifier
+    scheduler: Any = None   # the running APScheduler of this process (`toh serve` with TOH_SCHEDULER on)
 
 
 def services() -> Services:

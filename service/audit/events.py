@@ -13,6 +13,7 @@ query, base64 as BALP says; the patient).
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -143,3 +144,47 @@ def _entities(what: Interaction) -> list[dict[str, Any]]:
                          "type": {"system": ENTITY_TYPE, "code": "4", "display": "Other"},
                          "role": {"system": OBJECT_ROLE, "code": "3", "display": "Report"}})
     return entities
+
+
+CDS_FEEDBACK = "https://cds-hooks.hl7.org/2.0#feedback"
+APPLICATION_ACTIVITY = {"system": DCM, "code": "110100", "display": "Application Activity"}
+
+
+def cds_feedback_event(service_id: str, card: str, outcome: str, outcome_timestamp: str, event_id: str,
+                       recorded: datetime, *, issuer: str, subject: str | None = None,
+                       accepted_suggestions: tuple[str, ...] = (), reason: dict[str, Any] | None = None,
+                       user_comment: str | None = None, address: str | None = None,
+                       source: str = SERVICE_NAME) -> dict[str, Any]:
+    """The AuditEvent of one CDS Hooks feedback item (CDS Hooks 2.0, "Feedback"): what the
+    clinician did with a card of `service_id`. type DCM 110100 Application Activity, subtype
+    the outcome (accepted | overridden), action E, outcome 0; the agent is the EHR (the JWT's
+    `iss`, and its `sub` when given); the entity is the card (its uuid), with the accepted
+    suggestions, the override reason (a Coding, as JSON) and the clinician's comment as details."""
+    details: list[dict[str, Any]] = [{"type": "outcomeTimestamp", "valueString": outcome_timestamp}]
+    details += [{"type": "acceptedSuggestion", "valueString": s} for s in accepted_suggestions]
+    if reason:
+        details.append({"type": "overrideReason", "valueString": json.dumps(reason, sort_keys=True)})
+    if user_comment:
+        details.append({"type": "userComment", "valueString": user_comment})
+    ehr: dict[str, Any] = {"type": {"coding": [{"system": DCM, "code": "110153", "display": "Source Role ID"}]},
+                           "who": {"identifier": {"system": "urn:ietf:params:oauth:jwt:iss", "value": issuer},
+                                   "display": issuer}, "requestor": True}
+    if subject:
+        ehr["altId"] = subject
+    if address:
+        ehr["network"] = {"address": address, "type": "2"}
+    return {
+        "resourceType": "AuditEvent", "id": event_id,
+        "type": APPLICATION_ACTIVITY,
+        "subtype": [{"system": CDS_FEEDBACK, "code": outcome}, {"system": "urn:toh:cds-service", "code": service_id}],
+        "action": "E",
+        "recorded": recorded.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "outcome": "0",
+        "agent": [ehr, {"type": {"coding": [{"system": DCM, "code": "110152", "display": "Destination Role ID"}]},
+                        "who": {"display": SERVICE_NAME}, "requestor": False}],
+        "source": {"site": source, "observer": {"display": SERVICE_NAME},
+                   "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}]},
+        "entity": [{"what": {"identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{card}"}},
+                    "type": {"system": ENTITY_TYPE, "code": "4", "display": "Other"},
+                    "description": f"CDS Hooks card of {service_id}", "detail": details}],
+    }

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import random
 import signal
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable
@@ -18,12 +20,17 @@ from typing import TYPE_CHECKING, Any, Callable
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
+from service.observability import metrics
 from service.workflows.sweep import sweep
 
 if TYPE_CHECKING:
     from service.api.context import Services
 
 log = logging.getLogger(__name__)
+
+# Set when this process is stopping: a sweep in progress finishes the item in hand and claims no more.
+_stopping = threading.Event()
+_running: list[BackgroundScheduler] = []
 
 
 @dataclass(frozen=True)
@@ -35,8 +42,10 @@ class Job:
 
 
 def run_sweep(services: Services) -> None:
-    """One sweep as of the services' clock; logs what it did."""
-    report = sweep(services.database, services.clock.now())
+    """One sweep as of the services' clock; logs what it did and records its metrics."""
+    started = time.perf_counter()
+    report = sweep(services.database, services.clock.now(), stop=_stopping.is_set)
+    metrics.observe_sweep(time.perf_counter() - started, len(report.handled), len(report.failed), report.deferred)
     if report.handled or report.failed:
         for line in report.lines():
             log.info("%s", line)
@@ -63,7 +72,17 @@ def start_background(services: Services) -> BackgroundScheduler:
     interval = max(1, services.settings.sweep_interval_seconds)
     _configure(scheduler, services, first_run=random.uniform(interval / 2, interval))
     scheduler.start()
+    _running.append(scheduler)
     return scheduler
+
+
+def stop_background() -> None:
+    """Stop this process's ticks (gunicorn's worker_exit, on SIGTERM): no new tick starts, a
+    sweep in progress finishes the item in hand (its own transaction) and claims no more, and
+    this returns once it has. What was not reached stays due for the next process."""
+    _stopping.set()
+    while _running:
+        _running.pop().shutdown(wait=True)
 
 
 def run_blocking(services: Services) -> None:
@@ -72,7 +91,8 @@ def run_blocking(services: Services) -> None:
     scheduler = BlockingScheduler(timezone="UTC")
 
     def stop(_signum: int, _frame: Any) -> None:
-        scheduler.shutdown(wait=False)
+        _stopping.set()                 # the sweep in progress stops after its item in hand
+        scheduler.shutdown(wait=False)  # the executor's thread is joined before the process exits
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

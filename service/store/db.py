@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -20,8 +22,13 @@ if TYPE_CHECKING:
     from service.store.repository import Change, Finder, Repository, Validator, WriteHook
 
 BeforeCommit = Callable[["UnitOfWork"], None]
+# Runs after a unit of work committed (metrics, notifications to in-process listeners); it must
+# not raise, and what it does is not part of the transaction.
+AfterCommit = Callable[["UnitOfWork"], None]
 # Handles one claimed row of due work (store.followup.DueItem) as of a moment; returns what it did.
 DueHandler = Callable[["UnitOfWork", Any, Any], list[str]]
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -78,6 +85,57 @@ def make_engine(url: str, echo: bool = False, statement_timeout: float = 0) -> E
     return engine
 
 
+class SchemaTooNew(RuntimeError):
+    """The database's schema is at an alembic revision this code does not know: a newer
+    release migrated it. Serving it could misread or corrupt what that release wrote."""
+
+    def __init__(self, revision: str, head: str) -> None:
+        super().__init__(
+            f"the database schema is at revision {revision!r}, which this version of the service does not "
+            f"know (its newest is {head!r}): a newer release has migrated this database. Run that release "
+            "(or newer), or restore a backup made before the upgrade; this one will not start on it.")
+        self.revision, self.head = revision, head
+
+
+def alembic_config(url: str) -> Any:
+    """The alembic Config of our migrations for a database URL (no alembic.ini is read)."""
+    from alembic.config import Config
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def known_revisions() -> tuple[set[str], str]:
+    """Every revision in migrations/versions/ and the head, e.g. ({"0001_resources", ...},
+    "0006_audit_events"). Raises alembic's error if the scripts have several heads."""
+    from alembic.script import ScriptDirectory
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    head = script.get_current_head()
+    return {rev.revision for rev in script.walk_revisions()}, str(head)
+
+
+def _current_revision(conn: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def _check_known(conn: Connection) -> None:
+    current = _current_revision(conn)
+    if current is None:
+        return
+    known, head = known_revisions()
+    if current not in known:
+        raise SchemaTooNew(current, head)
+
+
+@functools.lru_cache(maxsize=1)
+def _code_heads() -> frozenset[str]:
+    """The head revisions of the migrations shipped with this code (read once per process)."""
+    from alembic.script import ScriptDirectory
+    return frozenset(ScriptDirectory(str(MIGRATIONS_DIR)).get_heads())
+
+
 class UnitOfWork:
     """One database transaction. Rolled back unless commit() is called."""
 
@@ -122,6 +180,11 @@ class UnitOfWork:
         except TRANSIENT_ERRORS as exc:
             raise ServiceUnavailable(f"The database could not commit the change; try again ({type(exc).__name__})") from exc
         self.committed = True
+        for after in self.database.after_commit:
+            try:
+                after(self)
+            except Exception:  # noqa: BLE001 - the change is committed; an observer's failure must not undo the answer
+                log.exception("an after-commit step failed")
 
 
 class Database:
@@ -139,6 +202,7 @@ class Database:
         from service.store.repository import id_only_finder
         self.finder: Finder = id_only_finder
         self.before_commit: list[BeforeCommit] = []
+        self.after_commit: list[AfterCommit] = []
         self.read_only: frozenset[tuple[str, str]] = frozenset()
         self.due_handlers: dict[str, DueHandler] = {}
 
@@ -158,6 +222,11 @@ class Database:
     def add_before_commit(self, step: BeforeCommit) -> None:
         """Register a step run in every unit of work just before it commits (it may write)."""
         self.before_commit.append(step)
+
+    def add_after_commit(self, step: AfterCommit) -> None:
+        """Register a step run after every unit of work that committed (it must not raise; errors
+        are logged and swallowed)."""
+        self.after_commit.append(step)
 
     def add_due_handler(self, kind: str, handler: DueHandler) -> None:
         """Register what the sweep does with due work of this kind (see workflows.sweep)."""
@@ -206,17 +275,50 @@ class Database:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
-    def migrate(self) -> None:
-        """Bring the schema to the latest alembic revision, once even if many workers start."""
+    def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to an alembic revision (default: the newest this code knows), once
+        even if many workers start. Raises SchemaTooNew, changing nothing, when the database
+        was migrated by a newer release (its revision is not in migrations/versions/)."""
         from alembic import command
-        from alembic.config import Config
 
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-        cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
+        cfg = alembic_config(self.url)
         with self._migration_lock() as conn:
+            _check_known(conn)
+            conn.commit()   # the check's read ends here; alembic runs its own transaction
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            command.upgrade(cfg, revision)
+
+    def downgrade(self, revision: str) -> None:
+        """Take the schema back to an older alembic revision ("base": no tables), running each
+        migration's downgrade(); what a dropped table or column held is lost."""
+        from alembic import command
+
+        cfg = alembic_config(self.url)
+        with self._migration_lock() as conn:
+            _check_known(conn)
+            conn.commit()
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, revision)
+
+    def schema_revision(self) -> str | None:
+        """The alembic revision the database is at (None: never migrated)."""
+        with self.engine.connect() as conn:
+            return _current_revision(conn)
+
+    def check_schema(self) -> None:
+        """Raise SchemaTooNew if the database was migrated by a newer release than this code.
+        An older schema passes (migrate() or `toh migrate` upgrades it)."""
+        with self.engine.connect() as conn:
+            _check_known(conn)
+
+    def schema_revisions(self) -> tuple[frozenset[str], frozenset[str]]:
+        """(the alembic revisions the database is at, the head revisions this code knows);
+        equal when the migrations are current. Raises the database's errors if unreachable."""
+        from alembic.runtime.migration import MigrationContext
+        heads = _code_heads()
+        with self.engine.connect() as conn:
+            current = frozenset(MigrationContext.configure(conn).get_current_heads())
+        return current, heads
 
     @contextlib.contextmanager
     def _migration_lock(self) -> Iterator[Connection]:

@@ -81,3 +81,13 @@ Index("ix_audit_events_recorded", audit_events.c.recorded)
 Index("ix_audit_events_entity", audit_events.c.entity, audit_events.c.recorded)
 Index("ix_audit_events_patient", audit_events.c.patient, audit_events.c.recorded)
 Index("ix_audit_events_agent", audit_events.c.agent, audit_events.c.recorded)
+
+# CDS Hooks: the `jti` of every accepted CDS client JWT until it expires, so a token is used
+# once across every worker and host (the unique key refuses the second insert).
+cds_jti = Table(
+    "cds_jti", metadata,
+    Column("issuer", String(255), primary_key=True),
+    Column("jti", String(255), primary_key=True),
+    Column("expires_at", UTCDateTime(), nullable=False),
+)
+Index("ix_cds_jti_expires", cds_jti.c.expires_at)

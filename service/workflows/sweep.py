@@ -64,8 +64,11 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, (OperationalError, ServiceUnavailable))
 
 
-def sweep(database: Database, now: datetime, *, limit: int | None = None) -> SweepReport:
+def sweep(database: Database, now: datetime, *, limit: int | None = None,
+          stop: Callable[[], bool] | None = None) -> SweepReport:
     """Handle every due item (due_at <= now) once, earliest first; returns the report.
+    `stop` is asked before each claim: once it says True (the process is shutting down) the
+    sweep returns, having finished the item in hand and claimed no other.
 
     `database.due_handlers` maps a due-work kind to its handler (create_app registers them). A
     handler that raises is rolled back and its item retried later (attempts x RETRY_AFTER); an
@@ -75,7 +78,7 @@ def sweep(database: Database, now: datetime, *, limit: int | None = None) -> Swe
     report = SweepReport(now)
     busy: set[int] = set()
     rounds = 0
-    while limit is None or len(report.handled) < limit:
+    while (limit is None or len(report.handled) < limit) and not (stop is not None and stop()):
         outcome = _one(database, now, busy, report)
         if outcome is None:
             if not busy or rounds >= MAX_ROUNDS:

@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from service import cli
 from service.config import Settings
+from service.observability import multiproc
 
 FHIR = {"Content-Type": "application/fhir+json"}
 SERVE_VARIABLES = ("TOH_HOST", "TOH_PORT", "TOH_WORKERS", "TOH_THREADS", "TOH_DATABASE_URL", "TOH_DATA_DIR",
@@ -51,6 +52,12 @@ def gunicorn(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Gunicorn:
     monkeypatch.chdir(tmp_path)
     recorder = Gunicorn()
     monkeypatch.setattr(cli, "_gunicorn_app", recorder)
+    # `toh serve` puts its own process in prometheus-client's multiprocess mode; that must not
+    # outlive the test (the mode is chosen when prometheus_client is first imported, and other
+    # tests of this process read its in-process metrics). tests/e2e/test_observability_serve.py
+    # runs the real thing under gunicorn.
+    monkeypatch.delenv(multiproc.ENV, raising=False)
+    monkeypatch.setattr(multiproc, "prepare", lambda path: path or str(tmp_path / "metrics"))
     return recorder
 
 

@@ -1,5 +1,8 @@
 """Synthea-style transaction Bundles, generated (real Synthea output cannot be fetched here).
 
+A wide bundle (claims, immunizations, a closing Provenance) to exercise the bundle machinery;
+realistic TOH courses are service/synth (`toh synth`), whose seeded UUIDs this shares.
+
 The shape follows what Synthea's R4 exporter writes: every entry has a urn:uuid: fullUrl
 and is a POST; Organization and Practitioner are conditional creates (ifNoneExist on their
 identifier) that the clinical resources point to with conditional references
@@ -10,9 +13,10 @@ ExplanationOfBenefit.claim and a closing Provenance whose targets are every reso
 from __future__ import annotations
 
 import random
-import uuid
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
+
+from service.synth.course import rng_uuid
 
 SYNTHEA = "https://github.com/synthetichealth/synthea"
 NPI = "http://hl7.org/fhir/sid/us-npi"
@@ -30,10 +34,6 @@ OBSERVATIONS = [("29463-7", "Body Weight", "kg", 60, 95), ("8302-2", "Body Heigh
 PROCEDURES = [("113091000", "Magnetic resonance imaging (procedure)"), ("312681000", "Bone density scan")]
 VACCINES = [("140", "Influenza, seasonal, injectable, preservative free"), ("133", "Pneumococcal conjugate PCV 13")]
 MEDICATIONS = [("197361", "Amlodipine 5 MG Oral Tablet"), ("904419", "Alendronate 10 MG Oral Tablet")]
-
-
-def _uuid(rng: random.Random) -> str:
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
 def _code(system: str, code: str, display: str) -> dict[str, Any]:
@@ -54,14 +54,14 @@ def synthea_bundle(seed: int = 1, encounters: int = 3, *, conditional: bool = Tr
     entries: list[dict[str, Any]] = []
 
     def add(resource: dict[str, Any], if_none_exist: str | None = None) -> str:
-        full_url = f"urn:uuid:{_uuid(rng)}"
+        full_url = f"urn:uuid:{rng_uuid(rng)}"
         request: dict[str, Any] = {"method": "POST", "url": resource["resourceType"]}
         if if_none_exist:
             request["ifNoneExist"] = if_none_exist
         entries.append({"fullUrl": full_url, "resource": resource, "request": request})
         return full_url
 
-    org_id = _uuid(rng)
+    org_id = rng_uuid(rng)
     org_url = add({"resourceType": "Organization",
                    "identifier": [{"system": SYNTHEA, "value": org_id}], "active": True,
                    "type": [_code("http://terminology.hl7.org/CodeSystem/organization-type", "prov",
@@ -87,9 +87,9 @@ def synthea_bundle(seed: int = 1, encounters: int = 3, *, conditional: bool = Tr
                        "valueCode": "F"},
                       {"url": "http://example.org/fhir/StructureDefinition/registered-at",
                        "valueReference": {"reference": org_url}}],
-        "identifier": [{"system": SYNTHEA, "value": _uuid(rng)},
+        "identifier": [{"system": SYNTHEA, "value": rng_uuid(rng)},
                        {"type": _code("http://terminology.hl7.org/CodeSystem/v2-0203", "MR", "Medical Record Number"),
-                        "system": "http://hospital.smarthealthit.org", "value": _uuid(rng)}],
+                        "system": "http://hospital.smarthealthit.org", "value": rng_uuid(rng)}],
         "name": [{"use": "official", "family": f"Synth{seed}", "given": ["Ann"], "prefix": ["Mrs."]}],
         "gender": "female", "birthDate": birth.isoformat(),
         "address": [{"line": ["22 Elm St"], "city": "Springfield", "state": "MA", "country": "US"}],

@@ -48,6 +48,8 @@ def test_new_codes_are_marked_verified_or_local(vs_id, system, code):
     (VS_PREGNANCY_BREASTFEEDING, ICD10CM, "Z33.1", True), (VS_PREGNANCY_BREASTFEEDING, ICD10CM, "M81.6", False),
     (VS_PREGNANCY_ENDED, ICD10CM, "Z39.2", True), (VS_PREGNANCY_ENDED, ICD10CM, "Z33.1", False),
     (VS_BISPHOSPHONATES, RXNORM, "77655", True), (VS_BISPHOSPHONATES, RXNORM, "999999", False),
+    (VS_BISPHOSPHONATES, RXNORM, "46041", True), (VS_BISPHOSPHONATES, RXNORM, "904431", True),
+    (VS_BISPHOSPHONATES, RXNORM, "83367", False),                 # atorvastatin
 ])
 def test_guide_membership(url, system, code, member, guide_terminology):
     assert guide_terminology.contains_code(url, system, code) is member

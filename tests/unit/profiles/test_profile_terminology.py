@@ -68,11 +68,21 @@ def test_expansion(conformance: Conformance, url: str, expected: set) -> None:
     assert all(conformance.contains(url, s, c) for s, c in expected)
 
 
+# RxNorm ingredients (alendronate, risedronate, ibandronate, zoledronic acid) and verified drugs
+# containing them; tests/unit/clinical/test_rxnorm_bisphosphonates.py gives each one's name.
+RXNORM_BISPHOSPHONATES = {
+    "46041", "73056", "115264", "77655", "904431", "904396", "904447", "905024", "904932", "904952",
+    "705824", "351114", "1020064", "1020065", "1737449", "1737451", "1737453", "904433", "904421",
+    "904450", "904465", "904495", "905026", "905034", "905030", "1020066", "904934", "705875",
+    "904420", "114265",
+}
+
+
 def test_bisphosphonates_by_atc_prefix(conformance: Conformance) -> None:
     expansion = conformance.expand(VS_BISPHOSPHONATES)
     drugs = {f"M05BA0{i}" for i in range(1, 9)}
     assert {(ATC, c) for c in drugs | {"M05BA", "M05BB", "M05BB03"}} | local("bisphosphonate") \
-        | {("http://www.nlm.nih.gov/research/umls/rxnorm", "77655")} == expansion
+        | {("http://www.nlm.nih.gov/research/umls/rxnorm", c) for c in RXNORM_BISPHOSPHONATES} == expansion
     assert conformance.contains(VS_BISPHOSPHONATES, ATC, "M05BA04")      # alendronic acid
     assert conformance.contains(VS_BISPHOSPHONATES, ATC, "M05BB03")      # alendronic acid + colecalciferol
     assert not conformance.contains(VS_BISPHOSPHONATES, ATC, "M05BX04")  # denosumab

@@ -1,0 +1,107 @@
+"""CDS Hooks end to end against real servers: `toh serve` as the CDS service (trusting an EHR
+through TOH_CDS_ISSUERS with a JWKS file), and a second `toh serve` on loopback as the EHR's
+FHIR server, which the CDS service reads with the fhirAuthorization token when the EHR sends
+no prefetch. The protocol client (tests/cds_client.py) discovers the services and calls
+each hook over HTTP with a signed JWT."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.auth import default_token
+from tests.cds_client import CdsClient, EhrKeys, requests_transport
+from tests.conftest import LiveServer
+
+pytestmark = pytest.mark.slow
+FHIR = "application/fhir+json"
+IG = "https://fhir.toh-service.org"
+SNOMED, LOINC = "http://snomed.info/sct", "http://loinc.org"
+
+
+@pytest.fixture
+def servers(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[LiveServer, LiveServer, EhrKeys]]:
+    """(the EHR's FHIR server over the test's database, the CDS service over its own SQLite, the EHR's keys)."""
+    keys = EhrKeys.generate(tmp_path)
+    (tmp_path / "ehr").mkdir()
+    (tmp_path / "cds").mkdir()
+    ehr_fhir = LiveServer(database_url, tmp_path / "ehr", workers=1)
+    try:
+        monkeypatch.setenv("TOH_CDS_ISSUERS", keys.setting())
+        cds = LiveServer(f"sqlite:///{tmp_path / 'cds' / 'toh.db'}", tmp_path / "cds", workers=2)
+        try:
+            yield ehr_fhir, cds, keys
+        finally:
+            cds.stop()
+    finally:
+        ehr_fhir.stop()
+
+
+def ago(days: int) -> str:
+    """A date `days` before today (the servers run on the wall clock)."""
+    return (datetime.now(timezone.utc).date() - timedelta(days=days)).isoformat()
+
+
+def put(base: str, resource: dict[str, Any]) -> None:
+    response = requests.put(f"{base}/{resource['resourceType']}/{resource['id']}", json=resource,
+                            headers={"Content-Type": FHIR}, timeout=30)
+    assert response.status_code in (200, 201), response.text
+
+
+def test_discovery_and_the_three_hooks_against_toh_serve(servers: tuple[LiveServer, LiveServer, EhrKeys]) -> None:
+    ehr_fhir, cds, keys = servers
+    patient = "Patient/p-e2e"
+    put(ehr_fhir.base, {"resourceType": "Patient", "id": "p-e2e"})
+    put(ehr_fhir.base, {
+        "resourceType": "Condition", "id": "toh-e2e", "subject": {"reference": patient},
+        "code": {"coding": [{"system": f"{IG}/CodeSystem/toh", "code": "transient-osteoporosis-hip"}]},
+        "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                       "code": "active"}]},
+        "bodySite": [{"coding": [{"system": SNOMED, "code": "24136001"}], "text": "left hip"}],
+        "onsetDateTime": ago(90)})
+    put(ehr_fhir.base, {
+        "resourceType": "Observation", "id": "mri-e2e", "status": "final", "subject": {"reference": patient},
+        "code": {"coding": [{"system": LOINC, "code": "36020-6"}]}, "effectiveDateTime": ago(80),
+        "component": [{"code": {"coding": [{"system": f"{IG}/CodeSystem/toh", "code": "crescent-sign"}]},
+                       "valueBoolean": True}]})
+    put(ehr_fhir.base, {
+        "resourceType": "Observation", "id": "preg-e2e", "status": "final", "subject": {"reference": patient},
+        "code": {"coding": [{"system": LOINC, "code": "82810-3"}]}, "effectiveDateTime": ago(60),
+        "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "77386006", "display": "Pregnant"}]}})
+
+    client = CdsClient(requests_transport, f"http://127.0.0.1:{cds.port}", keys)
+    assert {s["id"] for s in client.discover()} == {"toh-patient-view", "toh-order-sign", "toh-order-select"}
+    call = {"hookInstance": "0f9c7e0a-7f51-4a7e-9a0c-2f6f1c0b5e11", "fhirServer": ehr_fhir.base,
+            "fhirAuthorization": {"access_token": default_token(), "token_type": "Bearer", "expires_in": 300,
+                                  "scope": "system/*.rs", "subject": "toh-cds"},
+            "hook": "patient-view", "context": {"userId": "Practitioner/1", "patientId": "p-e2e"}}
+    [card] = client.call("toh-patient-view", call)          # read from the other server: no prefetch
+    assert card["indicator"] == "critical" and card["source"]["topic"]["code"] == "avn-features"
+    assert card["links"][0]["url"] == f"http://127.0.0.1:{cds.port}/ui/patients/p-e2e"
+
+    draft = {"resourceType": "MedicationRequest", "id": "alendronate-draft", "status": "draft", "intent": "order",
+             "subject": {"reference": patient}, "medicationCodeableConcept": {"text": "Alendronate 70 mg weekly"}}
+    orders = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": draft}]}
+    sign = call | {"hook": "order-sign", "hookInstance": "1f9c7e0a-7f51-4a7e-9a0c-2f6f1c0b5e12",
+                   "context": call["context"] | {"draftOrders": orders}}
+    [card] = client.call("toh-order-sign", sign, alg="ES384")
+    assert card["indicator"] == "critical" and card["source"]["topic"]["code"] == "bisphosphonate-in-pregnancy"
+    select = sign | {"hook": "order-select", "context": sign["context"] | {
+        "selections": ["MedicationRequest/alendronate-draft"]}}
+    [card] = client.call("toh-order-select", select)
+    assert card["suggestions"][0]["actions"][0]["resourceId"] == "MedicationRequest/alendronate-draft"
+    assert client.feedback("toh-order-select", [{"card": card["uuid"], "outcome": "overridden",
+                                                 "outcomeTimestamp": datetime.now(timezone.utc).isoformat()}]) == 200
+
+    # the EHR's FHIR server refusing the token the EHR passed: 412, the data cannot be read
+    refused = call | {"fhirAuthorization": call["fhirAuthorization"] | {"access_token": "not-a-token"}}
+    status, _, body = client.request("POST", "/toh-patient-view", refused)
+    assert status == 412 and body["resourceType"] == "OperationOutcome"
+    # an expired JWT is refused over HTTP too
+    status, _, body = client.request("POST", "/toh-patient-view", call,
+                                     token=keys.token(client.url("/toh-patient-view"), ttl=-600))
+    assert status == 401 and body["issue"][0]["code"] == "login"
