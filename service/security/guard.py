@@ -74,11 +74,10 @@ class AccessGuard:
         return resource is not None and owner_of(resource) == self.principal.subject
 
     def claim(self, res_type: str, resource: dict[str, Any]) -> None:
-        """Make the principal the owner of a resource it writes (an administrator keeps the
-        owner the resource names). Other types are left as they are."""
-        if res_type not in OWNED_TYPES:
-            return
-        if self.administers(res_type) and owner_of(resource):
+        """Make the principal the owner of a resource it writes. An administrator's writes keep
+        the owner the resource names, or none (the site's own, which only administrators see).
+        Other types are left as they are."""
+        if res_type not in OWNED_TYPES or self.administers(res_type):
             return
         kept = [e for e in resource.get("extension") or ()
                 if not (isinstance(e, dict) and e.get("url") == EXT_SUBSCRIPTION_OWNER)]

@@ -53,8 +53,9 @@ class Channels:
 
     @property
     def lease(self) -> timedelta:
-        """How long a claim holds a row: longer than one send can take."""
-        return timedelta(seconds=self.rest_hook.connect_timeout + self.rest_hook.read_timeout) + LEASE_MARGIN
+        """How long a claim holds a row: longer than one send can take (connect, the answer's
+        head within the read timeout, its body within the read timeout again)."""
+        return timedelta(seconds=self.rest_hook.connect_timeout + 2 * self.rest_hook.read_timeout) + LEASE_MARGIN
 
     def link(self, patient_id: str) -> str:
         return self.patient_link.format(base=self.base_url.rstrip("/"), id=patient_id)

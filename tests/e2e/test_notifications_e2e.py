@@ -224,7 +224,7 @@ def test_sigkill_mid_send_loses_nothing_and_resends_once_with_the_same_id(quiet_
     time.sleep(4.5)
     assert len(receiver.events()) == 1                               # it arrived; its record did not
     soon = datetime.now(timezone.utc) + timedelta(seconds=5)
-    toh("deliver", "--now", iso(soon), database_url=database_url)   # the lease (timeouts + 15 s) still holds
+    toh("deliver", "--now", iso(soon), database_url=database_url)   # the lease (2 + 2 x 5 + 15 s) still holds
     assert len(receiver.events()) == 1
     later = datetime.now(timezone.utc) + timedelta(seconds=30)
     toh("deliver", "--now", iso(later), database_url=database_url)
