@@ -13,7 +13,7 @@ import os
 import uuid
 
 from flask import Flask, Response, request
-from sqlalchemy import Column, Integer, MetaData, String, Table, Text, insert
+from sqlalchemy import Column, Integer, MetaData, String, Table, Text, insert, text
 
 from service.store.db import make_engine
 
@@ -31,6 +31,8 @@ def create_app() -> Flask:
     engine = make_engine(os.environ["FLOOR_DATABASE_URL"])
     with engine.connect() as conn:
         conn.execution_options(toh_write=True)
+        if engine.dialect.name == "postgresql":   # both workers start at once: one creates, the other waits
+            conn.execute(text("SELECT pg_advisory_xact_lock(7100)"))
         metadata.create_all(conn, checkfirst=True)
         conn.commit()
     app = Flask(__name__)
