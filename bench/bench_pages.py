@@ -10,7 +10,10 @@ durable, as in production):
   - GET /ui/login, /ui/worklist, /ui/patients?q=Becker, /ui/patients/ui-p1;
 and each page's ratio to the baseline. The budget is 100 ms per page.
 
-    python bench/bench_pages.py [--postgres | --database-url URL] [--n 200] [--extra 50]
+    python bench/bench_pages.py [--postgres | --database-url URL] [--n 200] [--extra 50] [--no-freeze]
+
+Like a `toh serve` worker, it freezes the app's heap once built (service.cli.freeze_heap);
+--no-freeze measures without (full garbage collections then walk the app's ~176k objects).
 
 --postgres makes a scratch database on 127.0.0.1:5432 and drops it afterwards.
 """
@@ -35,6 +38,7 @@ from sqlalchemy import create_engine, text
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service import create_app  # noqa: E402
+from service.cli import freeze_heap  # noqa: E402
 from service.security import ROLES, issue_token  # noqa: E402
 from tests import ui_cohort  # noqa: E402
 
@@ -86,10 +90,13 @@ def main() -> None:
     parser.add_argument("--database-url")
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--extra", type=int, default=50, help="copies of the cohort under other ids")
+    parser.add_argument("--no-freeze", action="store_true", help="do not gc.freeze() the app once built")
     args = parser.parse_args()
     with database(args) as url, tempfile.TemporaryDirectory() as data_dir:
         app = create_app({"database_url": url, "data_dir": data_dir, "scheduler": False,
                           "jwt_secret": "bench-secret-" + uuid.uuid4().hex})
+        if not args.no_freeze:
+            freeze_heap()
         settings = app.extensions["toh"].settings.token_settings()
         ehr = issue_token(settings, subject="bench-ehr", scopes=ROLES["ehr"], ttl_seconds=3600)
         staff = issue_token(settings, subject="bench-nurse", scopes=ROLES["staff"], ttl_seconds=3600)
