@@ -33,10 +33,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.scratch import scratch_database  # noqa: E402
 from service import create_app  # noqa: E402
 from service.cli import freeze_heap  # noqa: E402
 from service.security import ROLES, issue_token  # noqa: E402
@@ -64,24 +63,12 @@ def pct(values: list[float], q: int) -> float:
 
 @contextmanager
 def database(args: argparse.Namespace) -> Iterator[str]:
+    """The database to bench on: --database-url as given, else a scratch one (bench.scratch)."""
     if args.database_url:
         yield args.database_url
         return
-    if not args.postgres:
-        with tempfile.TemporaryDirectory() as folder:
-            yield f"sqlite:///{folder}/bench.db"
-        return
-    admin_url = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-    name = f"toh_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database("postgresql" if args.postgres else "sqlite") as url:
+        yield url
 
 
 def main() -> None:
