@@ -21,12 +21,13 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
 
 import requests
-from sqlalchemy import create_engine, text
+
+from tests import databases
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = os.environ.get("TOH_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -44,20 +45,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@contextmanager
-def scratch_postgres(admin_url: str = PG_ADMIN) -> Iterator[str]:
+def scratch_postgres(admin_url: str = PG_ADMIN) -> AbstractContextManager[str]:
     """A new, empty PostgreSQL database on the server of admin_url; yields its URL and drops it
-    afterwards (WITH FORCE: connections left open do not keep it)."""
-    name = f"toh_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    afterwards (the test suite's helper, tests.databases.scratch_postgres)."""
+    return databases.scratch_postgres("toh_bench", admin_url=admin_url)
 
 
 @contextmanager

@@ -22,14 +22,15 @@ def empty_tables(url: str) -> None:
 
 
 @contextlib.contextmanager
-def scratch_postgres(prefix: str = "toh_scratch") -> Iterator[str]:
-    """A new PostgreSQL database with no tables at all, dropped afterwards; yields its URL."""
+def scratch_postgres(prefix: str = "toh_scratch", admin_url: str = PG_ADMIN_URL) -> Iterator[str]:
+    """A new PostgreSQL database with no tables at all on the server of admin_url, dropped
+    afterwards (WITH FORCE: connections left open do not keep it); yields its URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
