@@ -106,7 +106,9 @@ def stop_background() -> None:
     _stopping.set()
     stop_exports()                 # export threads started by kick-offs give their jobs back
     while _running:
-        _running.pop().shutdown(wait=True)
+        scheduler = _running.pop()
+        if scheduler.running:      # one already shut down (by its owner) has nothing to wait for
+            scheduler.shutdown(wait=True)
 
 
 def run_blocking(services: Services) -> None:
