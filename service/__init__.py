@@ -44,7 +44,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clo
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
 
     database = Database(settings.database_url, clock=clock, echo=settings.sql_echo,
-                        statement_timeout=settings.statement_timeout)
+                        statement_timeout=settings.statement_timeout, audit_fsync=settings.audit_fsync)
     conformance = _guide()
     side_as_the_rules_read_it(conformance, _terminology())
     limits = SearchLimits(settings.max_search_params, settings.max_search_values, settings.max_chain_depth)

@@ -193,7 +193,8 @@ class Database:
     """The store: an engine plus the write hooks every unit of work runs."""
 
     def __init__(self, url: str, clock: Clock | None = None, echo: bool = False,
-                 hooks: list[WriteHook] | None = None, statement_timeout: float = 0) -> None:
+                 hooks: list[WriteHook] | None = None, statement_timeout: float = 0,
+                 audit_fsync: bool = True) -> None:
         self.url = url
         self.engine = make_engine(url, echo=echo, statement_timeout=statement_timeout)
         self.dialect = self.engine.dialect.name
@@ -208,6 +209,7 @@ class Database:
         self.read_only: frozenset[tuple[str, str]] = frozenset()
         self.due_handlers: dict[str, DueHandler] = {}
         self.sealers: dict[str, Sealer] = {}
+        self.audit_fsync = audit_fsync
 
     def add_hook(self, hook: WriteHook) -> None:
         """Register a hook that runs inside the transaction of every write."""
@@ -290,13 +292,35 @@ class Database:
                 conn.rollback()
 
     def append_audit(self, rows: list[dict[str, Any]]) -> None:
-        """Append audit rows in a short transaction of their own, committed (durable) on return."""
+        """Append audit rows (a read's, a search's, a refusal's) in a short transaction of their
+        own, committed on return: visible to every reader and kept if this process dies
+        (SIGKILL) the next instant.
+
+        With audit_fsync off (Database.audit_fsync, setting TOH_AUDIT_FSYNC) the commit does not
+        wait for the disk: SQLite commits with `PRAGMA synchronous=NORMAL` in WAL mode (the
+        frames reach the disk with the next write's commit or checkpoint), PostgreSQL with
+        `SET LOCAL synchronous_commit = off` (the WAL writer flushes within 3 x
+        wal_writer_delay, 600 ms by default). A power loss, an OS crash or a crash of the
+        PostgreSQL server itself may then lose the audit rows of the last moment; a write's own
+        AuditEvent always commits with the write, durably. Raises what the driver raises
+        (TRANSIENT_ERRORS when the database is away).
+        See https://www.sqlite.org/pragma.html#pragma_synchronous and PostgreSQL's
+        "Asynchronous Commit" (wal-async-commit)."""
         from service.store.audit import append_events
         with self.engine.connect() as conn:
             conn = conn.execution_options(toh_write=True)
-            conn.begin()
-            append_events(conn, rows)
-            conn.commit()
+            relaxed = not self.audit_fsync
+            driver: Any = conn.connection.driver_connection       # sqlite3.Connection on SQLite
+            if relaxed and self.dialect == "sqlite":
+                driver.execute("PRAGMA synchronous=NORMAL")        # outside BEGIN: SQLite requires it
+            try:
+                with conn.begin():        # committed, or rolled back on an error
+                    if relaxed and self.dialect == "postgresql":
+                        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                    append_events(conn, rows)
+            finally:
+                if relaxed and self.dialect == "sqlite":
+                    driver.execute("PRAGMA synchronous=FULL")
 
     def ping(self) -> None:
         """Run a trivial query; raises if the database cannot be reached."""

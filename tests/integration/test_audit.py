@@ -175,3 +175,55 @@ def test_the_services_own_writes_have_the_service_as_agent(client: Any) -> None:
     provenance = client.get(f"/fhir/Provenance?target=Flag/{flag['id']}").get_json()["entry"][0]["resource"]
     assert provenance["agent"][0]["who"]["display"] == "toh-service"
     assert f"Flag/{flag['id']}/_history/1" in [t["reference"] for t in provenance["target"]]
+
+
+def _audit_row(event_id: str, recorded: Any) -> dict[str, Any]:
+    return {"id": event_id, "recorded": recorded, "action": "R", "subtype": "read", "outcome": "0",
+            "agent": "alice", "agent_ref": None, "entity": "Patient/p1", "patient": "p1",
+            "content": json.dumps({"resourceType": "AuditEvent", "id": event_id})}
+
+
+@pytest.mark.parametrize("fsync", [False, True], ids=["commit", "fsync"])
+def test_a_read_event_commits_before_the_answer_and_leaves_clinical_writes_durable(
+        database_url: str, clock: Any, fsync: bool) -> None:
+    """TOH_AUDIT_FSYNC=0 (the default): a read's AuditEvent is committed (visible to every other
+    connection, kept through a SIGKILL) without waiting for the disk; only its own transaction
+    is relaxed, so the pooled connection is back to full durability for the next clinical write,
+    also when the append fails."""
+    from service.store.db import Database
+    from sqlalchemy import event
+
+    db = Database(database_url, clock=clock, audit_fsync=fsync)
+    db.migrate()
+    sqlite = db.dialect == "sqlite"
+    seen: list[str] = []
+    try:
+        with db.engine.connect() as conn:     # the pool's connection, traced (SQLite: the driver's own)
+            if sqlite:
+                conn.connection.driver_connection.set_trace_callback(seen.append)
+        if not sqlite:
+            event.listen(db.engine, "before_cursor_execute", lambda *args: seen.append(args[2]))
+        db.append_audit([_audit_row("e1", clock.now())])
+        other = create_engine(database_url)
+        try:
+            with other.connect() as conn:
+                assert conn.execute(text("SELECT count(*) FROM audit_events WHERE id = 'e1'")).scalar_one() == 1
+        finally:
+            other.dispose()
+        relaxing = [s for s in seen if "synchronous" in s.lower()]
+        if fsync:
+            assert relaxing == []
+        elif sqlite:
+            assert relaxing == ["PRAGMA synchronous=NORMAL", "PRAGMA synchronous=FULL"]
+        else:
+            assert relaxing == ["SET LOCAL synchronous_commit = off"]
+        with pytest.raises(DBAPIError):
+            db.append_audit([_audit_row("e1", clock.now())])      # the same id again: refused
+        with db.engine.connect() as conn:                         # back to full durability
+            if sqlite:
+                assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 2   # FULL
+            else:
+                assert conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "on"
+            assert conn.execute(text("SELECT count(*) FROM audit_events")).scalar_one() == 1
+    finally:
+        db.dispose()
