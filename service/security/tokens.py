@@ -15,7 +15,9 @@ is fit for RFC 6750's error_description.
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,8 @@ import jwt
 
 ASYMMETRIC = ("RS256", "ES256")
 REQUIRED_CLAIMS = ["exp", "iss", "aud", "sub"]
+VERIFIED_CACHE_SIZE = 4096      # tokens whose verification is remembered (least recently used go)
+VERIFIED_CACHE_SECONDS = 60.0   # how long a verification is remembered at most
 
 
 class InvalidToken(Exception):
@@ -53,6 +57,10 @@ class TokenVerifier:
                                             cooldown_duration=settings.jwks_refresh_cooldown_seconds)
                              if settings.jwks_url else None)
         self._jwks_file = _load_jwks_file(settings.jwks_file) if settings.jwks_file else None
+        # token -> (claims, remembered until (epoch seconds)): a client sends the same token
+        # with every request, and checking its signature again is most of what auth costs.
+        self._verified: OrderedDict[str, tuple[dict[str, Any], float]] = OrderedDict()
+        self._lock = threading.Lock()
 
     @property
     def algorithms(self) -> tuple[str, ...]:
@@ -61,7 +69,31 @@ class TokenVerifier:
         return (("HS256",) if self.settings.secret else ()) + asymmetric
 
     def verify(self, token: str) -> dict[str, Any]:
-        """The claims of a valid token; raises InvalidToken otherwise."""
+        """The claims of a valid token (a new dict each call); raises InvalidToken otherwise.
+
+        A token verified here is remembered for VERIFIED_CACHE_SECONDS at most, and never past
+        its `exp` (with the leeway): the same token again skips the signature check, and is
+        refused once it expires. A key withdrawn from the JWKS stops its tokens within that time."""
+        now = time.time()
+        with self._lock:
+            remembered = self._verified.get(token)
+            if remembered is not None:
+                claims, until = remembered
+                if now < until:
+                    self._verified.move_to_end(token)
+                    return dict(claims)
+                del self._verified[token]
+        claims = self._verify(token)
+        until = min(now + VERIFIED_CACHE_SECONDS, float(claims["exp"]) + self.settings.leeway_seconds)
+        if "nbf" in claims and now < float(claims["nbf"]):   # valid only through the leeway: not remembered
+            return claims
+        with self._lock:
+            self._verified[token] = (dict(claims), until)
+            while len(self._verified) > VERIFIED_CACHE_SIZE:
+                self._verified.popitem(last=False)
+        return claims
+
+    def _verify(self, token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:

@@ -144,3 +144,62 @@ def test_toh_token_prints_a_token_the_service_accepts(tmp_path: Path, monkeypatc
     who = Principal.from_claims(claims)
     assert who.subject == "alice" and who.patient == "p1"
     assert "user/AuditEvent.rs" in who.scope_text.split()
+
+
+class _Later:
+    """Moves both clocks a token is judged by (ours: time.time; PyJWT's: datetime.now)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from datetime import datetime, timedelta
+        import jwt.api_jwt
+        self.shift = 0.0
+        real_time, shifted = time.time, self
+
+        class Now(datetime):
+            @classmethod
+            def now(cls, tz: Any = None) -> Any:   # type: ignore[override]
+                return datetime.now(tz) + timedelta(seconds=shifted.shift)
+
+        monkeypatch.setattr(jwt.api_jwt, "datetime", Now)
+        monkeypatch.setattr(time, "time", lambda: real_time() + shifted.shift)
+
+
+def test_a_remembered_token_is_refused_once_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The verifier remembers a verified token (the same token comes with every request) but
+    never past its exp + leeway, nor for longer than VERIFIED_CACHE_SECONDS."""
+    from service.security import tokens
+    from service.security.tokens import InvalidToken, TokenSettings, issue_token
+    settings = TokenSettings(issuer=ISSUER, audience=AUDIENCE, secret="s" * 48, leeway_seconds=10)
+    verifier = TokenVerifier(settings)
+    clock = _Later(monkeypatch)
+    checks: list[str] = []
+    real_decode = tokens.jwt.decode
+    monkeypatch.setattr(tokens.jwt, "decode", lambda *a, **k: checks.append("decode") or real_decode(*a, **k))
+
+    token = issue_token(settings, subject="dr-who", scopes=["user/*.rs"], ttl_seconds=30)
+    first = verifier.verify(token)
+    first["sub"] = "someone else"                            # the caller's copy, not the remembered one
+    assert verifier.verify(token)["sub"] == "dr-who" and checks == ["decode"]   # remembered
+    clock.shift = 39                                         # exp + leeway not reached
+    assert verifier.verify(token)["sub"] == "dr-who" and checks == ["decode"]
+    clock.shift = 41                                         # past exp + leeway
+    with pytest.raises(InvalidToken, match="expired"):
+        verifier.verify(token)
+    assert checks == ["decode", "decode"]                   # judged again, and refused
+
+    long_lived = issue_token(settings, subject="dr-who", scopes=["user/*.rs"], ttl_seconds=3600)
+    verifier.verify(long_lived)
+    clock.shift += tokens.VERIFIED_CACHE_SECONDS + 1         # remembered for a minute at most
+    verifier.verify(long_lived)
+    assert checks.count("decode") == 4
+
+
+def test_an_unverifiable_token_is_never_remembered() -> None:
+    from service.security.tokens import InvalidToken, TokenSettings, issue_token
+    settings = TokenSettings(issuer=ISSUER, audience=AUDIENCE, secret="s" * 48)
+    other = TokenSettings(issuer=ISSUER, audience=AUDIENCE, secret="t" * 48)
+    forged = issue_token(other, subject="dr-who", scopes=["user/*.rs"], ttl_seconds=300)
+    verifier = TokenVerifier(settings)
+    for _ in range(2):
+        with pytest.raises(InvalidToken, match="signature"):
+            verifier.verify(forged)
