@@ -35,12 +35,22 @@ def big_transaction(tag: str) -> dict[str, Any]:
 
 def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(database_url: str, tmp_path: Path) -> None:
     server = LiveServer(database_url, tmp_path, workers=1)
-    body = json.dumps(big_transaction("Inflight"))
+    body = json.dumps(big_transaction("Inflight")).encode()
     answer: dict[str, Any] = {}
+    half_sent, go_on = threading.Event(), threading.Event()
+
+    def upload() -> Any:
+        """The body in two chunks (Transfer-Encoding: chunked): the request is in flight, its
+        worker reading it, from the first chunk until the second is sent after the SIGTERM.
+        (Timing a fast write against a sleep is no proof: ingest got faster than the sleep.)"""
+        yield body[:len(body) // 2]
+        half_sent.set()
+        go_on.wait(60)
+        yield body[len(body) // 2:]
 
     def send() -> None:
         try:
-            response = requests.post(server.base, data=body, timeout=120,
+            response = requests.post(server.base, data=upload(), timeout=120,
                                      headers={"Content-Type": "application/fhir+json"})
             answer["status"], answer["at"] = response.status_code, time.monotonic()
             answer["entries"] = len(response.json().get("entry", []))
@@ -50,12 +60,14 @@ def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(database_url: str
     try:
         sender = threading.Thread(target=send)
         sender.start()
-        time.sleep(0.5)                       # the bundle is being written (it takes seconds)
+        assert half_sent.wait(30), "the upload did not start"
+        time.sleep(0.5)                       # the worker has the request and is reading its body
         signalled = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
         time.sleep(1.5)                       # gunicorn's master wakes at least once a second
         with pytest.raises((requests.ConnectionError, requests.Timeout)):   # no new request is served
             requests.get(f"http://127.0.0.1:{server.port}/healthz", timeout=3)
+        go_on.set()                           # the rest of the body: the bundle is written now
         sender.join(timeout=120)
         exit_code = server.process.wait(timeout=60)
     finally:
