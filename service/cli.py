@@ -168,6 +168,7 @@ def sweep_command(args: argparse.Namespace) -> int:
     app = create_app(settings, clock=FixedClock(now) if args.now else None)
     database = app.extensions["toh"].database
     try:
+        database.require_current_schema()
         report = sweep(database, now)
     finally:
         database.dispose()
@@ -183,7 +184,13 @@ def _services(args: argparse.Namespace, now: datetime | None = None) -> Any:
     if getattr(args, "database_url", None):
         overrides["database_url"] = args.database_url
     settings = Settings.from_env().with_overrides(overrides)
-    return create_app(settings, clock=FixedClock(now) if now else None).extensions["toh"]
+    services = create_app(settings, clock=FixedClock(now) if now else None).extensions["toh"]
+    try:
+        services.database.require_current_schema()
+    except BaseException:
+        services.database.dispose()
+        raise
+    return services
 
 
 def deliver_command(args: argparse.Namespace) -> int:
@@ -257,6 +264,7 @@ def export_command(args: argparse.Namespace) -> int:
         overrides["database_url"] = args.database_url
     services = create_app(Settings.from_env().with_overrides(overrides)).extensions["toh"]
     try:
+        services.database.require_current_schema()
         manifest = export_to_folder(services.database, Path(args.out), history=args.history, clock=services.clock,
                                     request="toh export" + (" --history" if args.history else ""))
     except FileExistsError as exc:
@@ -517,9 +525,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo.set_defaults(run=demo)
     args = parser.parse_args(argv)
     from service.store import SchemaTooNew
+    from service.store.db import SchemaNotCurrent
     try:
         return int(args.run(args))
-    except SchemaTooNew as exc:
+    except (SchemaTooNew, SchemaNotCurrent) as exc:
         print(f"toh {args.command}: refusing to run: {exc}", file=sys.stderr, flush=True)
         return 3
 

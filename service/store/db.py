@@ -96,6 +96,18 @@ class SchemaTooNew(RuntimeError):
         self.revision, self.head = revision, head
 
 
+class SchemaNotCurrent(RuntimeError):
+    """The database's schema is older than this code's (or was never created): a one-off
+    command (`toh sweep`, `toh deliver`, `toh export`...) would fail on a missing table or
+    column half-way. `toh migrate` brings it up to date."""
+
+    def __init__(self, revision: str | None, head: str) -> None:
+        super().__init__(
+            f"the database schema is at {revision or 'nothing (never migrated)'}, this version of the service "
+            f"expects {head!r}: run `toh migrate` (with the same TOH_DATABASE_URL) first")
+        self.revision, self.head = revision, head
+
+
 def alembic_config(url: str) -> Any:
     """The alembic Config of our migrations for a database URL (no alembic.ini is read)."""
     from alembic.config import Config
@@ -356,6 +368,16 @@ class Database:
         """The alembic revision the database is at (None: never migrated)."""
         with self.engine.connect() as conn:
             return _current_revision(conn)
+
+    def require_current_schema(self) -> None:
+        """Raise SchemaTooNew (a newer release migrated it) or SchemaNotCurrent (older, or never
+        migrated) unless the database is at this code's head revision."""
+        with self.engine.connect() as conn:
+            _check_known(conn)
+            current = _current_revision(conn)
+        head = known_revisions()[1]
+        if current != head:
+            raise SchemaNotCurrent(current, head)
 
     def check_schema(self) -> None:
         """Raise SchemaTooNew if the database was migrated by a newer release than this code.

@@ -191,3 +191,31 @@ def test_servers_started_by_the_tests_run_the_working_tree(tmp_path: Path) -> No
     root = Path(__file__).resolve().parents[2]
     assert Path(module) == root / "service" / "__init__.py"
     assert Path(profiles) == root / "fhir_profiles"
+
+
+@pytest.mark.parametrize("revision", [None, "0006_audit_events"], ids=["never-migrated", "older"])
+@pytest.mark.parametrize("command", [["sweep"], ["deliver"], ["notifications", "list"], ["export", "--out", "OUT"]])
+def test_one_off_commands_on_a_schema_not_at_head_say_run_toh_migrate(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str], revision: str | None) -> None:
+    """A one-off command on a database `toh migrate` has not brought up to date exits 3 with one
+    line saying so (not a traceback from a missing table), and writes nothing."""
+    from service.store import Database
+    from service.store.db import known_revisions
+    url = f"sqlite:///{tmp_path / 'toh.db'}"
+    if revision:
+        Database(url).migrate(revision)
+    argv = [str(tmp_path / "out") if part == "OUT" else part for part in command]
+    code = cli.main([*argv[:2], "--database-url", url, *argv[2:]] if argv[0] == "notifications"
+                    else [argv[0], "--database-url", url, *argv[1:]])
+    err = capsys.readouterr().err
+    assert code == 3, err
+    head = known_revisions()[1]
+    assert f"expects {head!r}: run `toh migrate`" in err and "Traceback" not in err
+    assert ("never migrated" in err) if revision is None else (f"schema is at {revision}" in err)
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        tables = set(inspect(conn).get_table_names())
+        version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar() if tables else None
+    engine.dispose()
+    assert version == revision                                # not migrated behind the user's back
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
