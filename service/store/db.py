@@ -334,6 +334,16 @@ class Database:
                 if relaxed and self.dialect == "sqlite":
                     driver.execute("PRAGMA synchronous=FULL")
 
+    def analyze(self) -> None:
+        """Refresh PostgreSQL's planner statistics (ANALYZE) after a bulk load, as autovacuum
+        would within about a minute: with none, the planner takes freshly loaded index tables
+        for empty and picks nested loops (the worklist's Task search went from 28 to 86 ms
+        p50 on a clinic of 153 patients). SQLite: nothing (its planner needs no statistics)."""
+        if self.dialect == "postgresql":
+            with self.engine.connect() as conn:
+                conn.execute(text("ANALYZE"))
+                conn.commit()
+
     def ping(self) -> None:
         """Run a trivial query; raises if the database cannot be reached."""
         with self.engine.connect() as conn:

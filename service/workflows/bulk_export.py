@@ -388,6 +388,7 @@ def import_from_folder(database: Database, folder: Path, batch: int = 500) -> Im
                 raise ImportRefused(str(exc)) from exc
             report.rows[table.name] = len(rows)
         uow.commit()
+    database.analyze()      # searches on the restored data plan with its statistics at once
     return report
 
 

@@ -212,3 +212,20 @@ def test_concurrent_updates_without_if_match_all_land_in_order(database: Databas
     with database.unit_of_work(write=False) as uow:
         versions, total = uow.repo.history("Patient", pid)
     assert total == 6 and sorted(v.version for v in versions) == [1, 2, 3, 4, 5, 6]
+
+
+def test_analyze_gives_the_planner_statistics_of_what_was_loaded(database: Database) -> None:
+    """Database.analyze (run after `toh import`): PostgreSQL's planner then counts the rows just
+    loaded instead of planning for empty tables; SQLite is left as it is (no sqlite_stat1)."""
+    from sqlalchemy import text
+    with database.unit_of_work() as uow:
+        for n in range(40):
+            uow.repo.create(patient(id=f"p{n}"))
+        uow.commit()
+    database.analyze()
+    with database.engine.connect() as conn:
+        if database.dialect == "postgresql":
+            estimated = conn.execute(text("SELECT reltuples FROM pg_class WHERE relname = 'resources'")).scalar_one()
+            assert estimated == conn.execute(select(func.count()).select_from(resources)).scalar_one() == 40
+        else:
+            assert conn.execute(text("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'")).scalar_one() == 0
