@@ -9,6 +9,7 @@ import base64
 import html
 import json
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -188,6 +189,28 @@ def test_an_access_token_without_the_services_audience_is_refused(oidc_app: Any,
     ui = oidc_app.test_client(token=None)
     response = callback(ui, at_provider(to_provider(ui)))
     assert_refused(oidc_app, ui, response, "access token cannot be accepted here", provider)
+
+
+def test_a_failed_exchange_is_refused(oidc_app: Any, provider: OidcProvider) -> None:
+    provider.client_secret = "the-provider-now-expects-another-secret"
+    ui = oidc_app.test_client(token=None)
+    response = callback(ui, at_provider(to_provider(ui)))
+    assert_refused(oidc_app, ui, response, "did not exchange the authorization code (HTTP 401, invalid_client)",
+                   provider)
+
+
+def test_an_expired_id_token_is_refused(oidc_app: Any, provider: OidcProvider) -> None:
+    provider.id_token_claims = {"exp": int(time.time()) - 3600, "iat": int(time.time()) - 7200}
+    ui = oidc_app.test_client(token=None)
+    response = callback(ui, at_provider(to_provider(ui)))
+    assert_refused(oidc_app, ui, response, "The ID token has expired", provider)
+
+
+def test_an_id_token_for_another_user_than_the_access_token_is_refused(oidc_app: Any, provider: OidcProvider) -> None:
+    provider.id_token_claims = {"sub": "someone-else"}
+    ui = oidc_app.test_client(token=None)
+    response = callback(ui, at_provider(to_provider(ui)))
+    assert_refused(oidc_app, ui, response, "names another user than its ID token", provider)
 
 
 def test_an_unreachable_provider_is_said_so(database_url: str, clock: Any) -> None:
