@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:
+    from service.security.oidc import OidcSettings
     from service.security.tokens import TokenSettings
 
 DEFAULT_DATA_DIR = "toh-data"
@@ -155,6 +156,25 @@ class Settings:
         "TOH_TOKEN_ENDPOINT", "OAuth token endpoint advertised in metadata and the SMART configuration"))
     authorization_endpoint: str | None = field(default=None, metadata=_env(
         "TOH_AUTHORIZATION_ENDPOINT", "OAuth authorization endpoint advertised likewise"))
+    oidc_issuer: str | None = field(default=None, metadata=_env(
+        "TOH_OIDC_ISSUER", "an OpenID Connect provider staff sign in through at `/ui/login` (its issuer URL; "
+        "discovery at `{issuer}/.well-known/openid-configuration`; https, http only on loopback). Its access "
+        "token becomes the session's bearer token: set TOH_JWT_ISSUER, TOH_JWKS_URL and TOH_JWT_AUDIENCE to "
+        "what it issues", default="(none: token sign-in only)"))
+    oidc_client_id: str | None = field(default=None, metadata=_env(
+        "TOH_OIDC_CLIENT_ID", "this service's client id at the OpenID Connect provider"))
+    oidc_client_secret: str | None = field(default=None, metadata=_env(
+        "TOH_OIDC_CLIENT_SECRET", "its client secret (client_secret_basic, or _post when the provider offers only "
+        "that)", default="(none: a public client, PKCE only)"))
+    oidc_scopes: str = field(default="openid profile fhirUser user/*.rs user/Task.u user/Flag.u "
+                                     "user/Subscription.cruds", metadata=_env(
+        "TOH_OIDC_SCOPES", "scopes asked of the provider (space-separated, with `openid`); the default asks for "
+        "the staff role's SMART scopes, which the access token must carry"))
+    oidc_redirect_uri: str | None = field(default=None, metadata=_env(
+        "TOH_OIDC_REDIRECT_URI", "the callback registered at the provider", default="`/ui/oidc/callback` on the "
+        "host and scheme the browser used"))
+    oidc_provider_name: str = field(default="the identity provider", metadata=_env(
+        "TOH_OIDC_PROVIDER_NAME", "the provider's name on the button \"Sign in with ...\""))
     cds_issuers: str | None = field(default=None, metadata=_env(
         "TOH_CDS_ISSUERS", "EHRs trusted to call the CDS Hooks services: comma-separated `issuer=JWKS` pairs, "
         "JWKS an https URL (fetched and cached) or a file path", default="(none: every hook call is refused)"))
@@ -194,6 +214,17 @@ class Settings:
                              jwks_url=self.jwks_url, jwks_file=self.jwks_file,
                              leeway_seconds=self.jwt_leeway_seconds,
                              jwks_refresh_cooldown_seconds=self.jwks_refresh_cooldown_seconds)
+
+    def oidc_settings(self) -> OidcSettings | None:
+        """The OpenID Connect sign-in's settings, or None when TOH_OIDC_ISSUER is not set.
+        Raises ValueError for an issuer that is not https (nor http on loopback), a missing
+        client id, or scopes without `openid`."""
+        from service.security.oidc import OidcSettings
+        if not self.oidc_issuer:
+            return None
+        return OidcSettings(issuer=self.oidc_issuer, client_id=self.oidc_client_id or "",
+                            client_secret=self.oidc_client_secret or None, scopes=self.oidc_scopes,
+                            name=self.oidc_provider_name, leeway_seconds=self.jwt_leeway_seconds)
 
     def cds_issuer_map(self) -> dict[str, str]:
         """TOH_CDS_ISSUERS as {issuer: JWKS URL or file path} (empty when unset). Each pair is split

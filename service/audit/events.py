@@ -188,3 +188,36 @@ def cds_feedback_event(service_id: str, card: str, outcome: str, outcome_timesta
                     "type": {"system": ENTITY_TYPE, "code": "4", "display": "Other"},
                     "description": f"CDS Hooks card of {service_id}", "detail": details}],
     }
+
+
+USER_AUTHENTICATION = {"system": DCM, "code": "110114", "display": "User Authentication"}
+LOGIN = {"system": DCM, "code": "110122", "display": "Login"}
+
+
+def sign_in_event(event_id: str, recorded: datetime, *, status: int, method: str, principal: Principal | None,
+                  address: str | None = None, description: str | None = None, request_id: str | None = None,
+                  source: str = SERVICE_NAME) -> dict[str, Any]:
+    """The AuditEvent of one attempt to sign in to the staff pages (DICOM "User
+    Authentication" 110114, subtype "Login" 110122, action E): outcome 0 when a session was
+    started, else 4 with `description` (why, no token content) as outcomeDesc. `method` says
+    how (e.g. "token" or "oidc https://idp.example"), kept as the entity's description; the
+    agent is the signed-in principal, or "anonymous" when the attempt was refused."""
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent", "id": event_id,
+        "type": USER_AUTHENTICATION, "subtype": [LOGIN], "action": "E",
+        "recorded": recorded.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "outcome": outcome_code(status),
+        "agent": _agents(Interaction(subtype="login", status=status, principal=principal, address=address)),
+        "source": {"site": source, "observer": {"display": SERVICE_NAME},
+                   "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}]},
+        "entity": [{"what": {"identifier": {"system": "urn:toh:sign-in", "value": method}},
+                    "type": {"system": ENTITY_TYPE, "code": "4", "display": "Other"},
+                    "description": f"staff sign-in ({method})"}],
+    }
+    if status >= 400:
+        event["outcomeDesc"] = f"HTTP {status}" + (f": {description}" if description else "")
+    if request_id:
+        event["entity"].append({"what": {"identifier": {"system": "urn:toh:request-id", "value": request_id}},
+                                "type": {"system": ENTITY_TYPE, "code": "4", "display": "Other"},
+                                "role": {"system": OBJECT_ROLE, "code": "3", "display": "Report"}})
+    return event

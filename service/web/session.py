@@ -1,7 +1,9 @@
 """Signing in to the pages: a bearer token (e.g. `toh token --role staff`) given once in the
-login form, verified by the same TokenVerifier as the REST API, and kept in Flask's signed
-session cookie: HttpOnly, SameSite=Lax, path /ui, Secure when the request came over TLS (or
-through a proxy that says so with X-Forwarded-Proto, or TOH_BASE_URL is https). Every page
+login form, or the access token of the OpenID Connect provider once the sign-in through it has
+completed (views.oidc_callback, service.security.oidc), verified by the same TokenVerifier as
+the REST API, and kept in Flask's signed session cookie: HttpOnly, SameSite=Lax, path /ui,
+Secure when the request came over TLS (or through a proxy that says so with
+X-Forwarded-Proto, or TOH_BASE_URL is https). Every page
 request verifies the token again, so an expired or no longer trusted token ends the session.
 The cookie is signed with TOH_UI_SECRET, else a key derived from the token secret (HMAC), else
 one made in the data folder (service.security.secret).

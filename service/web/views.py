@@ -1,6 +1,8 @@
 """The staff pages under /ui: thin Flask views over service.web's plain functions.
 
     GET  /ui/login, POST /ui/login (field `token`)   sign in;  POST /ui/logout  sign out
+    GET  /ui/login/oidc, GET /ui/oidc/callback        sign in through the OpenID Connect provider
+                                                      (404 when TOH_OIDC_ISSUER is not set)
     GET  /ui/worklist                                 what to do today
     POST /ui/tasks/<id>/complete                      complete a follow-up (a Task update)
     POST /ui/flags/<id>/acknowledge                   acknowledge a flag (a Flag update)
@@ -10,26 +12,30 @@
 Every POST must carry the session's CSRF token (Flask-WTF; 400 without it). Pages read with
 the signed-in principal through the same guard as the REST API, and each page view and write is
 recorded as an AuditEvent like the REST interaction it stands for (a write's in its own
-transaction; a read's before the page is sent).
+transaction; a read's before the page is sent). Every sign-in attempt, with a token or through
+the provider, accepted or refused, is recorded as a "Login" AuditEvent (subtype `login`).
 """
 from __future__ import annotations
 
 import contextlib
+import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
 from service.api.audit import audit_row, request_id
 from service.api.context import FHIR_PREFIX, services
-from service.audit.events import Interaction
+from service.audit.events import Interaction, sign_in_event
 from service.fhir.errors import FhirError
 from service.fhir.resources import check_id
 from service.security import InvalidToken, Principal
+from service.security.oidc import OidcClient, ProviderUnavailable, SignInRefused
 from service.store import UnitOfWork
 from service.web import actions, session as ui_session
 from service.web.patient import patient_page
@@ -40,7 +46,8 @@ from service.web.worklist import worklist
 
 bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates", static_folder="static")
 csrf = CSRFProtect()
-OPEN_ENDPOINTS = frozenset({"ui.login", "ui.static"})
+OPEN_ENDPOINTS = frozenset({"ui.login", "ui.oidc_login", "ui.oidc_callback", "ui.static"})
+OIDC_KEY = "oidc"     # the session's pending OpenID Connect sign-in (state, nonce, PKCE verifier, next)
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
@@ -152,17 +159,103 @@ def index() -> ResponseReturnValue:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> ResponseReturnValue:
-    """The sign-in form; POST verifies the `token` field and starts the session. A token that
-    cannot be accepted gives the form again with why (401)."""
+    """The sign-in form (and the provider's button when one is configured); POST verifies the
+    `token` field and starts the session. A token that cannot be accepted gives the form again
+    with why (401). Each POST is audited (_audit_sign_in)."""
     target = _safe_next(request.values.get("next"), url_for("ui.worklist"))
     if request.method == "GET":
-        return render_template("login.html", next=target, error=None)
+        return _login_page(target, None, 200)
     try:
-        ui_session.sign_in(services().verifier, request.form.get("token", ""))
+        principal = ui_session.sign_in(services().verifier, request.form.get("token", ""))
     except InvalidToken as exc:
-        return (render_template("login.html", next=target, error=str(exc)), 401,
-                {"WWW-Authenticate": 'Bearer realm="toh"'})
+        _audit_sign_in("token", 401, None, str(exc))
+        return _login_page(target, f"This token cannot be accepted: {exc}", 401)
+    _audit_sign_in("token", 200, principal)
     return redirect(target)
+
+
+@bp.get("/login/oidc")
+def oidc_login() -> ResponseReturnValue:
+    """Start signing in through the OpenID Connect provider: keep a fresh state, nonce and PKCE
+    verifier in the session and send the browser to the provider's authorization endpoint.
+    404 without a provider; the login page with why (502) when the provider cannot be reached."""
+    oidc = _oidc()
+    target = _safe_next(request.args.get("next"), url_for("ui.worklist"))
+    redirect_uri = services().settings.oidc_redirect_uri or url_for(
+        "ui.oidc_callback", _external=True,
+        _scheme="https" if ui_session.is_https(request, services().settings) else request.scheme)
+    try:
+        start = oidc.start(redirect_uri)
+    except ProviderUnavailable as exc:
+        _audit_sign_in(_oidc_method(oidc), 502, None, str(exc))
+        return _login_page(target, str(exc), 502)
+    session[OIDC_KEY] = {**start.pending, "next": target}
+    return redirect(start.url)
+
+
+@bp.get("/oidc/callback")
+def oidc_callback() -> ResponseReturnValue:
+    """Where the provider sends the browser back: check state, exchange the code, validate the
+    ID token, verify the access token as the REST API would and start the session with it, as
+    the token form does; then go where the user was going. A refusal gives the login page with
+    why (401; 502 when the provider failed) and signs nobody in. 404 without a provider."""
+    oidc = _oidc()
+    pending = session.pop(OIDC_KEY, None)
+    target = _safe_next(pending.get("next") if isinstance(pending, dict) else None, url_for("ui.worklist"))
+    verifier = services().verifier
+    try:
+        signed = oidc.finish(pending, request.args.to_dict())
+        try:
+            principal = Principal.from_claims(verifier.verify(signed.access_token))
+        except InvalidToken as exc:
+            raise SignInRefused(f"The identity provider's access token cannot be accepted here: {exc}") from exc
+        if principal.subject != str(signed.id_claims["sub"]):
+            raise SignInRefused("The identity provider's access token names another user than its ID token")
+        principal = ui_session.sign_in(verifier, signed.access_token)
+    except SignInRefused as exc:
+        status = 502 if isinstance(exc, ProviderUnavailable) else 401
+        _audit_sign_in(_oidc_method(oidc), status, None, str(exc))
+        return _login_page(target, str(exc), status)
+    _audit_sign_in(_oidc_method(oidc), 200, principal)
+    return redirect(target)
+
+
+def _oidc() -> OidcClient:
+    """The OpenID Connect client; aborts with 404 when no provider is configured."""
+    client: OidcClient | None = current_app.extensions.get("toh_oidc")
+    if client is None:
+        abort(404)
+    return client
+
+
+def _oidc_method(client: OidcClient) -> str:
+    return f"oidc {client.settings.issuer}"
+
+
+def _login_page(target: str, error: str | None, status: int) -> ResponseReturnValue:
+    """The login page, with the provider's button when one is configured and why the last
+    attempt failed."""
+    client: OidcClient | None = current_app.extensions.get("toh_oidc")
+    page = render_template("login.html", next=target, error=error,
+                           provider=client.settings.name if client is not None else None)
+    if status == 401:
+        return page, status, {"WWW-Authenticate": 'Bearer realm="toh"'}
+    return page, status
+
+
+def _audit_sign_in(method: str, status: int, principal: Principal | None, description: str | None = None) -> None:
+    """Record one sign-in attempt (service.audit.events.sign_in_event), durable before the
+    answer is sent."""
+    svc = services()
+    now, event_id = svc.clock.now(), str(uuid.uuid4())
+    event = sign_in_event(event_id, now, status=status, method=method, principal=principal,
+                          address=request.remote_addr, description=description, request_id=request_id(),
+                          source=svc.settings.base_url or request.host_url.rstrip("/") + FHIR_PREFIX)
+    svc.database.append_audit([{
+        "id": event_id, "recorded": now, "action": "E", "subtype": "login", "outcome": event["outcome"],
+        "agent": principal.subject[:255] if principal else None,
+        "agent_ref": principal.fhir_user[:255] if principal and principal.fhir_user else None,
+        "entity": None, "patient": None, "content": json.dumps(event, separators=(",", ":"))}])
 
 
 @bp.post("/logout")
