@@ -402,7 +402,8 @@ def synth(url: str, patients: int, seed: int = 1) -> None:
             for n, path in enumerate(files, 1):
                 response = client.post("/fhir", data=path.read_bytes(), headers=headers)
                 if response.status_code != 200:
-                    raise SystemExit(f"{path.name} refused ({response.status_code}): {response.get_data(as_text=True)[:500]}")
+                    raise SystemExit(f"{path.name} refused ({response.status_code}): "
+                                     f"{response.get_data(as_text=True)[:500]}")
                 if n % 500 == 0 or n == len(files):
                     rate = n / (time.perf_counter() - start)
                     print(f"  posted {n:,}/{len(files):,} bundles ({rate:.0f} patients/s)", flush=True)

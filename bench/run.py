@@ -368,7 +368,8 @@ def main() -> int:
     parser.add_argument("--search-resources", type=int, default=20_000,
                         help="resources bulk-loaded for the in-process search benchmark (the issue: 1,000,000)")
     parser.add_argument("--synth-patients", type=int, default=0,
-                        help="fill the search store with a `toh synth --patients N` cohort, posted through the service, instead")
+                        help="fill the search store with a `toh synth --patients N` cohort, posted through "
+                             "the service, instead")
     parser.add_argument("--sweep-due", type=int, default=200)
     parser.add_argument("--sweep-small", type=int, default=2_000)
     parser.add_argument("--sweep-large", type=int, default=20_000)

@@ -9,8 +9,9 @@ A token is accepted when
   again for an unknown kid at most every `refresh_cooldown` seconds) or a file (read once);
   a `jku` header is accepted only when it is that issuer's configured JWKS URL (the service
   never fetches a key set a token names, which would let anyone sign);
-- that key is of the algorithm's kind (RSA for RS*, EC for ES*) and the signature verifies; `aud` is the URL of the service endpoint as called; `exp` (with
-  `leeway` seconds), `iat` and `jti` are present and `exp` is in the future;
+- that key is of the algorithm's kind (RSA for RS*, EC for ES*) and the signature verifies;
+  `aud` is the URL of the service endpoint as called; `exp` (with `leeway` seconds), `iat` and
+  `jti` are present and `exp` is in the future;
 - its `jti` was not used before by that issuer (`replay(issuer, jti, exp)` records it and
   answers False for a second use; the service keeps them in the database, service.store.cds_jti).
 

@@ -127,7 +127,8 @@ def test_email_goes_to_the_mail_catcher(compose: dict[str, Any]) -> None:
         assert listen is not None
         for name in ("toh1", "toh2", "worker"):
             settings = Settings.from_env(_env(moved[name]))
-            assert (settings.smtp_host, str(settings.smtp_port)) == listen.groups() == ("127.0.0.1", mail_port or "2525")
+            expected = ("127.0.0.1", mail_port or "2525")
+            assert (settings.smtp_host, str(settings.smtp_port)) == listen.groups() == expected
             assert settings.smtp_from
     worker = Settings.from_env(_env(services["worker"]))
     assert worker.scheduler and worker.base_url == f"http://127.0.0.1:{_env(services['toh1'])['TOH_PORT']}/fhir"
