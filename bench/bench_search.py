@@ -6,6 +6,7 @@ measured in the same run.
     python bench/bench_search.py                      # 1,000,000 resources, fresh database
     python bench/bench_search.py --resources 100000 --queries 300
     python bench/bench_search.py --database-url postgresql+psycopg://postgres@127.0.0.1/mydb --keep
+    python bench/bench_search.py --synth-patients 10000   # a `toh synth` cohort, posted through the service
 
 Mix: 5% Patients, 15% Conditions, 80% Observations (about 16 per patient, 20 LOINC codes).
 Loading uses COPY with the index tables' indexes dropped and rebuilt afterwards. Index rows are
@@ -237,17 +238,24 @@ def timed(fn: Callable[[], Any], repeat: int) -> list[float]:
     return out
 
 
-def measure(url: str, search: SearchEngine, n: int, queries: int) -> dict[str, dict[str, float]]:
-    """Print the plans and the timings; returns {query: {rows, p50_ms, p95_ms, pk_p50_ms, pk_p95_ms}}."""
+def measure(url: str, search: SearchEngine, queries: int) -> dict[str, dict[str, float]]:
+    """Print the plans and the timings over what the store holds (ids sampled from it); returns
+    {query: {rows, p50_ms, p95_ms, pk_p50_ms, pk_p95_ms}}. Raises SystemExit on an empty store."""
     figures: dict[str, dict[str, float]] = {}
     db = Database(url)
     rnd = random.Random(11)
     with db.engine.connect() as conn:
+        n = conn.execute(text("SELECT count(*) FROM resources")).scalar_one()
         n_pat = conn.execute(text("SELECT count(*) FROM resources WHERE res_type = 'Patient'")).scalar_one()
+        step = 997 if n >= 997 * 100 else 1       # a spread sample of a large store; all of a small one
         obs = conn.execute(text(
             "SELECT r.target_id, t.code FROM search_reference r JOIN search_token t ON t.rid = r.rid "
             "WHERE r.res_type = 'Observation' AND r.param = 'patient' AND t.res_type = 'Observation' "
-            "AND t.param = 'code' AND r.rid % 997 = 0 LIMIT 2000")).all()
+            "AND t.param = 'code' AND r.rid % :step = 0 LIMIT 2000"), {"step": step}).all()
+        pids = list(conn.execute(text("SELECT res_id FROM resources WHERE res_type = 'Patient' "
+                                      "ORDER BY rid LIMIT 5000")).scalars())
+        if not obs or not pids:
+            raise SystemExit("the store holds no Observation with a patient and a code: nothing to search")
         print(f"\n{n:,} resources; {n_pat:,} patients; index rows: " + ", ".join(
             f"{t.name} {conn.execute(text(f'SELECT count(*) FROM {t.name}')).scalar_one():,}"
             for t in TABLES.values()))
@@ -279,7 +287,7 @@ def measure(url: str, search: SearchEngine, n: int, queries: int) -> dict[str, d
         cases = {
             "Observation?patient=X&code=Y": [f"Observation?patient={p}&code={LOINC}|{c}"
                                              for p, c in rnd.sample(obs, min(queries, len(obs)))],
-            "Condition?patient=X": [f"Condition?patient=pat-{rnd.randrange(n_pat)}" for _ in range(queries)],
+            "Condition?patient=X": [f"Condition?patient={rnd.choice(pids)}" for _ in range(queries)],
         }
         by_pk = select(resources.c.rid, resources.c.res_type, resources.c.res_id, resources.c.version,
                        resources.c.last_updated, resources.c.content)
@@ -322,7 +330,8 @@ def main() -> None:
     ap.add_argument("--database-url", help="an existing empty PostgreSQL database (default: a fresh one)")
     ap.add_argument("--keep", action="store_true", help="do not drop the fresh database afterwards")
     ap.add_argument("--synth-patients", type=int, default=0,
-                    help="fill the store with `toh synth` (issue 16) for this many patients instead of the bulk load")
+                    help="fill the store with a `toh synth` cohort of this many patients, posted through the "
+                         "service, instead of the bulk load")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
     with ExitStack() as stack:
@@ -340,7 +349,7 @@ def main() -> None:
             print(f"loading {args.resources:,} resources into {url}")
             load(url, args.resources, Shapes(search))
         print(f"loaded in {time.perf_counter() - t:.0f}s")
-        figures = measure(url, search, args.resources, args.queries)
+        figures = measure(url, search, args.queries)
         if args.json:
             Path(args.json).write_text(json.dumps({"resources": args.resources, "synth_patients": args.synth_patients,
                                                    "queries": figures}))
@@ -356,16 +365,50 @@ def _kept_database() -> str:
     return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
 
 
-def synth(url: str, patients: int) -> None:
-    """Fill the store with `toh synth` (issue 16): the issue's 10,000-patient store."""
-    import shutil
+def synth(url: str, patients: int, seed: int = 1) -> None:
+    """Fill the store with a `toh synth` cohort (issue 16; the issue's 10,000-patient store):
+    `toh synth` writes one transaction Bundle per patient into a scratch folder, and each is
+    POSTed to /fhir through the service in this process (create_app, the normal write path:
+    validation, the search index, the clinical watch, plans, Provenance, audit), on a clock
+    fixed at the cohort's as-of day. Raises SystemExit if `toh synth` fails or a bundle is refused."""
+    import secrets
     import subprocess
-    toh = Path(sys.executable).with_name("toh")
-    help_text = subprocess.run([str(toh), "--help"], capture_output=True, text=True).stdout
-    if "synth" not in help_text or not shutil.which(str(toh)):
-        raise SystemExit("--synth-patients needs `toh synth` (issue 16), which this checkout does not have")
-    subprocess.run([str(toh), "synth", "--patients", str(patients), "--database-url", url], check=True)
+    import tempfile
 
+    from service import create_app
+    from service.clock import FixedClock
+    from service.security import issue_token
+    from service.synth import DEFAULT_AS_OF
+
+    toh = Path(sys.executable).with_name("toh")
+    command = [str(toh)] if toh.exists() else [sys.executable, "-m", "service.cli"]
+    with tempfile.TemporaryDirectory(prefix="bench-synth-") as folder:
+        made = subprocess.run(command + ["synth", "--patients", str(patients), "--seed", str(seed), "--out", folder,
+                                         "--as-of", DEFAULT_AS_OF.isoformat()], capture_output=True, text=True)
+        if made.returncode != 0:
+            raise SystemExit(f"toh synth failed ({made.returncode}): {made.stderr.strip()}")
+        print(made.stdout.strip(), flush=True)
+        clock = FixedClock(datetime.combine(DEFAULT_AS_OF, datetime.min.time(), tzinfo=UTC) + timedelta(hours=12))
+        app = create_app({"database_url": url, "scheduler": False, "jwt_secret": secrets.token_urlsafe(32)},
+                         clock=clock)
+        services = app.extensions["toh"]
+        token = issue_token(services.settings.token_settings(), subject="bench-synth", scopes=["system/*.cruds"],
+                            ttl_seconds=24 * 3600)
+        client = app.test_client()
+        headers = {"Content-Type": "application/fhir+json", "Authorization": f"Bearer {token}"}
+        files = sorted(Path(folder).glob("patient-*.json"))
+        start = time.perf_counter()
+        try:
+            for n, path in enumerate(files, 1):
+                response = client.post("/fhir", data=path.read_bytes(), headers=headers)
+                if response.status_code != 200:
+                    raise SystemExit(f"{path.name} refused ({response.status_code}): "
+                                     f"{response.get_data(as_text=True)[:500]}")
+                if n % 500 == 0 or n == len(files):
+                    rate = n / (time.perf_counter() - start)
+                    print(f"  posted {n:,}/{len(files):,} bundles ({rate:.0f} patients/s)", flush=True)
+        finally:
+            services.database.dispose()
 
 if __name__ == "__main__":
     main()

@@ -18,7 +18,7 @@ What it measures, each side by side with its baseline in the same run:
   `--sweep-large` Tasks;
 - search at scale (bench/bench_search.py, PostgreSQL, in-process): `--search-resources`
   resources bulk-loaded (default small); the 10,000-patient store of the issue is
-  `--synth-patients 10000`, made by `toh synth` (issue 16) when that command exists;
+  `--synth-patients 10000`, a `toh synth` cohort posted through the service;
 - peak RSS of one worker during each HTTP run (and of the process for sweep and search);
 - the peer: Medplum's FHIR router with its in-memory repository (bench/peers/medplum, `npm ci`
   run here) on the same read, search and transaction workloads, as a ratio.
@@ -368,7 +368,8 @@ def main() -> int:
     parser.add_argument("--search-resources", type=int, default=20_000,
                         help="resources bulk-loaded for the in-process search benchmark (the issue: 1,000,000)")
     parser.add_argument("--synth-patients", type=int, default=0,
-                        help="fill the search store with `toh synth --patients N` (issue 16) instead")
+                        help="fill the search store with a `toh synth --patients N` cohort, posted through "
+                             "the service, instead")
     parser.add_argument("--sweep-due", type=int, default=200)
     parser.add_argument("--sweep-small", type=int, default=2_000)
     parser.add_argument("--sweep-large", type=int, default=20_000)

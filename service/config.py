@@ -17,12 +17,20 @@ if TYPE_CHECKING:
     from service.security.tokens import TokenSettings
 
 DEFAULT_DATA_DIR = "toh-data"
+FHIR_PREFIX = "/fhir"                        # where the FHIR API is mounted under the service's root
+PATIENT_PAGE = "{root}/ui/patients/{id}"     # a patient's staff page (service/web): the timeline
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 def default_database_url(data_dir: str = DEFAULT_DATA_DIR) -> str:
     """The embedded SQLite database under ./toh-data/ (absolute, so workers agree)."""
     return f"sqlite:///{Path(data_dir).resolve() / 'toh.db'}"
+
+
+def site_root(fhir_base: str) -> str:
+    """The service's root URL (no trailing slash) from its FHIR base URL:
+    'https://h/toh/fhir/' -> 'https://h/toh'. A base not ending in /fhir is returned as is."""
+    return fhir_base.rstrip("/").removesuffix(FHIR_PREFIX)
 
 
 def _env(name: str, doc: str, *, option: str | None = None, default: str | None = None) -> dict[str, Any]:
@@ -133,8 +141,9 @@ class Settings:
     email_patient_name: bool = field(default=False, metadata=_env(
         "TOH_EMAIL_PATIENT_NAME", "put the patient's name in email notifications (`1`); by default only "
         "the patient's id and a link"))
-    patient_link: str = field(default="{base}/Patient/{id}", metadata=_env(
-        "TOH_PATIENT_LINK", "link to a patient's page in email notifications (`{base}`: the FHIR base URL, "
+    patient_link: str = field(default=PATIENT_PAGE, metadata=_env(
+        "TOH_PATIENT_LINK", "link to a patient's page in email notifications, by default the staff page "
+        "(`{root}`: the service's root URL, TOH_BASE_URL without `/fhir`; `{base}`: the FHIR base URL; "
         "`{id}`: the Patient id)"))
     jwt_secret: str | None = field(default=None, metadata=_env(
         "TOH_JWT_SECRET", "HS256 secret bearer tokens are signed with (32+ random characters; a weak one "

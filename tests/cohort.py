@@ -1,25 +1,36 @@
 """A synthetic cohort written through the REST API, and a snapshot of everything a database
 holds that a client can see, for tests that move data (migrations, export and import).
 
-`write_cohort(client, clock)` writes Synthea-style transaction bundles (tests/data/synthea)
-and, for each patient, a TOH course: a confirmed left-hip Condition (the service then makes a
-CarePlan, its Tasks and Provenance), an MRI, the Condition updated (version 2), a migration to
-the right knee (a Flag), and a deleted Observation (a tombstone version). Switching to
-`toh synth` once it exists is the one line COHORT_SOURCE below.
+Two cohorts:
+- `write_synth_cohort(client, clock, folder)`: `toh synth` writes SYNTH_PATIENTS two-year TOH
+  courses (a fixed seed) as transaction Bundles, each POSTed to /fhir: Conditions, MRIs,
+  radiographs, pain scores, weight-bearing, densitometry, pregnancies and bisphosphonates as
+  EHRs send them, with the Flags, CarePlans, Tasks and Provenance the service derives.
+  `SYNTH_SEARCHES` are the searches to compare over it.
+- `write_cohort(client, clock)`: what `toh synth` bundles do not hold, updates and deletions:
+  Synthea-style transaction bundles (tests/data/synthea) and, for each patient, a TOH course: a
+  confirmed left-hip Condition (the service then makes a CarePlan, its Tasks and Provenance), an
+  MRI, the Condition updated (version 2), a migration to the right knee (a Flag), and a deleted
+  Observation (a tombstone version). `SEARCHES` are the searches to compare over it.
 
-`snapshot(client, database_url, patient_ids)` gives what must survive: every row of the
-resource and version tables (ids, versions, lastUpdated, method, content), the answers to a
+`snapshot(client, database_url, patient_ids, searches)` gives what must survive: every row of
+the resource and version tables (ids, versions, lastUpdated, method, content), the answers to a
 set of searches, and each patient's $toh-assessment.
 """
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Callable
 
 from sqlalchemy import create_engine, select
 
-from service.fhir.canonical import CONDITION_CLINICAL, EXT_LATERALITY, OBSERVATION_CATEGORY, SNOMED, TOH_CODES
+from service.fhir.canonical import (
+    ATC, CONDITION_CLINICAL, EXT_LATERALITY, ICD10CM, LOINC, OBSERVATION_CATEGORY, SNOMED, TOH_CODES,
+)
+from service.synth.bundle import MRN_SYSTEM
 from service.store.schema import resource_versions, resources
 from tests.data.synthea.generator import synthea_bundle
 
@@ -28,7 +39,7 @@ HIP, KNEE, LEFT, RIGHT = "24136001", "49076000", "7771000", "24028007"
 VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 ASSESSED_ON = "2026-01-05"
 
-# Where the cohort's patients come from: a function (seed) -> transaction Bundle.
+# Where write_cohort's patients come from: a function (seed) -> transaction Bundle (Synthea-style).
 COHORT_SOURCE: Callable[[int], dict[str, Any]] = lambda seed: synthea_bundle(seed=seed, encounters=4)  # noqa: E731
 
 # Searches whose answers must be the same after data moved (each: the ids matched, in order).
@@ -48,6 +59,36 @@ SEARCHES = (
     "Provenance?_sort=_id&_count=1000",
     "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|&_sort=_id&_count=1000",
     "Observation?_lastUpdated=ge2025-01-01&_sort=_id&_count=1000",
+)
+
+# The `toh synth` cohort: its size, seed and share of migratory courses (seed 220 holds every
+# special course: migration, recurrence, AVN, failure to resolve, a bisphosphonate in pregnancy),
+# and the day its courses are drawn to.
+SYNTH_PATIENTS, SYNTH_SEED, SYNTH_MIGRATION_SHARE, SYNTH_AS_OF = 10, 220, "0.4", "2026-01-01"
+SYNTH_SEARCHES = (
+    "Patient?_sort=_id&_count=1000",
+    f"Patient?identifier={MRN_SYSTEM}|&_sort=_id&_count=1000",
+    "Patient?gender=female&_sort=_id&_count=1000",
+    "Patient?birthdate=lt1985&_sort=birthdate,_id&_count=1000",
+    f"Condition?code={ICD10CM}|M81.6&_sort=_id&_count=1000",
+    f"Condition?code={TOH_CODES}|regional-migratory-osteoporosis&_sort=_id&_count=1000",
+    "Condition?body-site=http://snomed.info/sct|72696002&_sort=_id&_count=1000",
+    "Condition?clinical-status=resolved&_sort=_id&_count=1000",
+    f"Observation?code={LOINC}|36020-6,{LOINC}|36022-2&_sort=-date,_id&_count=1000",
+    f"Observation?code={LOINC}|72514-3&value-quantity=ge6&_sort=date,_id&_count=1000",
+    "Observation?category=imaging&date=ge2025-01-01&_sort=date,_id&_count=1000",
+    f"Observation?subject:Patient.identifier={MRN_SYSTEM}|&code={LOINC}|72514-3&_sort=_id&_count=1000",
+    "Procedure?code=http://snomed.info/sct|241639000&_sort=_id&_count=1000",
+    f"MedicationRequest?code={ATC}|M05BA08,{ATC}|M05BA04&_sort=_id&_count=1000",
+    f"Patient?_has:Condition:patient:code={TOH_CODES}|regional-migratory-osteoporosis&_sort=_id&_count=1000",
+    "Flag?status=active&_sort=_id&_count=1000",
+    "Flag?_sort=_id&_count=1000",
+    "CarePlan?status=active&_sort=_id&_count=1000",
+    "Task?status=ready,requested&_sort=_id&_count=1000",
+    "Task?_sort=_id&_count=1000",
+    "Provenance?_sort=_id&_count=1000",
+    "Observation?_lastUpdated=ge2026-01-01T13:00:00Z&_sort=_id&_count=1000",
+    "Condition?_include=Condition:subject&_sort=_id&_count=1000",
 )
 
 
@@ -113,6 +154,29 @@ def write_cohort(client: Any, clock: Any, patients: int = 3) -> list[str]:
     return ids
 
 
+def write_synth_cohort(client: Any, clock: Any, folder: Path) -> list[str]:
+    """Run `toh synth` (SYNTH_PATIENTS, SYNTH_SEED; its bundles in `folder`) and POST each
+    patient's transaction Bundle to /fhir, an hour apart from 08:00 on SYNTH_AS_OF; the clock is
+    left at ASSESSED_ON. The server-assigned Patient ids, in the files' order."""
+    from service import cli
+    assert cli.main(["synth", "--patients", str(SYNTH_PATIENTS), "--seed", str(SYNTH_SEED), "--out", str(folder),
+                     "--migration-share", SYNTH_MIGRATION_SHARE, "--as-of", SYNTH_AS_OF]) == 0
+    files = sorted(folder.glob("patient-*.json"))
+    assert len(files) == SYNTH_PATIENTS
+    start = datetime.fromisoformat(SYNTH_AS_OF).replace(hour=8, tzinfo=timezone.utc)
+    ids: list[str] = []
+    for n, path in enumerate(files):
+        clock.set(start + timedelta(hours=n))
+        text = path.read_text(encoding="utf-8")
+        response = client.post("/fhir", data=text, headers=FHIR)
+        assert response.status_code == 200, response.get_json()
+        kinds = [e["resource"]["resourceType"] for e in json.loads(text)["entry"]]
+        location = response.get_json()["entry"][kinds.index("Patient")]["response"]["location"]
+        ids.append(location.split("/")[-3])          # {base}/Patient/{id}/_history/{version}
+    _at(client, clock, ASSESSED_ON)
+    return ids
+
+
 def stored_rows(database_url: str) -> dict[str, list[tuple[Any, ...]]]:
     """Every current resource row and every version row, sorted (no surrogate keys)."""
     engine = create_engine(database_url)
@@ -127,10 +191,10 @@ def stored_rows(database_url: str) -> dict[str, list[tuple[Any, ...]]]:
     return {"resources": current, "versions": versions}
 
 
-def search_answers(client: Any) -> dict[str, list[str]]:
-    """The ids each of SEARCHES matches, in the order returned."""
+def search_answers(client: Any, searches: Sequence[str] = SEARCHES) -> dict[str, list[str]]:
+    """The ids each of `searches` matches, in the order returned."""
     answers = {}
-    for query in SEARCHES:
+    for query in searches:
         response = client.get(f"/fhir/{query}")
         assert response.status_code == 200, (query, response.get_json())
         answers[query] = [e["fullUrl"].rsplit("/", 2)[-2] + "/" + e["resource"]["id"]
@@ -148,7 +212,8 @@ def assessments(client: Any, patient_ids: list[str]) -> dict[str, Any]:
     return out
 
 
-def snapshot(client: Any, database_url: str, patient_ids: list[str]) -> dict[str, Any]:
+def snapshot(client: Any, database_url: str, patient_ids: list[str], searches: Sequence[str] = SEARCHES
+             ) -> dict[str, Any]:
     """What must survive moving the data (see module docstring)."""
-    return {**stored_rows(database_url), "searches": search_answers(client),
+    return {**stored_rows(database_url), "searches": search_answers(client, searches),
             "assessments": assessments(client, patient_ids)}

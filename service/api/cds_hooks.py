@@ -27,6 +27,7 @@ from service.api.context import FHIR_PREFIX, services
 from service.api.negotiation import request_resource
 from service.audit.events import cds_feedback_event
 from service.cds import SERVICES, CdsService, Feedback, discovery, parse_feedback, parse_hook_request
+from service.config import PATIENT_PAGE, site_root
 from service.fhir.errors import NotFound, PreconditionFailed, Unauthorized
 from service.security import AccessGuard, Principal
 from service.security.cds_clients import CdsClientVerifier, ReplayCheck
@@ -53,7 +54,7 @@ def public_root() -> str:
     request's host URL."""
     configured = services().settings.base_url
     if configured:
-        return configured.rstrip("/").removesuffix(FHIR_PREFIX)
+        return site_root(configured)
     return request.url_root.rstrip("/")
 
 
@@ -101,7 +102,7 @@ def call(service_id: str) -> Response:
     svc = services()
     own = (svc.settings.base_url or "", request.url_root.rstrip("/") + FHIR_PREFIX)
     sources = Sources(svc.database, svc.clinical.terminology, tuple(u for u in own if u), _guard_for)
-    timeline = f"{public_root()}/ui/patients/{hook.patient_id}"
+    timeline = PATIENT_PAGE.format(root=public_root(), id=hook.patient_id)
     return _json(answer_hook(service, hook, sources, svc.clock.now().date(), timeline))
 
 

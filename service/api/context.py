@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from flask import Flask, Response, current_app, g, request
 
 from service.clock import Clock
-from service.config import Settings
+from service.config import FHIR_PREFIX, Settings
 from service.fhir.errors import FhirError, ServiceUnavailable
 from service.store import TRANSIENT_ERRORS, Database, UnitOfWork
 
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from service.workflows.delivery import Channels
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-FHIR_PREFIX = "/fhir"  # where the FHIR API is mounted
 
 
 @dataclass

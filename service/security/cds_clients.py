@@ -9,8 +9,9 @@ A token is accepted when
   again for an unknown kid at most every `refresh_cooldown` seconds) or a file (read once);
   a `jku` header is accepted only when it is that issuer's configured JWKS URL (the service
   never fetches a key set a token names, which would let anyone sign);
-- the signature verifies; `aud` is the URL of the service endpoint as called; `exp` (with
-  `leeway` seconds), `iat` and `jti` are present and `exp` is in the future;
+- that key is of the algorithm's kind (RSA for RS*, EC for ES*) and the signature verifies;
+  `aud` is the URL of the service endpoint as called; `exp` (with `leeway` seconds), `iat` and
+  `jti` are present and `exp` is in the future;
 - its `jti` was not used before by that issuer (`replay(issuer, jti, exp)` records it and
   answers False for a second use; the service keeps them in the database, service.store.cds_jti).
 
@@ -25,10 +26,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from service.security.tokens import InvalidToken
 
 ALGORITHMS = ("RS384", "ES384", "RS256")
+KEY_TYPES: dict[str, type] = {"RS": rsa.RSAPublicKey, "ES": ec.EllipticCurvePublicKey}   # alg family -> its key
 REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "jti"]
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 MAX_CLAIM_LENGTH = 255   # iss and jti are stored (table cds_jti)
@@ -82,6 +85,8 @@ class CdsClientVerifier:
         if not isinstance(issuer, str) or issuer not in self.issuers:
             raise InvalidToken("The token comes from an issuer this service does not trust")
         key = self._key(issuer, header, token)
+        if not _fits(alg, key):                    # e.g. ES384 naming an RSA key's kid
+            raise InvalidToken(f"The token's key {header.get('kid')!r} is not a key for {alg}")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token, key, algorithms=[alg], audience=audience, issuer=issuer, leeway=self.leeway,
@@ -124,3 +129,9 @@ def _load_jwks_file(issuer: str, path: str) -> jwt.PyJWKSet:
         return jwt.PyJWKSet.from_dict(json.loads(Path(path).read_text()))
     except (OSError, ValueError, jwt.PyJWTError) as exc:
         raise ValueError(f"TOH_CDS_ISSUERS: the JWKS of {issuer} ({path}) is not a readable JWKS: {exc}") from exc
+
+
+def _fits(alg: str, key: Any) -> bool:
+    """Whether `key` is of the kind `alg` verifies with (RSA for RS*, EC for ES*); PyJWT would
+    raise TypeError rather than refuse the token otherwise."""
+    return isinstance(key, KEY_TYPES[alg[:2]])

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from service.config import PATIENT_PAGE, site_root
 from service.fhir.canonical import FLAG_CATEGORY, IG
 from service.notify import EmailMessageParts, Outcome, RestHookSender, SmtpSender
 from service.observability.metrics import outbox_metrics
@@ -41,13 +42,13 @@ LEASE_MARGIN = timedelta(seconds=15)
 
 @dataclass
 class Channels:
-    """The senders and what emails need: the patient link template ('{base}', '{id}') and
-    whether to put the patient's name in them."""
+    """The senders and what emails need: the patient link template ('{root}', '{base}', '{id}';
+    by default the patient's staff page) and whether to put the patient's name in them."""
 
     rest_hook: RestHookSender
     email: SmtpSender
     base_url: str
-    patient_link: str = "{base}/Patient/{id}"
+    patient_link: str = PATIENT_PAGE
     include_patient_name: bool = False
     parallel: int = 8
 
@@ -58,7 +59,9 @@ class Channels:
         return timedelta(seconds=self.rest_hook.connect_timeout + 2 * self.rest_hook.read_timeout) + LEASE_MARGIN
 
     def link(self, patient_id: str) -> str:
-        return self.patient_link.format(base=self.base_url.rstrip("/"), id=patient_id)
+        """The patient link of an email: the template with '{root}' the service's root URL,
+        '{base}' the FHIR base URL (base_url) and '{id}' the Patient id."""
+        return self.patient_link.format(root=site_root(self.base_url), base=self.base_url.rstrip("/"), id=patient_id)
 
 
 @dataclass

@@ -272,8 +272,9 @@ def test_an_email_reaches_the_smtp_server(env: None, database_url: str, tmp_path
         recipients, message = received[0]
         assert recipients == ["dr.x@clinic.example"]
         assert message["Subject"] == "Flag raised: Migration to the right hip - patient p1"
-        assert f"{base}/Patient/p1" in message.get_body(("plain",)).get_content()
-        assert f'href="{base}/Patient/p1"' in message.get_body(("html",)).get_content()
+        page = f"http://127.0.0.1:{live.port}/ui/patients/p1"      # the patient's staff page
+        assert f"Open: {page}" in message.get_body(("plain",)).get_content()
+        assert f'href="{page}"' in message.get_body(("html",)).get_content()
     finally:
         live.stop()
         controller.stop()

@@ -116,6 +116,24 @@ def test_two_instances_a_worker_and_a_mail_catcher(compose: dict[str, Any]) -> N
     assert "aiosmtpd" in services["mail"]["command"]
 
 
+def test_email_goes_to_the_mail_catcher(compose: dict[str, Any]) -> None:
+    """Every toh container sends email to the `mail` service's listening address (host networking:
+    127.0.0.1), with TOH_MAIL_PORT moving both; the worker, which delivers, links to an instance."""
+    services = compose["services"]
+    for mail_port in (None, "2626"):
+        env = {"TOH_JWT_SECRET": "x" * 40} | ({"TOH_MAIL_PORT": mail_port} if mail_port else {})
+        moved = interpolate(yaml.safe_load((ROOT / "docker-compose.yml").read_text()), env)["services"]
+        listen = re.search(r"-l (\S+):(\d+)", " ".join(moved["mail"]["command"]))
+        assert listen is not None
+        for name in ("toh1", "toh2", "worker"):
+            settings = Settings.from_env(_env(moved[name]))
+            expected = ("127.0.0.1", mail_port or "2525")
+            assert (settings.smtp_host, str(settings.smtp_port)) == listen.groups() == expected
+            assert settings.smtp_from
+    worker = Settings.from_env(_env(services["worker"]))
+    assert worker.scheduler and worker.base_url == f"http://127.0.0.1:{_env(services['toh1'])['TOH_PORT']}/fhir"
+
+
 def test_the_dockerfile_agrees_with_the_settings(dockerfile: str) -> None:
     env = dict(re.findall(r"\b(TOH_[A-Z_]+)=(\S+)", dockerfile))
     assert env and set(env) <= set(SETTINGS), set(env) - set(SETTINGS)

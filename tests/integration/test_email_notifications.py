@@ -82,11 +82,32 @@ def test_a_flag_reaches_the_mailbox(database_url: str, clock: FixedClock, smtp: 
         assert message.get_content_type() == "multipart/alternative"
         text = message.get_body(("plain",)).get_content()
         html = message.get_body(("html",)).get_content()
-        assert "https://toh.example/fhir/Patient/p7" in text
-        assert 'href="https://toh.example/fhir/Patient/p7"' in html
+        assert "Open: https://toh.example/ui/patients/p7" in text       # the patient's staff page
+        assert 'href="https://toh.example/ui/patients/p7"' in html
+        assert "/fhir/Patient/p7" not in text + html
         assert "When: 2026-01-04" in text
         assert ("Anna Smith" in text) is with_name
         assert ("Smith" in message["Subject"]) is with_name
+    finally:
+        svc.database.dispose()
+
+
+def test_the_patient_link_can_point_elsewhere(database_url: str, clock: FixedClock, smtp: tuple[Inbox, int]) -> None:
+    """TOH_PATIENT_LINK overrides the staff page: here the FHIR resource, with {base} and {id}."""
+    inbox, port = smtp
+    app = make_app(database_url, clock, port, patient_link="{base}/Patient/{id}?from={root}")
+    try:
+        client = app.test_client()
+        svc = app.extensions["toh"]
+        mail_subscription(client)
+        deliver(svc.database, svc.channels, clock.now())
+        client.post("/fhir/Flag", json={"resourceType": "Flag", "status": "active",
+                                         "subject": {"reference": "Patient/p7"}, "code": {"text": "x"}})
+        assert [a[4] for a in deliver(svc.database, svc.channels, clock.now()).attempts] == ["delivered"]
+        [(_, message)] = inbox.messages
+        text = message.get_body(("plain",)).get_content()
+        assert "Open: https://toh.example/fhir/Patient/p7?from=https://toh.example" in text.splitlines()
+        assert "/ui/patients/" not in text
     finally:
         svc.database.dispose()
 

@@ -68,6 +68,17 @@ def test_a_jwks_file_verifies_each_accepted_algorithm(keys: EhrKeys, alg: str) -
     assert claims["iss"] == keys.issuer and claims["aud"] == AUD
 
 
+@pytest.mark.parametrize("alg, kid", [("ES384", "rsa-1"), ("RS384", "ec-1"), ("RS256", "ec-1")])
+def test_a_kid_naming_a_key_of_another_kind_is_refused(keys: EhrKeys, alg: str, kid: str) -> None:
+    """A token whose alg does not fit the kind of key its kid names is an InvalidToken (not a
+    TypeError from the signature check), and its jti is not used up."""
+    seen: list[str] = []
+    verifier = CdsClientVerifier({keys.issuer: str(keys.jwks_path)}, lambda i, jti, e: not seen.append(jti))
+    with pytest.raises(InvalidToken, match=f"not a key for {alg}"):
+        verifier.verify(keys.token(AUD, alg=alg, kid=kid), AUD)
+    assert seen == []
+
+
 def test_an_audience_list_naming_the_endpoint_is_accepted(keys: EhrKeys) -> None:
     verifier = CdsClientVerifier({keys.issuer: str(keys.jwks_path)}, once())
     assert verifier.verify(keys.token([AUD]), AUD)["aud"] == [AUD]   # type: ignore[arg-type]
