@@ -1,10 +1,11 @@
-"""Load held for a while: reads, searches, writes and sweeps (the scheduler's tick every second
-in each worker, with follow-up Tasks falling due all along) from several clients against
-`toh serve` with two workers. Zero errors, and memory flat: the workers' resident memory over
-the last part of the run is within 10% of the first part (after a warm-up).
+"""Load held for a while: reads, searches, writes, sweeps (the scheduler's tick every second
+in each worker, with follow-up Tasks falling due all along) and deliveries (a rest-hook
+Subscription on the Tasks made ready, to a real receiver on loopback, delivered by the
+workers' own tick) from several clients against `toh serve` with two workers. Zero errors,
+memory flat (the workers' resident memory over the last part of the run is within 10% of the
+first part, after a warm-up), and every notification queued during the run delivered once.
 
 Short (CI): 30 s on PostgreSQL. TOH_RELIABILITY_LONG=1: 5 minutes on SQLite and PostgreSQL.
-(Deliveries join the mix once the outbox of issue 14 is in: one more kind of request below.)
 """
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from typing import Any
 
 import pytest
 import requests
+from sqlalchemy import create_engine, text
 
 from service.fhir.canonical import TOH_CODES
+from tests.receivers import Receiver
 from tests.reliability.live import FHIR, LONG, assert_store_consistent, serve
 
 pytestmark = pytest.mark.slow
@@ -36,10 +39,45 @@ def task(tid: str, patient: str, start: date) -> dict[str, Any]:
             "restriction": {"period": {"start": start.isoformat(), "end": start.isoformat()}}}
 
 
+def outbox_events(database_url: str) -> dict[str, str]:
+    """webhook-id -> status of every event notification in the outbox."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return {str(webhook_id): str(status) for webhook_id, status in conn.execute(text(
+                "SELECT webhook_id, status FROM outbox WHERE kind = 'event-notification'"))}
+    finally:
+        engine.dispose()
+
+
+def wait_for_outbox_quiet(database_url: str, seconds: float = 120) -> None:
+    """Until nothing is pending and nothing new was queued for 3 s (the last Tasks written are
+    made ready by the next sweeps, their notifications delivered by the next ticks)."""
+    deadline, last, quiet_since = time.monotonic() + seconds, None, time.monotonic()
+    while time.monotonic() < deadline:
+        rows = outbox_events(database_url)
+        if rows != last or "pending" in rows.values():
+            last, quiet_since = rows, time.monotonic()
+        elif time.monotonic() - quiet_since >= 3:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the outbox never went quiet: {sorted(set((last or {}).values()))}")
+
+
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"] if LONG else ["postgres"], indirect=True)
 def test_mixed_load_has_no_errors_and_flat_memory(database_url: str, tmp_path: Path) -> None:
-    server = serve(database_url, tmp_path, workers=2, TOH_SCHEDULER="on", TOH_SWEEP_INTERVAL_SECONDS="1")
+    receiver = Receiver()
+    server = serve(database_url, tmp_path, workers=2, TOH_SCHEDULER="on", TOH_SWEEP_INTERVAL_SECONDS="1",
+                   TOH_DELIVERY_INTERVAL_SECONDS="1", TOH_WEBHOOK_ALLOWLIST="127.0.0.1", TOH_WEBHOOK_ALLOW_HTTP="1")
     base = f"{server.base}/fhir"
+    subscribed = requests.post(f"{base}/Subscription", headers=FHIR, timeout=60, json={
+        "resourceType": "Subscription", "status": "requested", "reason": "load", "criteria": "Task?status=ready",
+        "channel": {"type": "rest-hook", "endpoint": receiver.url, "payload": "application/fhir+json"}})
+    assert subscribed.status_code == 201, subscribed.text
+    deadline = time.monotonic() + 60    # active once its handshake is delivered: then every ready Task notifies
+    while requests.get(f"{base}/Subscription/{subscribed.json()['id']}", timeout=30).json()["status"] != "active":
+        assert time.monotonic() < deadline, "the subscription's handshake was not delivered"
+        time.sleep(0.3)
     errors: list[str] = []
     done: dict[str, int] = {}
     samples: list[tuple[float, int]] = []
@@ -104,13 +142,30 @@ def test_mixed_load_has_no_errors_and_flat_memory(database_url: str, tmp_path: P
         assert not errors, errors[:3]
         ready = requests.get(f"{base}/Task?status=ready&_summary=count", timeout=60).json()["total"]
         assert ready > 0, "the sweeps made no Task ready"
+        wait_for_outbox_quiet(database_url)
     finally:
         server.stop()
+        receiver.stop()
+    outbox = outbox_events(database_url)
+    ids = [r.headers["webhook-id"] for r in receiver.received if r.kind == "event-notification"]
+    assert outbox and set(outbox.values()) == {"delivered"}, sorted(set(outbox.values()))
+    assert set(ids) == set(outbox), "a notification marked delivered never arrived, or one arrived unqueued"
+    assert len(ids) == len(set(ids)), "a notification was sent twice"     # no crash here: exactly once
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        notified = {str(f).split("/")[1] for (f,) in conn.execute(text(
+            "SELECT focus FROM outbox WHERE kind = 'event-notification'"))}
+        made_ready = {str(r) for (r,) in conn.execute(text(
+            "SELECT res_id FROM resources WHERE res_type = 'Task' AND content LIKE '%\"status\":\"ready\"%'"))}
+    engine.dispose()
+    assert notified == made_ready, ("Tasks made ready without a notification, or notified without being ready",
+                                    sorted(made_ready - notified)[:5], sorted(notified - made_ready)[:5])
     first = [kib for t, kib in samples if SECONDS * WARM_UP <= t < SECONDS * (WARM_UP + WINDOW)]
     last = [kib for t, kib in samples if t >= SECONDS * (1 - WINDOW)]
     assert first and last, samples
     growth = statistics.mean(last) / statistics.mean(first) - 1
-    print(f"load {SECONDS} s: {dict(sorted(done.items()))}, {ready} Tasks made ready by sweeps; workers' RSS "
+    print(f"load {SECONDS} s: {dict(sorted(done.items()))}, {ready} Tasks made ready by sweeps, "
+          f"{len(ids)} notifications delivered; workers' RSS "
           f"{statistics.mean(first) / 1024:.1f} -> {statistics.mean(last) / 1024:.1f} MiB ({100 * growth:+.1f}%)")
     assert abs(growth) <= 0.10, f"memory not flat: {100 * growth:+.1f}%"
     assert_store_consistent(database_url)
