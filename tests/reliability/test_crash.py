@@ -282,8 +282,8 @@ def test_sigkill_during_notification_delivery_loses_and_doubles_no_reminder(
         try:
             with engine.connect() as conn:
                 rows = conn.execute(text("SELECT kind, status, focus, webhook_id, communication_id FROM outbox")).all()
-                communications = dict(conn.execute(text(
-                    "SELECT res_id, content FROM resources WHERE res_type = 'Communication'")).all())
+                communications: dict[str, str] = {r: c for r, c in conn.execute(text(
+                    "SELECT res_id, content FROM resources WHERE res_type = 'Communication'"))}
         finally:
             engine.dispose()
         assert {(kind, status) for kind, status, *_ in rows} == {("handshake", "delivered"),
