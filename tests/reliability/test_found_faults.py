@@ -9,6 +9,10 @@
    it over, and both sent it. Kept as tests/integration/test_subscriptions.py::
    test_a_row_claimed_long_before_its_send_is_not_sent_twice (it needs that module's receiver
    and Subscription helpers).
+3. The same test's worker, its stderr a pipe nobody read, stalled while logging; SIGTERM then
+   landed while `toh worker`'s main loop handed out jobs, and the shutdown run in the signal
+   handler emptied the job store under that loop (JobLookupError, exit status 1). Kept as
+   tests/unit/test_worker_stop.py (the signal sent from inside that hand-out).
 """
 from __future__ import annotations
 
