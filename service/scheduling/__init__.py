@@ -116,9 +116,19 @@ def run_blocking(services: Services) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     scheduler = BlockingScheduler(timezone="UTC")
 
+    once = threading.Lock()
+
+    def shut_down() -> None:
+        with once:
+            if scheduler.running:           # not again on a second signal
+                scheduler.shutdown(wait=False)  # the executor's thread is joined before the process exits
+
     def stop(_signum: int, _frame: Any) -> None:
         _stopping.set()                 # the sweep in progress stops after its item in hand
-        scheduler.shutdown(wait=False)  # the executor's thread is joined before the process exits
+        # Not in the handler: the signal may land while this (main) thread hands out jobs under
+        # the scheduler's lock, and a shutdown from there would empty the job store under it
+        # (JobLookupError). From a thread of its own it waits for that lock.
+        threading.Thread(target=shut_down, name="toh-worker-stop").start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

@@ -10,8 +10,9 @@ service/workflows/delivery.py sends it).
 - outbox: one row per notification, written in the transaction of the change that caused it.
   A deliverer claims due rows (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: under BEGIN
   IMMEDIATE) by pushing `next_attempt_at` a lease ahead and stamping its own `lease` token,
-  commits, sends outside any transaction, and records the outcome only if it still holds the
-  lease. A deliverer that dies mid-send leaves the row due again when the lease runs out: the
+  commits, renews the lease of each row as its send starts (a row waits in a claim behind
+  other sends; one another deliverer took over meanwhile is not sent), sends outside any
+  transaction, and records the outcome only if it still holds the lease. A deliverer that dies mid-send leaves the row due again when the lease runs out: the
   next one sends it again with the same `webhook_id`, never loses it.
 """
 from __future__ import annotations
@@ -265,6 +266,13 @@ class Outbox:
             self.conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
                               .values(lease=token, next_attempt_at=now + lease_for))
         return token, rows
+
+    def renew(self, row_id: int, token: str, until: datetime) -> bool:
+        """Extend this claim's lease of a row to until (as its send starts); False when another
+        deliverer has taken the row over or it is no longer pending: then it must not be sent."""
+        return bool(self.conn.execute(update(outbox).where(
+            outbox.c.id == row_id, outbox.c.lease == token, outbox.c.status == "pending")
+            .values(next_attempt_at=until)).rowcount)
 
     def holds(self, row_id: int, token: str) -> bool:
         """Whether the claim with this token still holds the row (its lease was not taken over);

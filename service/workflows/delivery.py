@@ -2,7 +2,9 @@
 record each attempt.
 
     claim (a short transaction: FOR UPDATE SKIP LOCKED on PostgreSQL; a lease on every backend)
-      -> send each row on its channel, several at once (a slow receiver holds only its own thread)
+      -> send each row on its channel, several at once (a slow receiver holds only its own thread),
+         each after renewing its lease (the lease covers one send, and a row may wait in the claim
+         behind others longer than that; a row another pass took over meanwhile is not sent)
       -> record (a short transaction per row, only while the lease is still ours):
            the Communication of the delivery (one per notification, a note per attempt),
            delivered | the next try (RETRY_DELAYS with jitter, Retry-After honoured) |
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -88,19 +91,30 @@ def deliver(database: Database, channels: Channels, now: datetime, *, limit: int
         uow.committed = True
     if not rows:
         return report
+    started = time.monotonic()
     with ThreadPoolExecutor(max_workers=max(1, min(channels.parallel, len(rows)))) as pool:
-        for result in pool.map(lambda row: _deliver_one(database, channels, row, token, now), rows):
+        for result in pool.map(lambda row: _deliver_one(database, channels, row, token, now, started), rows):
             if result is not None:
                 report.attempts.append(result)
     return report
 
 
-def _deliver_one(database: Database, channels: Channels, row: OutboxRow, token: str, now: datetime
-                 ) -> tuple[int, str, str, str, str] | None:
+def _deliver_one(database: Database, channels: Channels, row: OutboxRow, token: str, now: datetime,
+                 started: float) -> tuple[int, str, str, str, str] | None:
+    """Send one claimed row and record the attempt: its report line, or None when another pass
+    has taken the row over (not sent) or the attempt failed in this process (logged).
+    started: time.monotonic() when the pass began at now (the renewed lease counts from then)."""
     try:
-        with database.unit_of_work(write=False) as uow:
-            sub = Outbox(uow.conn).subscription(row.subscription_id)
+        with database.unit_of_work() as uow:
+            uow.notify = False
+            outbox = Outbox(uow.conn)
+            until = now + timedelta(seconds=time.monotonic() - started) + channels.lease
+            if not outbox.renew(row.id, token, until):
+                return None
+            sub = outbox.subscription(row.subscription_id)
             name = _patient_name(uow, row.patient_id) if channels.include_patient_name and row.patient_id else None
+            uow.conn.commit()
+            uow.committed = True
         outcome = _send(channels, row, sub, name)
         status = _record(database, row, token, sub, outcome, now)
         outbox_metrics().attempt(_channel_label(sub), _outcome_label(status))

@@ -252,6 +252,34 @@ def test_a_claim_whose_sender_died_is_sent_again_with_the_same_id(app, client, c
     assert receiver.events()[0].headers["webhook-id"] == claimed[0].webhook_id
 
 
+def test_a_row_claimed_long_before_its_send_is_not_sent_twice(app, client, clock: FixedClock,
+                                                             receiver: Receiver) -> None:
+    """A pass sends its claim `parallel` rows at a time, so a row may wait in it longer than
+    the lease, which covers one send: the fault (issue 18) was that another deliverer then took
+    the row over and both sent it. Each send now renews its row's lease as it starts, and skips
+    a row another pass has taken: only the send in flight when its lease ran out goes twice."""
+    import dataclasses
+    import threading
+    import time
+    from collections import Counter
+    active(app, client, receiver.url)
+    for _ in range(4):
+        ready_task(client)
+    svc = app.extensions["toh"]
+    receiver.delay = 0.6                                               # within the read timeout (1 s)
+    first = threading.Thread(target=deliver, args=(svc.database, dataclasses.replace(svc.channels, parallel=1),
+                                                   clock.now()))
+    first.start()
+    deadline = time.monotonic() + 30
+    while len(receiver.arrivals) < 2 and time.monotonic() < deadline:    # the handshake, then its first send
+        time.sleep(0.01)
+    later = clock.now() + svc.channels.lease + timedelta(seconds=1)      # the first claim's lease has run out
+    assert [a[4] for a in deliver(svc.database, svc.channels, later).attempts] == ["delivered"] * 4
+    first.join(60)
+    assert sorted(Counter(e.headers["webhook-id"] for e in receiver.events()).values()) == [1, 1, 1, 2]
+    assert [r["status"] for r in rows(app)] == ["delivered"] * 5
+
+
 def test_subscriptions_belong_to_their_owner(app, receiver: Receiver) -> None:
     alice = app.test_client(token=make_token(ROLES["staff"], sub="alice"))
     bob = app.test_client(token=make_token(ROLES["staff"], sub="bob"))

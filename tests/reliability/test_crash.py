@@ -1,10 +1,10 @@
 """Crash: SIGKILL the service (master and workers at once) while transaction bundles are being
-written, and `toh sweep` while it handles due follow-ups; restart; then nothing committed is
-lost, nothing half-written is visible, and no reminder is lost or doubled. On SQLite and
-PostgreSQL.
-
-(The third crash of the issue, during a notification delivery, needs the outbox sender of
-issue 14: `crash_during` below takes any subprocess, so that test is one more caller.)
+written, `toh sweep` while it handles due follow-ups, and `toh worker` while it delivers the
+notifications of follow-ups falling due (a real HTTP receiver holds each request, so the kill
+lands mid-send); restart; then nothing committed is lost, nothing half-written is visible, and
+no reminder is lost or doubled: each notification re-sent after the crash carries its first
+webhook-id (receivers dedupe per Standard Webhooks) and the outbox ends with each delivered
+once. On SQLite and PostgreSQL. `crash_during` below kills any such subprocess.
 """
 from __future__ import annotations
 
@@ -18,15 +18,20 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from sqlalchemy import create_engine, text
 
 from service import create_app
-from service.fhir.canonical import TOH_CODES
+from service.fhir.canonical import EXT_SUBSCRIPTION_SECRET, TOH_CODES
+from service.notify import verify
+from service.workflows.delivery import deliver
+from tests.e2e.test_notifications_e2e import ENV as NOTIFY_ENV, SECRET
+from tests.receivers import Received, Receiver
 from tests.reliability.live import FHIR, LONG, assert_store_consistent, scalar, serve
 
 pytestmark = pytest.mark.slow
@@ -182,3 +187,120 @@ def test_sigkill_during_a_sweep_loses_and_doubles_no_reminder(database_url: str,
     assert scalar(database_url, "SELECT max(version) FROM resources WHERE res_type = 'Task'") == 2
     assert_store_consistent(database_url)
     print(f"sweep crash: killed after {handled_before} of {n} reminders; the next sweep did the rest")
+
+
+def notified_focus(event: Received) -> str:
+    """'Task/<id>' of an event notification (its focus is Task/<id>/_history/<n>, absolute)."""
+    params = event.bundle["entry"][0]["resource"]["parameter"]
+    parts = next(p["part"] for p in params if p["name"] == "notification-event")
+    reference = next(p["valueReference"]["reference"] for p in parts if p["name"] == "focus")
+    return "/".join(reference.split("/_history/")[0].split("/")[-2:])
+
+
+def test_sigkill_during_notification_delivery_loses_and_doubles_no_reminder(
+        database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Follow-ups falling due today, a Subscription on Task?status=ready to a receiver that holds
+    each request 0.3 s; `toh worker` sweeps them ready and delivers, and is SIGKILLed while
+    requests are in flight (ROUNDS times), then runs again until the outbox is empty and stops
+    on SIGTERM. Its lease
+    is 2 + 2 x 2 + 15 = 21 s (TOH_WEBHOOK_READ_TIMEOUT=2), so each restart waits that long for
+    the rows the dead one held."""
+    n = 200 if LONG else 40
+    delay = 0.3
+    for name, value in {**NOTIFY_ENV, "TOH_WEBHOOK_READ_TIMEOUT": "2"}.items():
+        monkeypatch.setenv(name, value)
+    receiver = Receiver(delay=delay)
+    worker = [str(Path(sys.executable).with_name("toh")), "worker", "--database-url", database_url]
+    try:
+        start = datetime.now(timezone.utc).date() + timedelta(days=3)        # ready since 4 days ago
+        app = create_app({"database_url": database_url})
+        try:
+            subscription = {"resourceType": "Subscription", "id": "s1", "status": "requested", "reason": "crash",
+                            "criteria": "Task?status=ready",
+                            "extension": [{"url": EXT_SUBSCRIPTION_SECRET, "valueString": SECRET}],
+                            "channel": {"type": "rest-hook", "endpoint": receiver.url,
+                                        "payload": "application/fhir+json"}}
+            entries = [{"resource": {"resourceType": "Patient", "id": "p1"},
+                        "request": {"method": "PUT", "url": "Patient/p1"}},
+                       {"resource": subscription, "request": {"method": "PUT", "url": "Subscription/s1"}}]
+            entries += [{"resource": follow_up_task(f"t{i}", start), "request": {"method": "PUT", "url": f"Task/t{i}"}}
+                        for i in range(n)]
+            client = app.test_client()
+            stored = client.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": entries},
+                                 headers=FHIR)
+            assert stored.status_code == 200, stored.get_data(as_text=True)[:500]
+            services = app.extensions["toh"]
+            deliver(services.database, services.channels, datetime.now(timezone.utc))      # the handshake
+            assert client.get("/fhir/Subscription/s1").get_json()["status"] == "active"
+        finally:
+            app.extensions["toh"].database.dispose()
+
+        in_flight_at_kill: list[int] = []
+        rng = random.Random(n)
+        for round_no in range(ROUNDS):
+            goal = len(receiver.arrivals) + rng.randint(4, 12)     # past the first 8 sent at once
+
+            def mid_send(goal: int = goal) -> bool:
+                in_flight = len(receiver.arrivals) - len(receiver.received)
+                if len(receiver.arrivals) >= goal and in_flight > 0:
+                    in_flight_at_kill.append(in_flight)
+                    return True
+                return False
+
+            killed = crash_during(worker, {}, mid_send)
+            assert killed and len(in_flight_at_kill) == round_no + 1, f"no kill mid-send ({len(receiver.arrivals)} requests arrived)"
+            held = time.monotonic() + 30                            # the receiver answers the dead sender anyway
+            while len(receiver.received) < len(receiver.arrivals) and time.monotonic() < held:
+                time.sleep(0.05)
+            assert_store_consistent(database_url)
+
+        pending = "SELECT count(*) FROM outbox WHERE status = 'pending'"
+        log = tmp_path / "worker.log"          # a file: a pipe nobody reads would fill and stall its logging
+        with log.open("wb") as out:
+            process = subprocess.Popen(worker, stdout=subprocess.DEVNULL, stderr=out, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 300
+            while (scalar(database_url, pending) or scalar(database_url, "SELECT count(*) FROM reminders") < n) \
+                    and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.5)
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+        assert scalar(database_url, pending) == 0, log.read_text()[-3000:]
+        assert process.returncode == 0, log.read_text()[-3000:]                 # a clean stop
+
+        assert len(receiver.received) == len(receiver.arrivals)
+        events = receiver.events()
+        assert all(verify(SECRET, e.headers, e.body) for e in events)
+        ids: dict[str, set[str]] = {}
+        for event in events:
+            ids.setdefault(notified_focus(event), set()).add(event.headers["webhook-id"])
+        assert set(ids) == {f"Task/t{i}" for i in range(n)}                     # every reminder arrived
+        assert all(len(v) == 1 for v in ids.values()), {k: v for k, v in ids.items() if len(v) > 1}
+        assert len(set.union(*ids.values())) == n                               # no id shared by two
+        resent = len(events) - n
+        assert resent >= sum(in_flight_at_kill), "a request in flight at a kill was not sent again"
+
+        engine = create_engine(database_url)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(text("SELECT kind, status, focus, webhook_id, communication_id FROM outbox")).all()
+                communications: dict[str, str] = {r: c for r, c in conn.execute(text(
+                    "SELECT res_id, content FROM resources WHERE res_type = 'Communication'"))}
+        finally:
+            engine.dispose()
+        assert {(kind, status) for kind, status, *_ in rows} == {("handshake", "delivered"),
+                                                                ("event-notification", "delivered")}
+        sent = {"/".join(focus.split("/")[:2]): webhook_id for kind, _, focus, webhook_id, _ in rows
+                if kind == "event-notification"}
+        assert len(sent) == n == len(rows) - 1
+        assert sent == {focus: next(iter(v)) for focus, v in ids.items()}     # received under its row's id
+        assert sorted(str(c) for *_, c in rows) == sorted(communications)        # one Communication each
+        assert all(json.loads(c)["status"] == "completed" for c in communications.values())
+        assert scalar(database_url, "SELECT count(DISTINCT about) FROM reminders WHERE kind = 'follow-up-due'") == n
+        assert scalar(database_url, "SELECT max(version) FROM resources WHERE res_type = 'Task'") == 2
+        assert_store_consistent(database_url)
+        print(f"delivery crash: {n} reminders, {ROUNDS} kills with {in_flight_at_kill} requests in flight, "
+              f"{len(events)} received ({resent} sent again with their first webhook-id)")
+    finally:
+        receiver.stop()

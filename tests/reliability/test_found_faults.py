@@ -3,6 +3,16 @@
 1. The fuzzer (seed 18): `POST [type]/_search` with a form body over TOH_MAX_PAYLOAD_BYTES
    answered 500: the search refused it with 413, then the audit of that refusal read the form
    again while the response was finalised, and the second 413 escaped as an internal error.
+2. Writing the delivery crash (test_crash.py): a delivery pass claims up to 50 rows under a
+   lease that covers one send but sends them 8 at a time, so behind a slow receiver a row
+   waited in the claim past its lease, another deliverer (each `toh serve` worker ticks) took
+   it over, and both sent it. Kept as tests/integration/test_subscriptions.py::
+   test_a_row_claimed_long_before_its_send_is_not_sent_twice (it needs that module's receiver
+   and Subscription helpers).
+3. The same test's worker, its stderr a pipe nobody read, stalled while logging; SIGTERM then
+   landed while `toh worker`'s main loop handed out jobs, and the shutdown run in the signal
+   handler emptied the job store under that loop (JobLookupError, exit status 1). Kept as
+   tests/unit/test_worker_stop.py (the signal sent from inside that hand-out).
 """
 from __future__ import annotations
 
