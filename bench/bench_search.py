@@ -238,6 +238,10 @@ def timed(fn: Callable[[], Any], repeat: int) -> list[float]:
     return out
 
 
+CAREPLANS = "CarePlan?status=active&_include=CarePlan:subject"
+READY_TASKS = "Task?status=ready&_sort=period"
+
+
 def measure(url: str, search: SearchEngine, queries: int) -> dict[str, dict[str, float]]:
     """Print the plans and the timings over what the store holds (ids sampled from it); returns
     {query: {rows, p50_ms, p95_ms, pk_p50_ms, pk_p95_ms}}. Raises SystemExit on an empty store."""
@@ -273,9 +277,12 @@ def measure(url: str, search: SearchEngine, queries: int) -> dict[str, dict[str,
 
         pid, code = obs[0]
         for title, example in (("Observation?patient=X&code=Y", f"Observation?patient={pid}&code={LOINC}|{code}"),
-                               ("Condition?patient=X", f"Condition?patient={pid}")):
+                               ("Condition?patient=X", f"Condition?patient={pid}"),
+                               (CAREPLANS, CAREPLANS), (READY_TASKS, READY_TASKS)):
             captured.clear()
             result = run(example)
+            if not any("content" in s for s, _ in captured):
+                continue
             statement, params = next((s, p) for s, p in captured if "content" in s)
             print(f"\nEXPLAIN (ANALYZE, BUFFERS) {title}   [{example}: {len(result.matches)} rows]")
             for (line,) in conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + statement, params):
@@ -288,6 +295,9 @@ def measure(url: str, search: SearchEngine, queries: int) -> dict[str, dict[str,
             "Observation?patient=X&code=Y": [f"Observation?patient={p}&code={LOINC}|{c}"
                                              for p, c in rnd.sample(obs, min(queries, len(obs)))],
             "Condition?patient=X": [f"Condition?patient={rnd.choice(pids)}" for _ in range(queries)],
+            # the issue's two other shapes: one page (the default _count) of the whole store's matches
+            CAREPLANS: [CAREPLANS] * max(1, queries // 5),
+            READY_TASKS: [READY_TASKS] * max(1, queries // 5),
         }
         by_pk = select(resources.c.rid, resources.c.res_type, resources.c.res_id, resources.c.version,
                        resources.c.last_updated, resources.c.content)
@@ -370,7 +380,8 @@ def synth(url: str, patients: int, seed: int = 1) -> None:
     `toh synth` writes one transaction Bundle per patient into a scratch folder, and each is
     POSTed to /fhir through the service in this process (create_app, the normal write path:
     validation, the search index, the clinical watch, plans, Provenance, audit), on a clock
-    fixed at the cohort's as-of day. Raises SystemExit if `toh synth` fails or a bundle is refused."""
+    fixed at the cohort's as-of day; then one sweep as of that day (due follow-ups become ready,
+    as in a running clinic). Raises SystemExit if `toh synth` fails or a bundle is refused."""
     import secrets
     import subprocess
     import tempfile
@@ -407,6 +418,12 @@ def synth(url: str, patients: int, seed: int = 1) -> None:
                 if n % 500 == 0 or n == len(files):
                     rate = n / (time.perf_counter() - start)
                     print(f"  posted {n:,}/{len(files):,} bundles ({rate:.0f} patients/s)", flush=True)
+            from service.workflows.sweep import sweep
+            started = time.perf_counter()
+            report = sweep(services.database, services.clock.now())   # due follow-ups become ready
+            print(f"  swept as of {services.clock.now():%Y-%m-%d}: {len(report.handled):,} items in "
+                  f"{time.perf_counter() - started:.0f}s", flush=True)
+            services.database.analyze()    # the statistics autovacuum would have a minute later
         finally:
             services.database.dispose()
 
