@@ -32,6 +32,8 @@ _PREFIXED = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)(?=[-+.\d])")
 
 def normalize(text: str) -> str:
     """Case- and accent-insensitive form of a string: NFKD, combining marks dropped, casefold."""
+    if text.isascii():   # NFKD leaves ASCII as it is, and no ASCII character is a combining mark
+        return text.casefold().strip()
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold().strip()
 

@@ -18,6 +18,22 @@ def test_normalize_is_case_and_accent_insensitive() -> None:
     assert normalize("Straße") == "strasse"
 
 
+def test_normalize_of_ascii_text_equals_the_full_unicode_path() -> None:
+    """normalize takes a short cut for ASCII text; every ASCII character, alone and in words
+    with spaces and controls around them, gives what NFKD + dropping combining marks +
+    casefold + strip gives."""
+    import unicodedata
+
+    def full(text: str) -> str:
+        decomposed = unicodedata.normalize("NFKD", text)
+        return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold().strip()
+
+    samples = [chr(i) for i in range(128)] + ["  Body Weight\t", "\x1fHip MRI\n", "ABC-def_123 ~!@#$%^&*()", ""]
+    for text in samples:
+        assert text.isascii()
+        assert normalize(text) == full(text), repr(text)
+
+
 @pytest.mark.parametrize("value,low,high", [
     ("2026", datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)),
     ("2026-03", datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC)),
