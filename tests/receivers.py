@@ -28,6 +28,13 @@ class Received:
         return next(p["valueCode"] for p in params if p["name"] == "type")
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's listen backlog is 5: a burst of concurrent sends (several deliverers, each
+    # sending in parallel) overflowed it, a dropped SYN is retried after 1 s, and a sender with
+    # a 1 s connect timeout saw a failure that was the receiver's, not the service's.
+    request_queue_size = 128
+
+
 @dataclass
 class Receiver:
     """A ThreadingHTTPServer on 127.0.0.1 (port picked by the OS, kept across stop/start).
@@ -81,7 +88,7 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server = _Server(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
