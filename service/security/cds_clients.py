@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from service.security.tokens import InvalidToken
+from service.security.tokens import InvalidToken, why_refused
 
 ALGORITHMS = ("RS384", "ES384", "RS256")
 KEY_TYPES: dict[str, type] = {"RS": rsa.RSAPublicKey, "ES": ec.EllipticCurvePublicKey}   # alg family -> its key
@@ -91,16 +91,8 @@ class CdsClientVerifier:
             claims: dict[str, Any] = jwt.decode(
                 token, key, algorithms=[alg], audience=audience, issuer=issuer, leeway=self.leeway,
                 options={"require": REQUIRED_CLAIMS})
-        except jwt.ExpiredSignatureError as exc:
-            raise InvalidToken("The token has expired") from exc
-        except jwt.InvalidAudienceError as exc:
-            raise InvalidToken(f"The token's aud is not this endpoint ({audience})") from exc
-        except jwt.MissingRequiredClaimError as exc:
-            raise InvalidToken(f"The token lacks the {exc.claim!r} claim") from exc
-        except jwt.InvalidSignatureError as exc:
-            raise InvalidToken("The token's signature does not verify") from exc
         except jwt.PyJWTError as exc:
-            raise InvalidToken(f"The token is not valid ({type(exc).__name__})") from exc
+            raise InvalidToken(why_refused(exc, audience=f"names another aud than this endpoint ({audience})")) from exc
         jti = claims["jti"]
         if not isinstance(jti, str) or not jti or len(jti) > MAX_CLAIM_LENGTH or len(issuer) > MAX_CLAIM_LENGTH:
             raise InvalidToken(f"The token's jti must be a string of 1 to {MAX_CLAIM_LENGTH} characters")

@@ -38,6 +38,8 @@ from urllib.parse import quote, urlencode, urlsplit
 import jwt
 import requests
 
+from service.security.tokens import why_refused
+
 # Asymmetric algorithms only: an HMAC-signed ID token (keyed with the client secret) or
 # `alg: none` is refused.
 ID_TOKEN_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
@@ -261,18 +263,9 @@ class OidcClient:
                 id_token, key, algorithms=algorithms, audience=self.settings.client_id,
                 issuer=self.settings.issuer, leeway=self.settings.leeway_seconds,
                 options={"require": ["iss", "sub", "aud", "exp", "iat"], "verify_iat": True})
-        except jwt.InvalidSignatureError as exc:
-            raise SignInRefused("The ID token's signature does not verify") from exc
-        except jwt.InvalidAudienceError as exc:
-            raise SignInRefused("The ID token is meant for another client (aud)") from exc
-        except jwt.InvalidIssuerError as exc:
-            raise SignInRefused("The ID token comes from another issuer") from exc
-        except jwt.ExpiredSignatureError as exc:
-            raise SignInRefused("The ID token has expired") from exc
-        except jwt.MissingRequiredClaimError as exc:
-            raise SignInRefused(f"The ID token lacks the {exc.claim!r} claim") from exc
         except jwt.PyJWTError as exc:
-            raise SignInRefused(f"The ID token is not valid ({type(exc).__name__})") from exc
+            raise SignInRefused(why_refused(exc, "The ID token", audience="is meant for another client (aud)",
+                                            issuer="comes from another issuer")) from exc
         audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
         if (len(audiences) > 1 or "azp" in claims) and claims.get("azp") != self.settings.client_id:
             raise SignInRefused("The ID token was issued to another client (azp)")

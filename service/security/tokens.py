@@ -35,6 +35,27 @@ class InvalidToken(Exception):
     """A token that cannot be accepted; str() says why (no secrets, no token content)."""
 
 
+def why_refused(exc: jwt.PyJWTError, what: str = "The token", *, audience: str = "is meant for another audience",
+                issuer: str = "comes from an issuer this service does not trust") -> str:
+    """What PyJWT's refusal means, in words fit for a client or a login page (RFC 6750's
+    error_description): e.g. "The token has expired". what names the token; audience and
+    issuer say what a wrong `aud` / `iss` means where it is checked. Used by every JWT check
+    of the service (bearer tokens, CDS clients' tokens, OpenID Connect ID tokens)."""
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        return f"{what} has expired"
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return f"{what} is not valid yet"
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return f"{what} {audience}"
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return f"{what} {issuer}"
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"{what} lacks the {exc.claim!r} claim"
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return f"{what}'s signature does not verify"
+    return f"{what} is not valid ({type(exc).__name__})"
+
+
 @dataclass(frozen=True)
 class TokenSettings:
     """Where keys come from and what a token must name."""
@@ -106,20 +127,8 @@ class TokenVerifier:
             return jwt.decode(token, key, algorithms=[alg], audience=self.settings.audience,
                               issuer=self.settings.issuer, leeway=self.settings.leeway_seconds,
                               options={"require": REQUIRED_CLAIMS})
-        except jwt.ExpiredSignatureError as exc:
-            raise InvalidToken("The token has expired") from exc
-        except jwt.ImmatureSignatureError as exc:
-            raise InvalidToken("The token is not valid yet") from exc
-        except jwt.InvalidAudienceError as exc:
-            raise InvalidToken("The token is meant for another audience") from exc
-        except jwt.InvalidIssuerError as exc:
-            raise InvalidToken("The token comes from an issuer this service does not trust") from exc
-        except jwt.MissingRequiredClaimError as exc:
-            raise InvalidToken(f"The token lacks the {exc.claim!r} claim") from exc
-        except jwt.InvalidSignatureError as exc:
-            raise InvalidToken("The token's signature does not verify") from exc
         except jwt.PyJWTError as exc:
-            raise InvalidToken(f"The token is not valid ({type(exc).__name__})") from exc
+            raise InvalidToken(why_refused(exc)) from exc
 
     def _public_key(self, token: str, header: dict[str, Any]) -> Any:
         kid = header.get("kid")

@@ -139,7 +139,7 @@ def test_tokens_that_cannot_be_trusted_are_refused(ehr: CdsClient, keys: EhrKeys
 
     cases = {   # name: (token, why it is refused)
         "bad signature": (other.token(url, issuer=keys.issuer), "signature does not verify"),  # kid rsa-1, other key
-        "wrong aud": (keys.token(ehr.url("/toh-patient-view")), "aud is not this endpoint"),
+        "wrong aud": (keys.token(ehr.url("/toh-patient-view")), "another aud than this endpoint"),
         "expired": (keys.token(url, ttl=-3600), "expired"),
         "unknown issuer": (other.token(url, issuer="https://evil.example.org"), "does not trust"),
         "HS256": (jwt.encode({"iss": keys.issuer, "aud": url, "exp": 2**31, "iat": 0, "jti": "x"},
