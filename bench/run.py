@@ -264,7 +264,7 @@ def run_scripts_with_rss(args: list[str], timeout: float) -> tuple[dict[str, Any
 
 # --- where a read's time goes --------------------------------------------------------------
 
-BUCKETS = [("database commit (the read's AuditEvent made durable before the answer)", ("'commit' of",)),
+BUCKETS = [("database commit (the read's AuditEvent, committed before the answer)", ("'commit' of",)),
            ("auth (JWT)", ("service/security", "jwt/")), ("audit", ("service/audit", "service/store/audit")),
            ("store / SQL", ("service/store", "sqlalchemy/", "sqlite3", "psycopg")),
            ("FHIR API (negotiation, headers)", ("service/api", "service/fhir")),
