@@ -9,6 +9,7 @@ principal). No Flask here; the view appends the AuditEvent and commits.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from service.fhir.errors import Conflict, NotFound, PreconditionFailed
 from service.security import AccessGuard
@@ -22,6 +23,22 @@ def _expected(version: str | None) -> int | None:
     return int(version) if version and version.isdigit() else None
 
 
+def _to_update(uow: UnitOfWork, guard: AccessGuard, res_type: str, res_id: str, expected_version: str | None,
+               noun: str) -> tuple[StoredResource, dict[str, Any]]:
+    """The current version of a resource a page action is about to update, and its content:
+    NotFound / Gone when unknown, deleted or not visible to the principal, Forbidden without
+    update scope, PreconditionFailed when it changed since the page showed expected_version."""
+    stored = uow.repo.read(res_type, res_id)
+    resource = stored.resource()
+    if not guard.visible(res_type, resource):
+        raise NotFound(f"{res_type}/{res_id} is not known")
+    guard.check("u", res_type, resource)
+    expected = _expected(expected_version)
+    if expected is not None and expected != stored.version:
+        raise PreconditionFailed(f"This {noun} changed since the page was shown; look at it again")
+    return stored, resource
+
+
 def complete_follow_up(uow: UnitOfWork, guard: AccessGuard, task_id: str, *, expected_version: str | None,
                        now: datetime) -> StoredResource:
     """Set an open Task's status to completed (executionPeriod.end and lastModified = now).
@@ -30,14 +47,7 @@ def complete_follow_up(uow: UnitOfWork, guard: AccessGuard, task_id: str, *, exp
     overwritten. Raises NotFound / Gone for an unknown or deleted Task (NotFound also when the
     principal may not see it), Forbidden without Task update scope, PreconditionFailed when
     the Task changed since the page showed it, Conflict when it is no longer open."""
-    stored = uow.repo.read("Task", task_id)
-    task = stored.resource()
-    if not guard.visible("Task", task):
-        raise NotFound(f"Task/{task_id} is not known")
-    guard.check("u", "Task", task)
-    expected = _expected(expected_version)
-    if expected is not None and expected != stored.version:
-        raise PreconditionFailed("This follow-up changed since the page was shown; look at it again")
+    stored, task = _to_update(uow, guard, "Task", task_id, expected_version, "follow-up")
     if task.get("status") not in OPEN_TASK:
         raise Conflict(f"This follow-up is already {task.get('status')}")
     instant = format_instant(now)
@@ -57,14 +67,7 @@ def acknowledge_flag(uow: UnitOfWork, guard: AccessGuard, flag_id: str, *, expec
     Raises NotFound / Gone, Forbidden without Flag update scope, PreconditionFailed when the
     Flag changed since the page showed it, Conflict when it is not active or already
     acknowledged."""
-    stored = uow.repo.read("Flag", flag_id)
-    flag = stored.resource()
-    if not guard.visible("Flag", flag):
-        raise NotFound(f"Flag/{flag_id} is not known")
-    guard.check("u", "Flag", flag)
-    expected = _expected(expected_version)
-    if expected is not None and expected != stored.version:
-        raise PreconditionFailed("This flag changed since the page was shown; look at it again")
+    stored, flag = _to_update(uow, guard, "Flag", flag_id, expected_version, "flag")
     if flag.get("status") != "active":
         raise Conflict(f"This flag is {flag.get('status')}, not active")
     if acknowledged_by(flag):
