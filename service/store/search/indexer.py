@@ -4,31 +4,74 @@ On every create, update and delete the repository calls ``SearchIndexer.on_write
 writer's transaction: the rid's old index rows are deleted (a create has none: its rid is new)
 and the new version's rows inserted, so the index never disagrees with what a committed read
 returns. A batch of creates (Repository.deferred, a transaction Bundle) comes to
-``on_writes``: the rows of all of them go in with one executemany per index table. The
-statements are built once, here, so SQLAlchemy compiles each once per engine.
+``on_writes``: the rows of all of them go in with one executemany per index table.
+
+The inserts are plain SQL given to the driver (Connection.exec_driver_sql) with a tuple per
+row, built once per table and dialect, with each column's SQLAlchemy bind processor applied
+(the UTC datetimes): SQLAlchemy's own executemany built a dict per row and ran every column
+of every row through its parameter processing, about 40% of the cost of inserting a bundle's
+index rows (issue 11; bench/bench_ingest.py). The deletes go through SQLAlchemy as before.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, select
+from sqlalchemy import Connection, Table, bindparam, delete, select
+from sqlalchemy.engine import Dialect
 
 from service.fhir.search.extract import Extractor, IndexRows
 from service.store.schema import resources
 from service.store.search.tables import TABLES
 
-_INSERTS = {kind: insert(table) for kind, table in TABLES.items()}
 _DELETES = [delete(table).where(table.c.rid == bindparam("rid")) for table in TABLES.values()]
+_PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+Row = tuple[Any, ...]
 
 
-def index_values(rid: int, res_type: str, rows: IndexRows) -> dict[str, list[dict[str, Any]]]:
-    """The rows to insert per index table for one resource."""
-    out: dict[str, list[dict[str, Any]]] = {}
+def index_values(rid: int, res_type: str, rows: IndexRows) -> dict[str, list[Row]]:
+    """The rows to insert per index table for one resource: (rid, res_type, then the row's
+    own fields), in the table's column order (service.store.search.tables)."""
+    out: dict[str, list[Row]] = {}
     for kind, items in rows.kinds():
         if items:
-            out[kind] = [{"rid": rid, "res_type": res_type, **item._asdict()} for item in items]
+            out[kind] = [(rid, res_type, *item) for item in items]
     return out
+
+
+class _Insert:
+    """One index table's INSERT as the driver's SQL, with the bind processors of its columns."""
+
+    def __init__(self, table: Table, dialect: Dialect) -> None:
+        mark = _PLACEHOLDER[dialect.paramstyle]
+        names = [c.name for c in table.columns]
+        self.sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))})"
+        processors = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in table.columns]
+        self.processed: list[tuple[int, Callable[[Any], Any]]] = [
+            (i, fn) for i, fn in enumerate(processors) if fn is not None]
+
+    def run(self, conn: Connection, rows: list[Row]) -> None:
+        if self.processed:
+            processed = []
+            for row in rows:
+                values = list(row)
+                for i, fn in self.processed:
+                    values[i] = fn(values[i])
+                processed.append(tuple(values))
+            rows = processed
+        conn.exec_driver_sql(self.sql, rows)   # type: ignore[arg-type]   # executemany: one list of tuples
+
+
+@lru_cache(maxsize=8)
+def _inserts(dialect: Dialect) -> dict[str, _Insert]:
+    return {kind: _Insert(table, dialect) for kind, table in TABLES.items()}
+
+
+def insert_rows(conn: Connection, kind: str, rows: list[Row]) -> None:
+    """Insert index rows (as index_values gives them) into the table of kind."""
+    _inserts(conn.dialect)[kind].run(conn, rows)
 
 
 class SearchIndexer:
@@ -53,13 +96,13 @@ class SearchIndexer:
         if replaced:
             for statement in _DELETES:
                 conn.execute(statement, replaced)
-        batch: dict[str, list[dict[str, Any]]] = {}
+        batch: dict[str, list[Row]] = {}
         for c in changes:
             if c.resource is not None:
                 for kind, values in index_values(c.rid, c.res_type, self.extractor.extract(c.resource)).items():
                     batch.setdefault(kind, []).extend(values)
         for kind, values in batch.items():
-            conn.execute(_INSERTS[kind], values)
+            insert_rows(conn, kind, values)
 
     def replace(self, conn: Connection, rid: int, res_type: str, resource: dict[str, Any] | None) -> None:
         """Delete rid's index rows, then insert those of resource (none if it is None)."""
@@ -72,7 +115,7 @@ class SearchIndexer:
         if resource is None:
             return
         for kind, values in index_values(rid, res_type, self.extractor.extract(resource)).items():
-            conn.execute(_INSERTS[kind], values)
+            insert_rows(conn, kind, values)
 
     def reindex(self, conn: Connection, res_types: Iterable[str] | None = None, batch: int = 500) -> int:
         """Rebuild the index rows of every current resource (of res_types); returns the count.
