@@ -200,9 +200,11 @@ class Gunicorn:
 
     @classmethod
     def app(cls, app: str, env: dict[str, str] | None = None, workers: int = 2, threads: int = 4) -> Gunicorn:
-        """gunicorn on a WSGI app spec with the same worker set-up as `toh serve` (threaded)."""
+        """gunicorn on a WSGI app spec with the same worker set-up as `toh serve` (its threaded
+        worker class, service.gunicorn_worker.OutcomeThreadWorker)."""
         binary = Path(sys.executable).with_name("gunicorn")
-        return cls([str(binary), "-w", str(workers), "--threads", str(threads), "-k", "gthread",
+        return cls([str(binary), "-w", str(workers), "--threads", str(threads),
+                    "-k", "service.gunicorn_worker.OutcomeThreadWorker",
                     "-b", "127.0.0.1:{port}", "--timeout", "300", app], env=env, workers=workers)
 
     @classmethod
