@@ -1,0 +1,51 @@
+"""SQLite's WAL is checkpointed after a write commits, not inside the commit (service.store.db:
+Database._checkpoint_after_write). SQLite only: the WAL checkpoint is SQLite's own mechanism
+(https://www.sqlite.org/wal.html#ckpt); PostgreSQL has nothing like it to test."""
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from service.store import Database, db
+from tests.conftest import FixedClock
+
+
+def patient_ids_in_the_database_file_alone(path: Path, tmp_path: Path) -> set[str]:
+    """The Patients the main database file holds by itself, without its -wal file: those
+    whose pages a checkpoint has copied there."""
+    alone = tmp_path / "alone.db"
+    shutil.copyfile(path, alone)
+    with sqlite3.connect(alone) as conn:
+        return {row[0] for row in conn.execute("SELECT res_id FROM resources WHERE res_type = 'Patient'")}
+
+
+def create_patient(database: Database) -> str:
+    with database.unit_of_work() as uow:
+        stored, _ = uow.repo.create({"resourceType": "Patient", "gender": "female"})
+        uow.commit()
+    return stored.res_id
+
+
+def test_a_write_is_checkpointed_after_its_commit_at_most_once_an_interval(
+        tmp_path: Path, clock: FixedClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "toh.db"
+    database = Database(f"sqlite:///{path}", clock=clock)
+    database.migrate()
+    now = [1000.0]
+    monkeypatch.setattr(db.time, "monotonic", lambda: now[0])
+    try:
+        first = create_patient(database)
+        assert first in patient_ids_in_the_database_file_alone(path, tmp_path)   # checkpointed
+        second = create_patient(database)   # within the interval: left in the WAL
+        assert second not in patient_ids_in_the_database_file_alone(path, tmp_path)
+        now[0] += db.CHECKPOINT_INTERVAL
+        third = create_patient(database)
+        assert {second, third} <= patient_ids_in_the_database_file_alone(path, tmp_path)
+        with database.engine.connect() as conn:   # SQLite's own checkpoint is only the backstop
+            pages = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
+        assert pages == db.WAL_AUTOCHECKPOINT_PAGES
+    finally:
+        database.dispose()
