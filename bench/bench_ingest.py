@@ -12,8 +12,10 @@ Practitioner, which find the first round's); then the floor
 (bench/ingest_floor.py: each bundle's entries stored as JSON rows, one executemany, nothing
 else) takes the same bundles from the same 2 clients, cycled until it has run at least as long
 as the service did, so both see the machine's load over a like stretch of time. Printed:
-resources/s of both and their ratio (service / floor). Then a cProfile summary (top 15 by own
-time) of the same bundles through create_app() in one process on SQLite.
+resources/s of both and their ratio (service / floor). Then, in one process on SQLite, where a
+bundle's time goes without a profiler (the first bundle against the others, the share before
+and under the write lock, the commit, the garbage collector), and a cProfile summary (top 15 by
+own time) of the same bundles through create_app().
 
 The bundles come from tests/data/synthea/generator.py (seeded, so every run posts the same).
 PostgreSQL databases are scratch databases on 127.0.0.1:5432 (bench/scratch.py), dropped afterwards.
@@ -36,6 +38,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -180,6 +183,79 @@ def profile(bundles: list[dict[str, object]], workdir: Path, top: int = 15) -> N
     app.extensions["toh"].database.dispose()
 
 
+def breakdown(bundles: list[dict[str, object]], workdir: Path, rounds: int = 2) -> dict[str, float]:
+    """Where a bundle's wall time goes, in one process on SQLite, without a profiler (issue 11's
+    steps): the first bundle against the median of the others (what a cold worker pays), the
+    checks made before the write lock (prechecked_creates: the R4 model), the write lock's
+    share (process_bundle and the unit of work's commit, before-commit steps included), the
+    commit statement itself, and the garbage collector's time. Returns the figures (ms, or a
+    share of the wall time)."""
+    import gc
+    import statistics
+
+    from sqlalchemy.engine import Connection
+
+    from service import create_app
+    from service.api import bundles as api_bundles
+    from service.store.db import UnitOfWork
+
+    os.environ.update(SERVICE_ENV)
+    spent = {"prechecks": 0.0, "locked": 0.0, "commit": 0.0, "gc": 0.0}
+    started: dict[str, float] = {}
+
+    def timed(name: str, fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - t
+        return wrapper
+
+    def on_gc(phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            started["gc"] = time.perf_counter()
+        else:
+            spent["gc"] += time.perf_counter() - started.pop("gc", time.perf_counter())
+
+    saved = (api_bundles.prechecked_creates, api_bundles.process_bundle, UnitOfWork.commit, Connection.commit)
+    api_bundles.prechecked_creates = timed("prechecks", saved[0])
+    api_bundles.process_bundle = timed("locked", saved[1])
+    UnitOfWork.commit = timed("locked", saved[2])   # type: ignore[method-assign]
+    Connection.commit = timed("commit", saved[3])   # type: ignore[method-assign]
+    gc.callbacks.append(on_gc)
+    try:
+        app = create_app({"database_url": f"sqlite:///{workdir / 'breakdown.db'}"})
+        gc.collect()
+        gc.freeze()   # as the service's gunicorn worker does once the application is loaded
+        client = app.test_client()
+        times = []
+        for bundle in bundles * rounds:
+            if len(times) == 1:
+                spent.update(dict.fromkeys(spent, 0.0))   # the shares are of the warm bundles
+            t = time.perf_counter()
+            response = client.post("/fhir", json=bundle, headers=HEADERS)
+            times.append(time.perf_counter() - t)
+            assert response.status_code == 200, response.get_data(as_text=True)[:500]
+        app.extensions["toh"].database.dispose()
+    finally:
+        (api_bundles.prechecked_creates, api_bundles.process_bundle, UnitOfWork.commit, Connection.commit) = saved
+        gc.callbacks.remove(on_gc)
+        gc.unfreeze()
+    warm = sum(times[1:])
+    resources = sum(len(b["entry"]) for b in bundles) * rounds - len(bundles[0]["entry"])  # type: ignore[arg-type]
+    figures = {"first_bundle_ms": 1000 * times[0], "median_bundle_ms": 1000 * statistics.median(times[1:]),
+               "ms_per_resource": 1000 * warm / resources, "prechecks_share": spent["prechecks"] / warm,
+               "write_lock_share": spent["locked"] / warm, "commit_ms": 1000 * spent["commit"] / (len(times) - 1),
+               "gc_share": spent["gc"] / warm}
+    print(f"\nIn one process, SQLite, {len(times)} bundles ({load()}): first bundle {figures['first_bundle_ms']:.0f} ms, "
+          f"then median {figures['median_bundle_ms']:.0f} ms ({figures['ms_per_resource']:.3f} ms a resource); "
+          f"checks before the write lock {figures['prechecks_share']:.0%}, under the write lock "
+          f"{figures['write_lock_share']:.0%} (the commit statement {figures['commit_ms']:.1f} ms a bundle), "
+          f"garbage collector {figures['gc_share']:.1%}")
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bundles", type=int, default=11)
@@ -205,6 +281,7 @@ def main() -> None:
             print(f"  {kind:10s} service {service:8.1f} resources/s  floor {floor:8.1f} resources/s  "
                   f"ratio {service / floor:.4f}")
         if not args.no_profile:
+            breakdown(bundles, workdir)
             profile(bundles, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
