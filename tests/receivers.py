@@ -17,6 +17,9 @@ class Received:
     headers: dict[str, str]     # names in lower case
     body: bytes
     answered: int
+    # False when the body stopped short of its Content-Length: the sender died mid-request
+    # (the reliability suite SIGKILLs it), so nothing was delivered
+    complete: bool = True
 
     @property
     def bundle(self) -> dict[str, Any]:
@@ -67,14 +70,16 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
                 with receiver._lock:
                     receiver.arrivals.append(time.monotonic())
                 status, extra = receiver._answer(body)
                 if receiver.delay:
                     time.sleep(receiver.delay)
                 with receiver._lock:
-                    receiver.received.append(Received({k.lower(): v for k, v in self.headers.items()}, body, status))
+                    receiver.received.append(Received({k.lower(): v for k, v in self.headers.items()}, body, status,
+                                                      complete=len(body) == length))
                 self.send_response(status)
                 for name, value in extra.items():
                     self.send_header(name, value)
@@ -116,5 +121,7 @@ class Receiver:
         return 200, {}
 
     def events(self) -> list[Received]:
+        """The event notifications received whole (a request cut off by its sender's death
+        delivered nothing)."""
         with self._lock:
-            return [r for r in self.received if r.kind == "event-notification"]
+            return [r for r in self.received if r.complete and r.kind == "event-notification"]
