@@ -375,12 +375,20 @@ class _Processor:
 
     # -- references -------------------------------------------------------------------
     def _localised(self, value: Any) -> Any:
-        """A copy of value with every 'reference' pointing at the ids this bundle assigned."""
+        """A copy of value with every 'reference' pointing at the ids this bundle assigned
+        (primitives are shared, not visited: they are most of a resource's values)."""
         if isinstance(value, dict):
-            return {key: self._reference(item) if key == "reference" and isinstance(item, str)
-                    else self._localised(item) for key, item in value.items()}
+            out = {}
+            for key, item in value.items():
+                if key == "reference" and isinstance(item, str):
+                    out[key] = self._reference(item)
+                elif isinstance(item, (dict, list)):
+                    out[key] = self._localised(item)
+                else:
+                    out[key] = item
+            return out
         if isinstance(value, list):
-            return [self._localised(item) for item in value]
+            return [self._localised(item) if isinstance(item, (dict, list)) else item for item in value]
         return value
 
     def _reference(self, reference: str) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 import fhirpathpy
@@ -67,14 +68,17 @@ def components(registry: SearchParameterRegistry, param: TypeParam) -> tuple[tup
     return tuple(out)
 
 
+@lru_cache(maxsize=None)
+def _component_parts(expression: str) -> tuple[tuple[str, str | None], ...]:
+    """(element name, 'as' type or None) of each part of a component expression (parsed once)."""
+    matches = (_COMPONENT.match(part) for part in split_union(expression))
+    return tuple((m.group(1), m.group(2)) for m in matches if m is not None)
+
+
 def _values(element: dict[str, Any], expression: str) -> Iterator[tuple[str | None, Any]]:
     """(FHIR type if known, value) of a component expression on an element: 'code',
     'value.as(Quantity)', 'value.as(DateTime) | value.as(Period)', 'value' (any value[x])."""
-    for part in split_union(expression):
-        match = _COMPONENT.match(part)
-        if match is None:
-            continue
-        name, as_type = match.groups()
+    for name, as_type in _component_parts(expression):
         if as_type:
             found = [(as_type, element.get(name + as_type[0].upper() + as_type[1:]))]
         elif name in element:
