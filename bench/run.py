@@ -205,7 +205,7 @@ def run_http(kind: str, bodies: list[bytes], counts: list[int], seconds: float, 
     """Ingest (service and floor), then reads and searches (service and read floor) on one
     kind of database."""
     print(f"\n== {kind}: ingest ({load()})", flush=True)
-    result: dict[str, Any] = {"ingest": bench_ingest.measure_database(kind, bodies, counts, workdir)}
+    result: dict[str, Any] = {"ingest": bench_ingest.measure_database(kind, bodies, counts, workdir, seconds)}
     headers = {"Authorization": f"Bearer {bench_token()}"}
     with scratch_database(kind, workdir) as url:
         folder = Path(tempfile.mkdtemp(prefix="toh-bench-serve-", dir=workdir))
@@ -231,7 +231,7 @@ def run_peer(bodies: list[bytes], counts: list[int], seconds: float, wrk: str | 
     """The same transactions, reads and searches on the Medplum peer."""
     print(f"\n== peer: Medplum fhir-router, in memory ({load()})", flush=True)
     with peer_server() as (base, process):
-        n, posted, took = bench_ingest.post_all(base, bodies, counts, min_seconds=bench_ingest.MIN_SECONDS)
+        n, posted, took = bench_ingest.post_all(base, bodies, counts, min_seconds=seconds)
         out: dict[str, Any] = {"ingest": {"service": n / took, "service_bundles": posted / took}}
         out.update(read_and_search(base, {}, seconds, wrk))
         out["peak_rss_mib"] = node_rss_mib(process)
@@ -307,6 +307,11 @@ def read_profile(n: int, workdir: Path) -> dict[str, Any]:
 
 # --- the table -----------------------------------------------------------------------------
 
+def _ratio(value: float) -> str:
+    """Two decimals, or three significant digits below 0.1 (0.057 must not print as 0.06)."""
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.3g}"
+
+
 def table(results: dict[str, Any]) -> str:
     lines = ["| workload | database | service | baseline | ratio | peer (Medplum, in memory) | service/peer |",
              "|---|---|---|---|---|---|---|"]
@@ -314,8 +319,8 @@ def table(results: dict[str, Any]) -> str:
 
     def row(name: str, db: str, ours: float | None, base: float | None, peer_value: float | None,
             unit: str) -> None:
-        ratio = f"{ours / base:.2f}" if ours and base else ""
-        vs = f"{ours / peer_value:.2f}" if ours and peer_value else ""
+        ratio = _ratio(ours / base) if ours and base else ""
+        vs = _ratio(ours / peer_value) if ours and peer_value else ""
         lines.append(f"| {name} | {db} | {ours or 0:,.1f} {unit} | {f'{base:,.1f} {unit}' if base else ''} | {ratio} "
                      f"| {f'{peer_value:,.1f} {unit}' if peer_value else ''} | {vs} |")
 
@@ -360,7 +365,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--databases", default="sqlite,postgresql")
-    parser.add_argument("--seconds", type=float, default=10, help="length of each HTTP measurement")
+    parser.add_argument("--seconds", type=float, default=10,
+                        help="length of each HTTP measurement (an ingest run lasts at least this long)")
     parser.add_argument("--bundles", type=int, default=11, help="Synthea-shaped transaction bundles to ingest")
     parser.add_argument("--encounters", type=int, default=14, help="encounters per bundle")
     parser.add_argument("--search-resources", type=int, default=20_000,
