@@ -162,8 +162,10 @@ def measure_database(kind: str, bodies: list[bytes], counts: list[int], workdir:
 def profile(bundles: list[dict[str, object]], workdir: Path, top: int = 15) -> None:
     """The same bundles through create_app() in one process (SQLite), under cProfile."""
     from service import create_app
+    from service.fhir.resources import warm_models
     os.environ.update(SERVICE_ENV)
     app = create_app({"database_url": f"sqlite:///{workdir / 'profile.db'}"})
+    warm_models()   # as the service's worker does before its first request
     client = app.test_client()
     profiler = cProfile.Profile()
     n = 0
@@ -197,6 +199,7 @@ def breakdown(bundles: list[dict[str, object]], workdir: Path, rounds: int = 2) 
 
     from service import create_app
     from service.api import bundles as api_bundles
+    from service.fhir.resources import warm_models
     from service.store.db import UnitOfWork
 
     os.environ.update(SERVICE_ENV)
@@ -226,8 +229,9 @@ def breakdown(bundles: list[dict[str, object]], workdir: Path, rounds: int = 2) 
     gc.callbacks.append(on_gc)
     try:
         app = create_app({"database_url": f"sqlite:///{workdir / 'breakdown.db'}"})
+        warm_models()   # as the service's gunicorn worker does once the application is loaded
         gc.collect()
-        gc.freeze()   # as the service's gunicorn worker does once the application is loaded
+        gc.freeze()
         client = app.test_client()
         times = []
         for bundle in bundles * rounds:

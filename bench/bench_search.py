@@ -361,7 +361,13 @@ def main() -> None:
         print(f"loaded in {time.perf_counter() - t:.0f}s")
         figures = measure(url, search, args.queries)
         if args.json:
-            Path(args.json).write_text(json.dumps({"resources": args.resources, "synth_patients": args.synth_patients,
+            stored = args.resources
+            if args.synth_patients:   # the cohort's resources and the service's own (plans, Tasks, Provenance...)
+                engine = create_engine(url)
+                with engine.connect() as conn:
+                    stored = conn.execute(text("SELECT count(*) FROM resources")).scalar_one()
+                engine.dispose()
+            Path(args.json).write_text(json.dumps({"resources": stored, "synth_patients": args.synth_patients,
                                                    "queries": figures}))
 
 

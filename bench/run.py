@@ -355,7 +355,9 @@ def table(results: dict[str, Any]) -> str:
     if "search_scale" in results:
         se = results["search_scale"]
         for title, q in se["queries"].items():
-            lines.append(f"| search in-process, {se['resources']:,} resources: {title} (p50/p95 ms) | postgresql | "
+            store = (f"{se['resources']:,} resources of {se['synth_patients']:,} toh synth patients"
+                     if se.get("synth_patients") else f"{se['resources']:,} resources")
+            lines.append(f"| search in-process, {store}: {title} (p50/p95 ms) | postgresql | "
                          f"{q['p50_ms']:.2f} / {q['p95_ms']:.2f} | by primary key {q['pk_p50_ms']:.2f} / {q['pk_p95_ms']:.2f} "
                          f"| | | peak RSS {se['peak_rss_mib']:.0f} MiB |")
     return "\n".join(lines)

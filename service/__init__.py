@@ -43,8 +43,6 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clo
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
 
-    from service.fhir.resources import warm_models
-    warm_models()   # before the first request, not during it (once per process)
     database = Database(settings.database_url, clock=clock, echo=settings.sql_echo,
                         statement_timeout=settings.statement_timeout, audit_fsync=settings.audit_fsync)
     conformance = _guide()

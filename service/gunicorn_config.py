@@ -2,8 +2,9 @@
 gunicorn config file). Each choice and why:
 
 - worker_class: our gthread worker (service.gunicorn_worker): threads, so a request waiting on
-  PostgreSQL does not hold a whole process, gunicorn's own errors as OperationOutcomes, and the
-  application's start-up objects frozen out of the garbage collector's sight (gc.freeze).
+  PostgreSQL does not hold a whole process, gunicorn's own errors as OperationOutcomes, the
+  routine R4 models built before the first request, and the application's start-up objects
+  frozen out of the garbage collector's sight (gc.freeze).
 - workers (TOH_WORKERS, default 2) x threads (TOH_THREADS, default 4): the work is CPU in Python
   (JSON, validation, the search index) plus waits on the database. One worker per core, up to
   two, is the measured sweet spot (docs/deployment.md, "Throughput"); threads cover the waits.

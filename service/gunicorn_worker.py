@@ -5,11 +5,14 @@ coding...) are OperationOutcomes like every other error of the service, not HTML
 gunicorn answers those before the application sees the request, through
 ``gunicorn.util.write_error``; the worker replaces it in its own process when it starts.
 
-Once the application is loaded, the worker hands everything it built (the R4 models, the guide,
-the search parameter registry: about a million objects that live as long as the process) to
-``gc.freeze()``. The cyclic garbage collector then no longer walks them at each full collection,
-which had taken about 14% of a worker's time while it stored transaction bundles
-(bench/RESULTS.md, issue 11). See the gc module's documentation of ``gc.freeze``.
+Once the application is loaded, and before it accepts a connection, the worker builds the R4
+models of routine content (service.fhir.resources.warm_models: a worker's first bundle had paid
+about 0.35 s for them), then hands everything it built (the R4 models, the guide,
+the search parameter registry: about 210,000 objects the collector tracks, which live as long
+as the process) to ``gc.freeze()``. The cyclic garbage collector then no longer walks them at
+each full collection, which had taken about 14% of a worker's time while it stored transaction
+bundles (issue 11; `python bench/bench_ingest.py` prints the collector's share). See the gc
+module's documentation of ``gc.freeze``.
 """
 from __future__ import annotations
 
@@ -39,7 +42,10 @@ class OutcomeThreadWorker(ThreadWorker):  # type: ignore[misc]
         super().init_process()
 
     def load_wsgi(self) -> None:
-        """Load the application, then freeze what it built out of the collector's sight."""
+        """Load the application and build the routine R4 models, then freeze what was built out
+        of the collector's sight."""
         super().load_wsgi()
+        from service.fhir import resources   # not at import: gunicorn's master imports this module
+        resources.warm_models()
         gc.collect()
         gc.freeze()

@@ -26,7 +26,8 @@ from service.fhir.references import is_id
 
 
 # The resource types an EHR sends in a patient's record (US Core's and Synthea's) and those the
-# service writes itself: create_app() builds their models before the first request (warm_models).
+# service writes itself: the service's gunicorn worker builds their models before it takes its
+# first request (warm_models, from service.gunicorn_worker).
 ROUTINE_TYPES: tuple[str, ...] = (
     "AllergyIntolerance", "AuditEvent", "CarePlan", "CareTeam", "Claim", "Communication", "Condition",
     "Device", "DiagnosticReport", "DocumentReference", "Encounter", "ExplanationOfBenefit", "Flag", "Goal",
@@ -89,9 +90,11 @@ def warm_models(resource_types: Iterable[str] = ROUTINE_TYPES) -> int:
 
     fhir.resources imports a model's module, and pydantic builds its validator, the first time
     content of that type is validated: about 0.35 s spread over a worker's first bundle, which
-    the first EHR to write after a start would wait for. Idempotent and cheap once done (the
-    models are cached per process). Returns how many model classes the types reach (about 130
-    for ROUTINE_TYPES, built in about 0.3 s)."""
+    the first EHR to write after a start would wait for. The service's gunicorn worker calls
+    this once the application is loaded, before it accepts connections; one-off commands do
+    not (they would pay for models they never use). Idempotent and cheap once done (the
+    models are cached per process). Returns how many model classes the types reach (165 for
+    ROUTINE_TYPES, built in 0.3-0.6 s)."""
     return _warm(tuple(sorted(set(resource_types))))
 
 

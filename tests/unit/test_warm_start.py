@@ -1,17 +1,17 @@
-"""A worker does its one-off work before the first request: the R4 models of routine content are
-built at start (service.fhir.resources.warm_models), and what the application built is frozen
-out of the garbage collector's sight (service.gunicorn_worker)."""
+"""A worker does its one-off work before the first request: the service's gunicorn worker
+(service.gunicorn_worker) builds the R4 models of routine content (service.fhir.resources.
+warm_models) and freezes what the application built out of the garbage collector's sight."""
 from __future__ import annotations
 
 import gc
 import json
 import subprocess
 import sys
-from typing import Any
 
 import pytest
 
 from service import gunicorn_worker
+from service.fhir import resources
 from service.fhir.resources import ROUTINE_TYPES, warm_models
 
 # Validate an Encounter and an Observation with nested element types (in a fresh interpreter,
@@ -56,13 +56,14 @@ def test_warm_models_reaches_the_element_types_and_is_idempotent() -> None:
     assert warm_models() == reached
 
 
-def test_the_worker_freezes_what_the_application_built(monkeypatch: pytest.MonkeyPatch) -> None:
-    loaded: list[Any] = []
-    monkeypatch.setattr(gunicorn_worker.ThreadWorker, "load_wsgi", lambda self: loaded.append(self))
+def test_the_worker_warms_the_models_then_freezes_what_was_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    done: list[str] = []
+    monkeypatch.setattr(gunicorn_worker.ThreadWorker, "load_wsgi", lambda self: done.append("loaded"))
+    monkeypatch.setattr(resources, "warm_models", lambda: done.append("warmed") or 0)
     worker = object.__new__(gunicorn_worker.OutcomeThreadWorker)
     try:
         gunicorn_worker.OutcomeThreadWorker.load_wsgi(worker)
-        assert loaded == [worker]
+        assert done == ["loaded", "warmed"]
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
