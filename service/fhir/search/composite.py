@@ -79,6 +79,7 @@ def _values(element: dict[str, Any], expression: str) -> Iterator[tuple[str | No
     """(FHIR type if known, value) of a component expression on an element: 'code',
     'value.as(Quantity)', 'value.as(DateTime) | value.as(Period)', 'value' (any value[x])."""
     for name, as_type in _component_parts(expression):
+        found: list[tuple[str | None, Any]]
         if as_type:
             found = [(as_type, element.get(name + as_type[0].upper() + as_type[1:]))]
         elif name in element:
