@@ -34,8 +34,9 @@ def batch_or_transaction() -> Response:
     access = guard()
     database = services().database
     max_entries = services().settings.max_bundle_entries
-    # before the unit of work (and on SQLite its write lock): what depends on the resources alone
-    checked = prechecked_creates(bundle, database.passes_prechecks, max_entries)
+    # before the unit of work (and on SQLite its write lock): what depends on the resources alone,
+    # and the index rows that do not depend on the ids the transaction assigns
+    checked = prechecked_creates(bundle, database.prepare_create, max_entries)
     uow = current_uow()
     base = base_url()
     strict = prefer_strict()

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from http import HTTPStatus
@@ -39,7 +39,8 @@ from service.fhir.errors import (BadRequest, Conflict, FhirError, Issue, MethodN
 from service.fhir.http import bounded_int, Criteria, conditional_criteria, etag_version
 from service.fhir.resources import check_id, check_type
 from service.security import AccessGuard, Reach
-from service.store.repository import DeferredWriteFailed, Repository, StoredResource, format_instant
+from service.security.guard import OWNED_TYPES
+from service.store.repository import DeferredWriteFailed, Prepared, Repository, StoredResource, format_instant
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +112,25 @@ class Result:
     searchset: dict[str, Any] | None = None
 
 
-def prechecked_creates(bundle: Any, passes: Callable[[dict[str, Any]], bool], max_entries: int) -> frozenset[int]:
+class Prechecked(frozenset[int]):
+    """The indexes of the create entries that passed prechecked_creates (a frozenset), and for
+    those that passes gave a Prepared, that Prepared (by index)."""
+
+    prepared: Mapping[int, Prepared]
+
+    def __new__(cls, passed: Mapping[int, object]) -> Prechecked:
+        made = super().__new__(cls, passed)
+        made.prepared = {i: p for i, p in passed.items() if isinstance(p, Prepared)}
+        return made
+
+
+def prechecked_creates(bundle: Any, passes: Callable[[dict[str, Any]], object], max_entries: int) -> frozenset[int]:
     """The indexes of a batch or transaction Bundle's create entries (POST) whose resource, as
     sent, passes the checks that depend on nothing but the resource (passes: e.g.
-    Database.passes_prechecks). Run before the unit of work takes its write lock, so that
-    on SQLite two workers check their bundles side by side rather than in turn.
+    Database.passes_prechecks, true if it passes; or Database.prepare_create, a Prepared or
+    None, kept for the entry in the Prechecked returned). Run before the unit of work takes
+    its write lock, so that on SQLite two workers check their bundles, and do what the write
+    hooks prepare (the search index's unbound rows), side by side rather than in turn.
 
     process_bundle then skips those checks for these entries (Repository.validate(checked=
     True)). What it writes differs from what was checked only in reference strings rewritten
@@ -130,14 +145,15 @@ def prechecked_creates(bundle: Any, passes: Callable[[dict[str, Any]], bool], ma
     entries = bundle.get("entry")
     if not isinstance(entries, list) or len(entries) > max_entries:
         return frozenset()
-    passed = set()
+    passed: dict[int, object] = {}
     for index, raw in enumerate(entries):
         request = raw.get("request") if isinstance(raw, dict) else None
         resource = raw.get("resource") if isinstance(raw, dict) else None
-        if (isinstance(request, dict) and str(request.get("method")).upper() == "POST"
-                and isinstance(resource, dict) and passes(resource)):
-            passed.add(index)
-    return frozenset(passed)
+        if isinstance(request, dict) and str(request.get("method")).upper() == "POST" and isinstance(resource, dict):
+            result = passes(resource)
+            if result:
+                passed[index] = result
+    return Prechecked(passed)
 
 
 def process_bundle(repo: Repository, bundle: Any, *, base_url: str, max_entries: int,
@@ -177,6 +193,7 @@ class _Processor:
                  guard: AccessGuard | None = None, checked: frozenset[int] = frozenset()) -> None:
         self.repo = repo
         self.checked = checked
+        self.prepared = checked.prepared if isinstance(checked, Prechecked) else {}
         self.guard = guard
         self.base = base
         self.minimal = minimal
@@ -353,8 +370,10 @@ class _Processor:
             if action == "u":
                 self._check_existing("u", entry)
         if entry.method == "POST":
+            # what was prepared from the resource as sent holds unless the guard's claim changed it
+            prepared = self.prepared.get(entry.index) if entry.res_type not in OWNED_TYPES else None
             stored, created = repo.create(resource, if_none_exist=entry.if_none_exist, res_id=entry.res_id,
-                                          checked=entry.index in self.checked)
+                                          checked=entry.index in self.checked, prepared=prepared)
             if created == entry.matched or stored.res_id != entry.res_id:
                 raise Conflict(f"ifNoneExist matched {stored.reference} only after the bundle's ids were "
                                "assigned (another entry of the bundle changed what it matches)")

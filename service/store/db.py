@@ -20,7 +20,7 @@ from service.fhir.errors import ServiceUnavailable
 
 if TYPE_CHECKING:
     from service.security import Principal
-    from service.store.repository import Change, Finder, Repository, Sealer, Validator, WriteHook
+    from service.store.repository import Change, Finder, Prepared, Repository, Sealer, Validator, WriteHook
 
 BeforeCommit = Callable[["UnitOfWork"], None]
 # Runs after a unit of work committed (metrics, notifications to in-process listeners); it must
@@ -257,6 +257,13 @@ class Database:
         what can be checked before a unit of work takes its write lock."""
         from service.store.repository import passes_prechecks
         return passes_prechecks(self.prechecks, resource)
+
+    def prepare_create(self, resource: dict[str, Any]) -> Prepared | None:
+        """passes_prechecks, then what the write hooks prepare from a create's resource before a
+        unit of work takes its write lock (repository.prepare_create, WriteHook): a Prepared
+        for Repository.create, or None if a check fails."""
+        from service.store.repository import prepare_create
+        return prepare_create(self.prechecks, self.hooks, resource)
 
     def add_before_commit(self, step: BeforeCommit) -> None:
         """Register a step run in every unit of work just before it commits (it may write)."""

@@ -12,7 +12,7 @@ import contextlib
 import json
 import uuid
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -101,15 +101,31 @@ class Change:
     method: str                      # POST, PUT or DELETE
     resource: dict[str, Any] | None  # None on delete
     previous: StoredResource | None
+    prepared: Prepared | None = None  # a create's work done before the write lock (Prepared)
 
 
 class WriteHook(Protocol):
     """Runs in the writer's transaction after each write (search index, clinical rules...).
 
     A hook may also have ``on_writes(conn, changes)``, called instead with the changes of a
-    deferred batch (Repository.deferred) at once, in order."""
+    deferred batch (Repository.deferred) at once, in order; and ``prepare(resource)``, run on
+    a create's resource as the client sent it before its unit of work takes the write lock
+    (Database.prepare_create). What prepare returned comes back as
+    ``change.prepared.by_hook[hook]`` when that create is written from the resource with no
+    change but those the server makes to a create: the id it assigns, meta.versionId and
+    meta.lastUpdated, and Reference.reference values a transaction rewrites
+    (http.html#transaction). A hook must give the same result with or without it."""
 
     def on_write(self, conn: Connection, change: Change) -> None: ...
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A create's resource passed the checks that depend on nothing but itself (passes_prechecks)
+    before its unit of work took the write lock, and the write hooks with a ``prepare``
+    method gave what they compute from it then (WriteHook), by hook."""
+
+    by_hook: Mapping[object, Any]
 
 
 class DeferredWriteFailed(Exception):
@@ -149,6 +165,17 @@ def passes_prechecks(prechecks: Sequence[Validator], resource: dict[str, Any]) -
     return True
 
 
+def prepare_create(prechecks: Sequence[Validator], hooks: Sequence[WriteHook],
+                   resource: dict[str, Any]) -> Prepared | None:
+    """passes_prechecks, then each hook's ``prepare`` (WriteHook) on resource: a Prepared, or
+    None if a check fails (the write then runs it again and reports what it raises). Reads
+    nothing, so it may run before a transaction takes its write lock."""
+    if not passes_prechecks(prechecks, resource):
+        return None
+    return Prepared({hook: hook.prepare(resource)   # type: ignore[attr-defined]
+                     for hook in hooks if hasattr(hook, "prepare")})
+
+
 def _stored(row: Any, method: str = "") -> StoredResource:
     return StoredResource(row.res_type, row.res_id, row.version, row.last_updated, row.deleted,
                           row.content, method)
@@ -184,7 +211,7 @@ class Repository:
         self.dialect = dialect
         self.validators = validators
         self.finder = finder
-        self._pending: list[tuple[StoredResource, dict[str, Any]]] | None = None  # see deferred()
+        self._pending: list[tuple[StoredResource, dict[str, Any], Prepared | None]] | None = None  # deferred()
         # What the steps of this transaction compute from it and may reuse (keyed by each
         # step's own tuple keys; e.g. workflows.clinical_watch's assessments). Dropped with it.
         self.memo: dict[tuple[Any, ...], Any] = {}
@@ -223,18 +250,18 @@ class Repository:
         try:
             returned = self.conn.execute(_INSERT_RESOURCES, [
                 {"res_type": s.res_type, "res_id": s.res_id, "version": s.version, "last_updated": s.last_updated,
-                 "deleted": False, "content": s.content} for s, _ in pending]).all()
+                 "deleted": False, "content": s.content} for s, _, _ in pending]).all()
             rid_of = {(row.res_type, row.res_id): row.rid for row in returned}
-            rids = [rid_of[(s.res_type, s.res_id)] for s, _ in pending]
+            rids = [rid_of[(s.res_type, s.res_id)] for s, _, _ in pending]
             self.conn.execute(_INSERT_VERSION, [
                 {"res_type": s.res_type, "res_id": s.res_id, "version": s.version, "rid": rid,
                  "last_updated": s.last_updated, "method": s.method, "deleted": False, "content": s.content}
-                for rid, (s, _) in zip(rids, pending)])
+                for rid, (s, _, _) in zip(rids, pending)])
         except IntegrityError as exc:
             raise DeferredWriteFailed(first.res_type, first.res_id, Conflict(
                 "A resource of this transaction was written concurrently")) from exc
-        changes = [Change(rid, s.res_type, s.res_id, s.version, s.last_updated, s.method, stamped, None)
-                   for rid, (s, stamped) in zip(rids, pending)]
+        changes = [Change(rid, s.res_type, s.res_id, s.version, s.last_updated, s.method, stamped, None, prepared)
+                   for rid, (s, stamped, prepared) in zip(rids, pending)]
         self.journal.extend(changes)
         for hook in self.hooks:
             on_writes = getattr(hook, "on_writes", None)
@@ -347,21 +374,26 @@ class Repository:
         return res_type
 
     def create(self, resource: dict[str, Any], *, if_none_exist: list[tuple[str, str]] | None = None,
-               res_id: str | None = None, checked: bool = False) -> tuple[StoredResource, bool]:
+               res_id: str | None = None, checked: bool = False,
+               prepared: Prepared | None = None) -> tuple[StoredResource, bool]:
         """Store a new resource under a server-assigned id (client id ignored, as FHIR says).
 
         With if_none_exist, returns (existing, False) when exactly one resource matches and
         raises PreconditionFailed when several do, MethodNotAllowed for an AuditEvent (the
         audit trail is written by the service only). Raises what validate() raises (checked:
-        see validate()).
+        see validate()). prepared: what prepare_create gave for this resource as sent, which
+        differs from it at most as WriteHook says (it implies checked); ignored for a type
+        whose stored content a sealer changes.
         """
         self._check_writable(str(resource.get("resourceType")), "")
-        res_type = self.validate(resource, checked=checked)
+        res_type = self.validate(resource, checked=checked or prepared is not None)
         if if_none_exist is not None:
             found = self.match_one(res_type, if_none_exist, "If-None-Exist")
             if found:
                 return self.read(res_type, found), False
-        return self._insert(res_type, res_id or str(uuid.uuid4()), resource, "POST"), True
+        if res_type in self.sealers:
+            prepared = None
+        return self._insert(res_type, res_id or str(uuid.uuid4()), resource, "POST", prepared), True
 
     def find_ids(self, res_type: str, params: list[tuple[str, str]], limit: int | None = None) -> list[str]:
         """Ids of the current resources matching search criteria; raises BadRequest for bad criteria."""
@@ -516,20 +548,21 @@ class Repository:
         body = {k: v for k, v in resource.items() if k not in ("resourceType", "id", "meta")}
         return {"resourceType": res_type, "id": res_id, "meta": meta, **body}
 
-    def _insert(self, res_type: str, res_id: str, resource: dict[str, Any], method: str) -> StoredResource:
+    def _insert(self, res_type: str, res_id: str, resource: dict[str, Any], method: str,
+                prepared: Prepared | None = None) -> StoredResource:
         moment = self.clock.now()
         stamped, shown = self._seal(self._stamp(res_type, res_id, 1, resource, moment), None)
         content = dump(stamped)
         stored = StoredResource(res_type, res_id, 1, moment, False, content, method)
         answer = stored if shown is stamped else replace(stored, content=dump(shown))
         if self._pending is not None and method == "POST":
-            self._pending.append((stored, stamped))
+            self._pending.append((stored, stamped, prepared))
             return answer
         self.flush()
         rid = self.conn.execute(_INSERT_RESOURCE, {
             "res_type": res_type, "res_id": res_id, "version": 1, "last_updated": moment, "deleted": False,
             "content": content}).scalar_one()
-        self._record(rid, stored, stamped, None)
+        self._record(rid, stored, stamped, None, prepared)
         return answer
 
     def _seal(self, stamped: dict[str, Any], previous: StoredResource | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -559,7 +592,7 @@ class Repository:
         return stored if shown is stamped or shown is None else replace(stored, content=dump(shown))
 
     def _record(self, rid: int, stored: StoredResource, resource: dict[str, Any] | None,
-                previous: StoredResource | None) -> None:
+                previous: StoredResource | None, prepared: Prepared | None = None) -> None:
         try:
             with self.conn.begin_nested():
                 self.conn.execute(_INSERT_VERSION, {
@@ -569,7 +602,7 @@ class Repository:
         except IntegrityError as exc:
             raise Conflict(f"Version {stored.version} of {stored.reference} was written concurrently") from exc
         change = Change(rid, stored.res_type, stored.res_id, stored.version, stored.last_updated,
-                        stored.method, resource, previous)
+                        stored.method, resource, previous, prepared)
         self.journal.append(change)
         for hook in self.hooks:
             hook.on_write(self.conn, change)

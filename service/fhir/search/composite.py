@@ -29,6 +29,8 @@ from fhirpathpy.models import models as _fhirpath_models
 from service.fhir.search.accessors import compile_path
 from service.fhir.search.definitions import SearchParameterRegistry, TypeParam, split_union
 
+# what service.fhir.search.extract.is_bound looks for in an expression
+_ASSIGNED = re.compile(r"\bid\b|reference|resolve\(|versionId|lastUpdated")
 SECOND_KINDS = frozenset({"token", "quantity", "number", "date", "string", "reference"})
 _MODEL = _fhirpath_models["r4"]
 _OPTIONS = {"returnRawData": True}
@@ -103,6 +105,7 @@ class CompositeExtractor:
         self.registry = registry
         self.compiled_accessors = compiled_accessors
         self._compiled: dict[str, tuple[tuple[TypeParam, tuple[tuple[str, str], ...], Any], ...]] = {}
+        self._bound: dict[tuple[str, str], bool] = {}   # (code, type) -> may index what the server assigns
 
     def _for(self, res_type: str) -> tuple[tuple[TypeParam, tuple[tuple[str, str], ...], Any], ...]:
         done = self._compiled.get(res_type)
@@ -112,6 +115,10 @@ class CompositeExtractor:
                 comps = components(self.registry, param)
                 if comps is None:
                     continue
+                # a reference component, or an expression reading an id or a reference (extract.is_bound)
+                self._bound[param.code, res_type] = any(
+                    kind == "reference" or _ASSIGNED.search(expression) is not None
+                    for kind, expression in (*comps, *(("composite", p.expression) for p in param.parts)))
                 for part in param.parts:
                     accessor = compile_path(part.expression) if self.compiled_accessors else None
                     if accessor is not None:
@@ -124,11 +131,14 @@ class CompositeExtractor:
             done = self._compiled[res_type] = tuple(items)
         return done
 
-    def extract(self, resource: dict[str, Any], index: Indexer) -> set[CompositeRow]:
+    def extract(self, resource: dict[str, Any], index: Indexer, which: str = "all") -> set[CompositeRow]:
         """The rows of every supported composite parameter of resource. index(kind, param,
-        fhir_type, value) gives the rows a simple parameter of that kind would store."""
+        fhir_type, value) gives the rows a simple parameter of that kind would store. which:
+        "all", or only the "bound" or "unbound" parameters (service.fhir.search.extract)."""
         out: set[CompositeRow] = set()
         for param, comps, fn in self._for(resource["resourceType"]):
+            if which != "all" and self._bound[param.code, resource["resourceType"]] != (which == "bound"):
+                continue
             try:
                 elements = fn(resource, {})
             except Exception:  # noqa: BLE001,S112 - fhirpathpy raises bare Exceptions

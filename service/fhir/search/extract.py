@@ -22,6 +22,14 @@ Compiled expressions are cached per resource type on the Extractor instance (rea
 built). ``Extractor(registry, compiled_accessors=False)`` evaluates every expression with
 fhirpathpy (what the equivalence test compares against). Special parameters are not indexed.
 Pure: no database, no Flask.
+
+A parameter is *bound* when its values may depend on what the server assigns at write time:
+reference parameters (a transaction rewrites urn:uuid: references to the ids it assigns, and
+their target types are read from the rewritten string), and any expression that reads an id,
+a reference, meta.versionId or meta.lastUpdated. The others are *unbound*: their rows are the
+same for a create as it was sent and as it is stored, so ``extract(resource, UNBOUND)`` may run
+before a transaction takes its write lock and ``extract(stored, BOUND)`` completes them under it
+(issue 11; tests/unit/search/test_search_bound.py checks the split on the R4 examples).
 """
 from __future__ import annotations
 
@@ -34,7 +42,7 @@ from typing import Any, NamedTuple
 import fhirpathpy
 from fhirpathpy.models import models as _fhirpath_models
 
-from service.fhir.search.composite import CompositeExtractor, CompositeRow
+from service.fhir.search.composite import _ASSIGNED, CompositeExtractor, CompositeRow
 from service.fhir.search.accessors import Accessor, Node, compile_path, root_keys
 from service.fhir.search.definitions import TABLE_PARAMS, PathPart, SearchParameterRegistry, TypeParam
 from service.fhir.search.values import HIGH_END, LOW_END, date_range, fold_case, normalize, parse_reference
@@ -108,7 +116,25 @@ class IndexRows:
         yield from vars(self).items()
 
 
+    def merge(self, other: IndexRows) -> IndexRows:
+        """Add other's rows to these (in place); returns self."""
+        for kind, items in other.kinds():
+            getattr(self, kind).update(items)
+        return self
+
+
 INDEXED_TYPES = ("token", "string", "reference", "date", "quantity", "number", "uri")
+
+# Which parameters extract() runs: every one, those whose values may depend on what the server
+# assigns when it writes (ids, rewritten references, meta.versionId/lastUpdated), or the others.
+ALL, BOUND, UNBOUND = "all", "bound", "unbound"
+
+
+def is_bound(kind: str, expression: str) -> bool:
+    """Whether a parameter of this type and expression may index values the server assigns at
+    write time (see the module docstring): reference parameters and expressions that read an
+    id, a reference, meta.versionId or meta.lastUpdated. Errs towards True."""
+    return kind == "reference" or _ASSIGNED.search(expression) is not None
 
 
 @dataclass(frozen=True)
@@ -117,6 +143,7 @@ class _Compiled:
     part: PathPart
     fn: Accessor   # resource -> [(type, value)]
     keys: frozenset[str]   # the resource keys the path can start from (empty: unknown, always run)
+    bound: bool    # is_bound(): its values may depend on what the server assigns
 
 
 def _with_fhirpathpy(expression: str) -> Accessor:
@@ -155,17 +182,21 @@ class Extractor:
                     except Exception:  # noqa: BLE001 - a definition fhirpathpy cannot parse
                         log.warning("search parameter %s: cannot compile %r", param.url, part.expression)
                         continue
-                    items.append(_Compiled(param, part, fn, root_keys(res_type, part.root)))
+                    items.append(_Compiled(param, part, fn, root_keys(res_type, part.root),
+                                           is_bound(param.type, part.expression)))
             done = self._compiled[res_type] = tuple(items)
         return done
 
-    def extract(self, resource: dict[str, Any]) -> IndexRows:
-        """Every index row of resource. Never raises for odd content: a value that cannot be
+    def extract(self, resource: dict[str, Any], which: str = ALL) -> IndexRows:
+        """Every index row of resource (which: ALL), or those of its BOUND or UNBOUND parameters
+        only (see the module docstring). Never raises for odd content: a value that cannot be
         read is skipped (and logged), since the model validation has already run."""
         rows = IndexRows()
         keys = resource.keys()
         for c in self.compiled(resource["resourceType"]):
             if c.keys and c.keys.isdisjoint(keys):
+                continue
+            if which != ALL and c.bound != (which == BOUND):
                 continue
             try:
                 nodes = c.fn(resource)
@@ -178,7 +209,7 @@ class Extractor:
                 if data is None:
                     continue
                 add(self, rows, c.param.code, c.part, fhir_type, data)
-        rows.composite = self.composites.extract(resource, self.index_value)
+        rows.composite = self.composites.extract(resource, self.index_value, which)
         return rows
 
     def index_value(self, kind: str, code: str, fhir_type: str | None, value: Any) -> set[Any]:

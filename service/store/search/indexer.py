@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, bindparam, delete, select
 from sqlalchemy.engine import Dialect
 
-from service.fhir.search.extract import Extractor, IndexRows
+from service.fhir.search.extract import BOUND, UNBOUND, Extractor, IndexRows
 from service.store.schema import resources
 from service.store.search.tables import TABLES
 
@@ -80,11 +80,26 @@ class SearchIndexer:
     def __init__(self, extractor: Extractor) -> None:
         self.extractor = extractor
 
+    def prepare(self, resource: dict[str, Any]) -> IndexRows:
+        """The rows of a create's unbound parameters, from the resource as sent (WriteHook.prepare;
+        service.fhir.search.extract: they do not change when it is stored)."""
+        return self.extractor.extract(resource, UNBOUND)
+
+    def rows(self, change: Any) -> IndexRows:
+        """Every index row of change.resource (not None): the prepared unbound rows and its
+        bound ones, or all of them if nothing was prepared."""
+        prepared = change.prepared.by_hook.get(self) if change.prepared is not None else None
+        if prepared is None:
+            return self.extractor.extract(change.resource)
+        return self.extractor.extract(change.resource, BOUND).merge(prepared)
+
     def on_write(self, conn: Connection, change: Any) -> None:
         """Replace the index rows of change.rid with those of change.resource (none on delete).
         A create (no previous version) only inserts: its rid is new, so it has no rows yet."""
         if change.previous is None:
-            self.insert(conn, change.rid, change.res_type, change.resource)
+            if change.resource is not None:
+                for kind, values in index_values(change.rid, change.res_type, self.rows(change)).items():
+                    insert_rows(conn, kind, values)
         else:
             self.replace(conn, change.rid, change.res_type, change.resource)
 
@@ -99,7 +114,7 @@ class SearchIndexer:
         batch: dict[str, list[Row]] = {}
         for c in changes:
             if c.resource is not None:
-                for kind, values in index_values(c.rid, c.res_type, self.extractor.extract(c.resource)).items():
+                for kind, values in index_values(c.rid, c.res_type, self.rows(c)).items():
                     batch.setdefault(kind, []).extend(values)
         for kind, values in batch.items():
             insert_rows(conn, kind, values)
