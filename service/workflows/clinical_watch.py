@@ -9,7 +9,7 @@ patient at the same moment run one after the other and never raise the same Flag
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date
 from typing import Any
 
@@ -75,15 +75,42 @@ def _medication_ids(resources: Iterable[dict[str, Any]], base_urls: tuple[str, .
 
 def clinical_resources(repo: Repository, patient_id: str, base_urls: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Every current Condition, Observation, DiagnosticReport, MedicationRequest, CarePlan and
-    ServiceRequest of the patient,
-    and the Medications their orders and plans name (found through the search index)."""
-    found: list[dict[str, Any]] = []
-    for res_type in CLINICAL_TYPES:
-        ids = repo.find_ids(res_type, [("patient", f"Patient/{patient_id}")])
-        found.extend(stored.resource() for stored in repo.read_many(res_type, ids))
+    ServiceRequest of the patient (each type's `patient` search parameter: its subject), by type
+    and in the order they were first stored, and the Medications their orders and plans name.
+
+    Found through the search index; or, when this transaction created the Patient under an id
+    the server assigned (a POST: no resource stored before it can name that id), in the
+    transaction's own journal (_written_here; the same resources, without a query: issue 11)."""
+    repo.flush()
+    found = _written_here(repo.journal, patient_id, base_urls)
+    if found is None:
+        found = []
+        for res_type in CLINICAL_TYPES:
+            ids = repo.find_ids(res_type, [("patient", f"Patient/{patient_id}")])
+            found.extend(stored.resource() for stored in repo.read_many(res_type, ids))
     medications = sorted(_medication_ids(found, base_urls))
     found.extend(stored.resource() for stored in repo.read_many("Medication", medications))
     return found
+
+
+def _written_here(journal: Sequence[Change], patient_id: str,
+                  base_urls: tuple[str, ...]) -> list[dict[str, Any]] | None:
+    """The patient's clinical resources as clinical_resources gives them, from the journal of a
+    transaction that created Patient/patient_id by POST; None if it did not, or if it deleted a
+    clinical resource (left to the index). The dicts are the journal's own: the rules read them
+    and must not change them (they are pure functions; tests/integration/test_clinical_journal.py)."""
+    if not any(c.res_type == "Patient" and c.res_id == patient_id and c.method == "POST" and c.previous is None
+               for c in journal):
+        return None
+    current: dict[tuple[str, str], dict[str, Any]] = {}   # first written first, as rids are
+    for change in journal:
+        if change.res_type in CLINICAL_TYPES:
+            if change.resource is None:
+                return None
+            current[change.res_type, change.res_id] = change.resource
+    subject = ("Patient", patient_id)
+    return [resource for res_type in CLINICAL_TYPES for (kind, _), resource in current.items()
+            if kind == res_type and _local_target(resource.get("subject"), base_urls) == subject]
 
 
 def needs_history(resource: dict[str, Any]) -> bool:
