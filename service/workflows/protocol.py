@@ -104,9 +104,11 @@ def _compiled(expression: str) -> Any:
         raise ProtocolError(f"cannot compile FHIRPath {expression!r}: {exc}") from exc
 
 
-def applies(action: dict[str, Any], condition: dict[str, Any]) -> bool:
+def applies(action: dict[str, Any], condition: dict[str, Any], results: dict[str, Any] | None = None) -> bool:
     """Whether every applicability condition of action holds for the TOH Condition (FHIRPath,
-    `%condition`); an expression in another language raises ProtocolError."""
+    `%condition`); an expression in another language raises ProtocolError. results: where to
+    keep each expression's result for this same condition (plan_actions: several actions of the
+    protocol ask the same question)."""
     for item in action.get("condition") or ():
         if item.get("kind") != "applicability":
             continue
@@ -117,10 +119,14 @@ def applies(action: dict[str, Any], condition: dict[str, Any]) -> bool:
         text = expression.get("expression")
         if not isinstance(text, str):
             raise ProtocolError(f"action {action.get('id')}: applicability condition without an expression")
-        try:
-            result = _compiled(text)(condition, {"condition": condition})
-        except Exception as exc:
-            raise ProtocolError(f"action {action.get('id')}: {text!r} failed: {exc}") from exc
+        result = results.get(text) if results is not None else None
+        if result is None:
+            try:
+                result = _compiled(text)(condition, {"condition": condition})
+            except Exception as exc:
+                raise ProtocolError(f"action {action.get('id')}: {text!r} failed: {exc}") from exc
+            if results is not None:
+                results[text] = result
         if not (result and all(v is True for v in result)):
             return False
     return True
@@ -187,13 +193,14 @@ def plan_actions(plan_definition: dict[str, Any], condition: dict[str, Any], ons
     activities: list[Activity] = []
     deferred: list[Deferred] = []
     skipped: list[str] = []
+    results: dict[str, Any] = {}   # one condition: each expression evaluated once (actions share them)
     for index, (action, groups) in enumerate(leaves):
         action_id = str(action.get("id") or f"action-{index + 1}")
         decide_on = _decided_on(action, onset, by_id)
         if decide_on is not None and decide_on > as_of:
             deferred.append(Deferred(action_id, decide_on))
             continue
-        if not all(applies(a, condition) for a in (*groups, action)):
+        if not all(applies(a, condition, results) for a in (*groups, action)):
             skipped.append(action_id)
             continue
         codes = action.get("code") or []
