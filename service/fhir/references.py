@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
@@ -21,11 +22,14 @@ class Ref:
     url: str | None = None
 
 
+@lru_cache(maxsize=8192)
 def parse_reference(ref: str, base_urls: tuple[str, ...] = ()) -> Ref | None:
     """Parse a Reference.reference (or a canonical/uri) into a Ref.
 
     'Patient/1', 'Patient/1/_history/2' and '<one of base_urls>/Patient/1' are local;
     other absolute URLs and 'urn:uuid:...' are kept as url; '#contained' gives None.
+    Remembers its last 8,192 answers (a Ref is immutable): a bundle names its patient and
+    encounters on nearly every resource, and the index, the rules and Provenance each read them.
     """
     ref = ref.strip()
     if not ref or ref.startswith("#"):
