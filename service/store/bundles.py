@@ -113,15 +113,37 @@ class Result:
 
 
 class Prechecked(frozenset[int]):
-    """The indexes of the create entries that passed prechecked_creates (a frozenset), and for
-    those that passes gave a Prepared, that Prepared (by index)."""
+    """The indexes of the create entries that passed prechecked_creates (a frozenset); for
+    those that passes gave a Prepared, that Prepared (by index); and for each, the objects of
+    its resource that hold a Reference.reference string (reference_holders), so that under the
+    write lock the transaction rewrites those strings in place rather than copying the resource."""
 
     prepared: Mapping[int, Prepared]
+    holders: Mapping[int, list[dict[str, Any]]]
 
-    def __new__(cls, passed: Mapping[int, object]) -> Prechecked:
+    def __new__(cls, passed: Mapping[int, object],
+                holders: Mapping[int, list[dict[str, Any]]] | None = None) -> Prechecked:
         made = super().__new__(cls, passed)
         made.prepared = {i: p for i, p in passed.items() if isinstance(p, Prepared)}
+        made.holders = holders or {}
         return made
+
+
+def reference_holders(value: Any, found: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every object within value (at any depth, contained resources and extensions included)
+    with a 'reference' string: those _Processor._localised rewrites."""
+    found = [] if found is None else found
+    if isinstance(value, dict):
+        if isinstance(value.get("reference"), str):
+            found.append(value)
+        for item in value.values():
+            if isinstance(item, (dict, list)):
+                reference_holders(item, found)
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, (dict, list)):
+                reference_holders(item, found)
+    return found
 
 
 def prechecked_creates(bundle: Any, passes: Callable[[dict[str, Any]], object], max_entries: int) -> frozenset[int]:
@@ -146,6 +168,7 @@ def prechecked_creates(bundle: Any, passes: Callable[[dict[str, Any]], object], 
     if not isinstance(entries, list) or len(entries) > max_entries:
         return frozenset()
     passed: dict[int, object] = {}
+    holders: dict[int, list[dict[str, Any]]] = {}
     for index, raw in enumerate(entries):
         request = raw.get("request") if isinstance(raw, dict) else None
         resource = raw.get("resource") if isinstance(raw, dict) else None
@@ -153,7 +176,8 @@ def prechecked_creates(bundle: Any, passes: Callable[[dict[str, Any]], object], 
             result = passes(resource)
             if result:
                 passed[index] = result
-    return Prechecked(passed)
+                holders[index] = reference_holders(resource)
+    return Prechecked(passed, holders)
 
 
 def process_bundle(repo: Repository, bundle: Any, *, base_url: str, max_entries: int,
@@ -194,6 +218,7 @@ class _Processor:
         self.repo = repo
         self.checked = checked
         self.prepared = checked.prepared if isinstance(checked, Prechecked) else {}
+        self.holders = checked.holders if isinstance(checked, Prechecked) else {}
         self.guard = guard
         self.base = base
         self.minimal = minimal
@@ -362,7 +387,13 @@ class _Processor:
                 self.guard.check("r", entry.res_type, stored.resource)
             return Result(200, stored, entry.method == "GET")
         assert entry.resource is not None
-        resource = self._localised(entry.resource)
+        holders = self.holders.get(entry.index)
+        if holders is None:
+            resource = self._localised(entry.resource)
+        else:   # the bundle as sent is this request's own: its references are rewritten where they are
+            for holder in holders:
+                holder["reference"] = self._reference(holder["reference"])
+            resource = entry.resource
         if self.guard is not None:
             action = "c" if entry.method == "POST" else "u"
             self.guard.claim(entry.res_type, resource)

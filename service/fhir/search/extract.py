@@ -165,6 +165,7 @@ class Extractor:
         self.compiled_accessors = compiled_accessors
         self.base_urls = tuple(b.rstrip("/") for b in base_urls if b)
         self._compiled: dict[str, tuple[_Compiled, ...]] = {}
+        self._subsets: dict[tuple[str, str], tuple[_Compiled, ...]] = {}
         self.composites = CompositeExtractor(registry, compiled_accessors=compiled_accessors)
 
     def compiled(self, res_type: str) -> tuple[_Compiled, ...]:
@@ -187,16 +188,24 @@ class Extractor:
             done = self._compiled[res_type] = tuple(items)
         return done
 
+    def _subset(self, res_type: str, which: str) -> tuple[_Compiled, ...]:
+        """compiled(res_type), or its BOUND or UNBOUND parameters only (built once)."""
+        if which == ALL:
+            return self.compiled(res_type)
+        done = self._subsets.get((res_type, which))
+        if done is None:
+            done = self._subsets[res_type, which] = tuple(
+                c for c in self.compiled(res_type) if c.bound == (which == BOUND))
+        return done
+
     def extract(self, resource: dict[str, Any], which: str = ALL) -> IndexRows:
         """Every index row of resource (which: ALL), or those of its BOUND or UNBOUND parameters
         only (see the module docstring). Never raises for odd content: a value that cannot be
         read is skipped (and logged), since the model validation has already run."""
         rows = IndexRows()
         keys = resource.keys()
-        for c in self.compiled(resource["resourceType"]):
+        for c in self._subset(resource["resourceType"], which):
             if c.keys and c.keys.isdisjoint(keys):
-                continue
-            if which != ALL and c.bound != (which == BOUND):
                 continue
             try:
                 nodes = c.fn(resource)
