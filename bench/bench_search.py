@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -353,8 +354,9 @@ def main() -> None:
         db.dispose()
         search = SearchEngine()
         t = time.perf_counter()
+        loading: dict[str, float] = {}
         if args.synth_patients:
-            synth(url, args.synth_patients)
+            loading = synth(url, args.synth_patients)
         else:
             print(f"loading {args.resources:,} resources into {url}")
             load(url, args.resources, Shapes(search))
@@ -368,7 +370,7 @@ def main() -> None:
                     stored = conn.execute(text("SELECT count(*) FROM resources")).scalar_one()
                 engine.dispose()
             Path(args.json).write_text(json.dumps({"resources": stored, "synth_patients": args.synth_patients,
-                                                   "queries": figures}))
+                                                   "loading": loading, "queries": figures}))
 
 
 def _kept_database() -> str:
@@ -381,13 +383,15 @@ def _kept_database() -> str:
     return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
 
 
-def synth(url: str, patients: int, seed: int = 1) -> None:
+def synth(url: str, patients: int, seed: int = 1) -> dict[str, float]:
     """Fill the store with a `toh synth` cohort (issue 16; the issue's 10,000-patient store):
     `toh synth` writes one transaction Bundle per patient into a scratch folder, and each is
     POSTed to /fhir through the service in this process (create_app, the normal write path:
     validation, the search index, the clinical watch, plans, Provenance, audit), on a clock
     fixed at the cohort's as-of day; then one sweep as of that day (due follow-ups become ready,
-    as in a running clinic). Raises SystemExit if `toh synth` fails or a bundle is refused."""
+    as in a running clinic). Returns the loading's figures: resources posted, seconds, and the
+    resources/s of the first and of the last window of 500 bundles (the store's growth shows as
+    their ratio). Raises SystemExit if `toh synth` fails or a bundle is refused."""
     import secrets
     import subprocess
     import tempfile
@@ -415,15 +419,27 @@ def synth(url: str, patients: int, seed: int = 1) -> None:
         headers = {"Content-Type": "application/fhir+json", "Authorization": f"Bearer {token}"}
         files = sorted(Path(folder).glob("patient-*.json"))
         start = time.perf_counter()
+        window_start, window_resources, posted = start, 0, 0
+        rates: list[float] = []
         try:
             for n, path in enumerate(files, 1):
-                response = client.post("/fhir", data=path.read_bytes(), headers=headers)
+                body = path.read_bytes()
+                response = client.post("/fhir", data=body, headers=headers)
                 if response.status_code != 200:
                     raise SystemExit(f"{path.name} refused ({response.status_code}): "
                                      f"{response.get_data(as_text=True)[:500]}")
+                entries = len(json.loads(body)["entry"])
+                posted += entries
+                window_resources += entries
                 if n % 500 == 0 or n == len(files):
-                    rate = n / (time.perf_counter() - start)
-                    print(f"  posted {n:,}/{len(files):,} bundles ({rate:.0f} patients/s)", flush=True)
+                    now = time.perf_counter()
+                    rates.append(window_resources / (now - window_start))
+                    print(f"  posted {n:,}/{len(files):,} bundles ({n / (now - start):.0f} patients/s; "
+                          f"{posted:,} resources, {rates[-1]:.0f} resources/s in the last {500 if n % 500 == 0 else n % 500} "
+                          f"bundles; {load_average()})", flush=True)
+                    window_start, window_resources = now, 0
+            loading = {"resources_posted": posted, "seconds": round(time.perf_counter() - start, 1),
+                       "first_window_per_s": round(rates[0], 1), "last_window_per_s": round(rates[-1], 1)}
             from service.workflows.sweep import sweep
             started = time.perf_counter()
             report = sweep(services.database, services.clock.now())   # due follow-ups become ready
@@ -432,6 +448,12 @@ def synth(url: str, patients: int, seed: int = 1) -> None:
             services.database.analyze()    # the statistics autovacuum would have a minute later
         finally:
             services.database.dispose()
+    return loading
+
+
+def load_average() -> str:
+    """The 1-minute load average, as 'load 1.23'."""
+    return f"load {os.getloadavg()[0]:.2f}"
 
 if __name__ == "__main__":
     main()

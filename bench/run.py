@@ -360,6 +360,13 @@ def table(results: dict[str, Any]) -> str:
                      f"{sw['seconds_large'] / sw['seconds_small']:.2f} (target < 1.5) | | peak RSS {sw['peak_rss_mib']:.0f} MiB |")
     if "search_scale" in results:
         se = results["search_scale"]
+        ld = se.get("loading")
+        if ld:   # the cohort posted through the service, one transaction Bundle per patient
+            lines.append(f"| loading {se['synth_patients']:,} toh synth patients through the service "
+                         f"({ld['resources_posted']:,} resources in {ld['seconds']:,.0f} s; resources/s of the first "
+                         f"and the last 500 bundles) | postgresql | {ld['resources_posted'] / ld['seconds']:,.1f} res/s | "
+                         f"first {ld['first_window_per_s']:,.1f} / last {ld['last_window_per_s']:,.1f} | "
+                         f"{ld['last_window_per_s'] / ld['first_window_per_s']:.2f} | | |")
         for title, q in se["queries"].items():
             store = (f"{se['resources']:,} resources of {se['synth_patients']:,} toh synth patients"
                      if se.get("synth_patients") else f"{se['resources']:,} resources")
