@@ -363,7 +363,8 @@ def table(results: dict[str, Any]) -> str:
         ld = se.get("loading")
         if ld:   # the cohort posted through the service, one transaction Bundle per patient
             lines.append(f"| loading {se['synth_patients']:,} toh synth patients through the service "
-                         f"({ld['resources_posted']:,} resources in {ld['seconds']:,.0f} s; resources/s of the first "
+                         f"({ld['resources_posted']:,} resources in {ld['seconds']:,.0f} s by {ld.get('clients', 1)} "
+                         f"processes; resources/s of the first "
                          f"and the last 500 bundles) | postgresql | {ld['resources_posted'] / ld['seconds']:,.1f} res/s | "
                          f"first {ld['first_window_per_s']:,.1f} / last {ld['last_window_per_s']:,.1f} | "
                          f"{ld['last_window_per_s'] / ld['first_window_per_s']:.2f} | | |")
@@ -389,6 +390,8 @@ def main() -> int:
     parser.add_argument("--synth-patients", type=int, default=0,
                         help="fill the search store with a `toh synth --patients N` cohort, posted through "
                              "the service, instead")
+    parser.add_argument("--synth-clients", type=int, default=2,
+                        help="processes posting the cohort's bundles at once (bench_search.py --synth-clients)")
     parser.add_argument("--sweep-due", type=int, default=200)
     parser.add_argument("--sweep-small", type=int, default=2_000)
     parser.add_argument("--sweep-large", type=int, default=20_000)
@@ -439,7 +442,8 @@ def main() -> int:
             results["sweep"] = {**figures, "peak_rss_mib": peak}
         if not args.no_search_scale and "postgresql" in args.databases:
             print(f"\n== search at scale ({load()})", flush=True)
-            extra = ["--synth-patients", str(args.synth_patients)] if args.synth_patients else []
+            extra = (["--synth-patients", str(args.synth_patients), "--synth-clients", str(args.synth_clients)]
+                     if args.synth_patients else [])
             figures, peak, _ = run_scripts_with_rss(
                 ["bench/bench_search.py", "--resources", str(args.search_resources), "--queries", "200", *extra],
                 timeout=7200)
