@@ -139,6 +139,8 @@ def test_the_service_analyzes_tables_that_its_writes_left_stale(url: str) -> Non
         with database.unit_of_work() as uow:   # the next write's check finds the table stale
             uow.repo.create({"resourceType": "Patient"})
             uow.commit()
+        assert database.statistics_thread is not None   # in the background: the write did not wait
+        database.statistics_thread.join(30)
         with database.engine.connect() as conn:
             after = conn.execute(text("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'resources'")
                                  ).scalar_one()
@@ -167,6 +169,8 @@ def test_no_check_until_enough_resources_are_written(url: str) -> None:
         with database.unit_of_work() as uow:
             uow.repo.create({"resourceType": "Patient"})
             uow.commit()
+        assert database.statistics_thread is not None
+        database.statistics_thread.join(30)
         assert calls == [1]
     finally:
         database.dispose()
