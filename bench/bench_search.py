@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -342,6 +343,8 @@ def main() -> None:
     ap.add_argument("--synth-patients", type=int, default=0,
                     help="fill the store with a `toh synth` cohort of this many patients, posted through the "
                          "service, instead of the bulk load")
+    ap.add_argument("--synth-clients", type=int, default=2,
+                    help="processes posting the cohort's bundles at once (default 2, the machine's cores)")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
     with ExitStack() as stack:
@@ -353,8 +356,9 @@ def main() -> None:
         db.dispose()
         search = SearchEngine()
         t = time.perf_counter()
+        loading: dict[str, float] = {}
         if args.synth_patients:
-            synth(url, args.synth_patients)
+            loading = synth(url, args.synth_patients, clients=args.synth_clients)
         else:
             print(f"loading {args.resources:,} resources into {url}")
             load(url, args.resources, Shapes(search))
@@ -368,7 +372,7 @@ def main() -> None:
                     stored = conn.execute(text("SELECT count(*) FROM resources")).scalar_one()
                 engine.dispose()
             Path(args.json).write_text(json.dumps({"resources": stored, "synth_patients": args.synth_patients,
-                                                   "queries": figures}))
+                                                   "loading": loading, "queries": figures}))
 
 
 def _kept_database() -> str:
@@ -381,20 +385,23 @@ def _kept_database() -> str:
     return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
 
 
-def synth(url: str, patients: int, seed: int = 1) -> None:
+def synth(url: str, patients: int, seed: int = 1, clients: int = 2) -> dict[str, float]:
     """Fill the store with a `toh synth` cohort (issue 16; the issue's 10,000-patient store):
     `toh synth` writes one transaction Bundle per patient into a scratch folder, and each is
-    POSTed to /fhir through the service in this process (create_app, the normal write path:
-    validation, the search index, the clinical watch, plans, Provenance, audit), on a clock
-    fixed at the cohort's as-of day; then one sweep as of that day (due follow-ups become ready,
-    as in a running clinic). Raises SystemExit if `toh synth` fails or a bundle is refused."""
+    POSTed to /fhir through the service (create_app, the normal write path: validation, the
+    search index, the clinical watch, plans, Provenance, audit) by `clients` processes at once
+    (each its own app and connections, every clients-th bundle, as clinic clients would), on a
+    clock fixed at the cohort's as-of day; then one sweep as of that day (due follow-ups become
+    ready, as in a running clinic). Returns the loading's figures: resources posted, seconds,
+    and the resources/s of the first and of the last window of 500 bundles (the store's growth
+    shows as their ratio). Raises SystemExit if `toh synth` fails or a bundle is refused."""
     import secrets
     import subprocess
     import tempfile
+    from concurrent.futures import ProcessPoolExecutor
 
     from service import create_app
     from service.clock import FixedClock
-    from service.security import issue_token
     from service.synth import DEFAULT_AS_OF
 
     toh = Path(sys.executable).with_name("toh")
@@ -405,25 +412,29 @@ def synth(url: str, patients: int, seed: int = 1) -> None:
         if made.returncode != 0:
             raise SystemExit(f"toh synth failed ({made.returncode}): {made.stderr.strip()}")
         print(made.stdout.strip(), flush=True)
-        clock = FixedClock(datetime.combine(DEFAULT_AS_OF, datetime.min.time(), tzinfo=UTC) + timedelta(hours=12))
-        app = create_app({"database_url": url, "scheduler": False, "jwt_secret": secrets.token_urlsafe(32)},
-                         clock=clock)
-        services = app.extensions["toh"]
-        token = issue_token(services.settings.token_settings(), subject="bench-synth", scopes=["system/*.cruds"],
-                            ttl_seconds=24 * 3600)
-        client = app.test_client()
-        headers = {"Content-Type": "application/fhir+json", "Authorization": f"Bearer {token}"}
-        files = sorted(Path(folder).glob("patient-*.json"))
+        today = datetime.combine(DEFAULT_AS_OF, datetime.min.time(), tzinfo=UTC) + timedelta(hours=12)
+        secret = secrets.token_urlsafe(32)
+        files = [str(f) for f in sorted(Path(folder).glob("patient-*.json"))]
         start = time.perf_counter()
+        with ProcessPoolExecutor(max_workers=clients) as pool:
+            done = list(pool.map(_post_bundles, [url] * clients, [files[k::clients] for k in range(clients)],
+                                 [today] * clients, [secret] * clients))
+        seconds = time.perf_counter() - start
+        posted_at = sorted(event for events in done for event in events)   # (when, resources) per bundle
+        rates: list[float] = []
+        window_start = start
+        for first in range(0, len(posted_at), 500):
+            window = posted_at[first:first + 500]
+            rates.append(sum(r for _, r in window) / max(window[-1][0] - window_start, 1e-9))
+            window_start = window[-1][0]
+        posted = sum(r for _, r in posted_at)
+        print(f"  posted {len(posted_at):,} bundles, {posted:,} resources in {seconds:.0f}s ({clients} clients); "
+              "resources/s per 500 bundles: " + ", ".join(f"{r:.0f}" for r in rates), flush=True)
+        loading = {"resources_posted": posted, "seconds": round(seconds, 1), "clients": clients,
+                   "first_window_per_s": round(rates[0], 1), "last_window_per_s": round(rates[-1], 1)}
+        app = create_app({"database_url": url, "scheduler": False, "jwt_secret": secret}, clock=FixedClock(today))
+        services = app.extensions["toh"]
         try:
-            for n, path in enumerate(files, 1):
-                response = client.post("/fhir", data=path.read_bytes(), headers=headers)
-                if response.status_code != 200:
-                    raise SystemExit(f"{path.name} refused ({response.status_code}): "
-                                     f"{response.get_data(as_text=True)[:500]}")
-                if n % 500 == 0 or n == len(files):
-                    rate = n / (time.perf_counter() - start)
-                    print(f"  posted {n:,}/{len(files):,} bundles ({rate:.0f} patients/s)", flush=True)
             from service.workflows.sweep import sweep
             started = time.perf_counter()
             report = sweep(services.database, services.clock.now())   # due follow-ups become ready
@@ -432,6 +443,44 @@ def synth(url: str, patients: int, seed: int = 1) -> None:
             services.database.analyze()    # the statistics autovacuum would have a minute later
         finally:
             services.database.dispose()
+    return loading
+
+
+def _post_bundles(url: str, files: list[str], today: datetime, secret: str) -> list[tuple[float, int]]:
+    """POST each transaction Bundle file to /fhir through a new app in this process; returns
+    (time.perf_counter() when answered, resources in the bundle) per bundle. Raises SystemExit
+    when a bundle is refused."""
+    from service import create_app
+    from service.clock import FixedClock
+    from service.security import issue_token
+
+    app = create_app({"database_url": url, "scheduler": False, "jwt_secret": secret}, clock=FixedClock(today))
+    services = app.extensions["toh"]
+    token = issue_token(services.settings.token_settings(), subject="bench-synth", scopes=["system/*.cruds"],
+                        ttl_seconds=24 * 3600)
+    client = app.test_client()
+    headers = {"Content-Type": "application/fhir+json", "Authorization": f"Bearer {token}"}
+    out: list[tuple[float, int]] = []
+    start = time.perf_counter()
+    try:
+        for n, name in enumerate(files, 1):
+            body = Path(name).read_bytes()
+            response = client.post("/fhir", data=body, headers=headers)
+            if response.status_code != 200:
+                raise SystemExit(f"{Path(name).name} refused ({response.status_code}): "
+                                 f"{response.get_data(as_text=True)[:500]}")
+            out.append((time.perf_counter(), len(json.loads(body)["entry"])))
+            if n % 500 == 0:
+                print(f"  [{os.getpid()}] posted {n:,}/{len(files):,} bundles ({n / (time.perf_counter() - start):.1f} "
+                      f"patients/s; {load_average()})", flush=True)
+    finally:
+        services.database.dispose()
+    return out
+
+
+def load_average() -> str:
+    """The 1-minute load average, as 'load 1.23'."""
+    return f"load {os.getloadavg()[0]:.2f}"
 
 if __name__ == "__main__":
     main()

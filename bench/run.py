@@ -360,6 +360,14 @@ def table(results: dict[str, Any]) -> str:
                      f"{sw['seconds_large'] / sw['seconds_small']:.2f} (target < 1.5) | | peak RSS {sw['peak_rss_mib']:.0f} MiB |")
     if "search_scale" in results:
         se = results["search_scale"]
+        ld = se.get("loading")
+        if ld:   # the cohort posted through the service, one transaction Bundle per patient
+            lines.append(f"| loading {se['synth_patients']:,} toh synth patients through the service "
+                         f"({ld['resources_posted']:,} resources in {ld['seconds']:,.0f} s by {ld.get('clients', 1)} "
+                         f"processes; resources/s of the first "
+                         f"and the last 500 bundles) | postgresql | {ld['resources_posted'] / ld['seconds']:,.1f} res/s | "
+                         f"first {ld['first_window_per_s']:,.1f} / last {ld['last_window_per_s']:,.1f} | "
+                         f"{ld['last_window_per_s'] / ld['first_window_per_s']:.2f} | | |")
         for title, q in se["queries"].items():
             store = (f"{se['resources']:,} resources of {se['synth_patients']:,} toh synth patients"
                      if se.get("synth_patients") else f"{se['resources']:,} resources")
@@ -382,6 +390,8 @@ def main() -> int:
     parser.add_argument("--synth-patients", type=int, default=0,
                         help="fill the search store with a `toh synth --patients N` cohort, posted through "
                              "the service, instead")
+    parser.add_argument("--synth-clients", type=int, default=2,
+                        help="processes posting the cohort's bundles at once (bench_search.py --synth-clients)")
     parser.add_argument("--sweep-due", type=int, default=200)
     parser.add_argument("--sweep-small", type=int, default=2_000)
     parser.add_argument("--sweep-large", type=int, default=20_000)
@@ -432,7 +442,8 @@ def main() -> int:
             results["sweep"] = {**figures, "peak_rss_mib": peak}
         if not args.no_search_scale and "postgresql" in args.databases:
             print(f"\n== search at scale ({load()})", flush=True)
-            extra = ["--synth-patients", str(args.synth_patients)] if args.synth_patients else []
+            extra = (["--synth-patients", str(args.synth_patients), "--synth-clients", str(args.synth_clients)]
+                     if args.synth_patients else [])
             figures, peak, _ = run_scripts_with_rss(
                 ["bench/bench_search.py", "--resources", str(args.search_resources), "--queries", "200", *extra],
                 timeout=7200)
