@@ -19,20 +19,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, ColumnElement, and_, func, insert, or_, select
+from sqlalchemy import Connection, ColumnElement, and_, func, or_, select
 
 from service.fhir.errors import BadRequest, NotFound
 from service.fhir.search.values import date_range, split_prefix
+from service.store.driver_insert import driver_insert
 from service.store.schema import audit_events as table
 
 PARAMETERS = ("date", "agent", "entity", "patient", "action", "subtype", "outcome")
 CONTROL = ("_count", "_offset", "_format", "_pretty", "_total", "_sort")
 
 
+_COLUMNS = ("id", "recorded", "action", "subtype", "outcome", "agent", "agent_ref", "entity", "patient", "content")
+
+
 def append_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert audit rows (column -> value, with 'content' the AuditEvent JSON text)."""
+    """Insert audit rows (column -> value for each of _COLUMNS, 'content' the AuditEvent JSON
+    text; a missing optional column is NULL), as the driver's own statement
+    (service.store.driver_insert)."""
     if rows:
-        conn.execute(insert(table), list(rows))
+        driver_insert(table, conn.dialect, _COLUMNS).run(conn, [tuple(row.get(c) for c in _COLUMNS) for row in rows])
 
 
 def read_event(conn: Connection, event_id: str) -> str:
