@@ -238,6 +238,8 @@ class Database:
         self._checkpoints = self.dialect == "sqlite" and bool(database) and database != ":memory:"
         self._checkpointed_at = 0.0
         self._checkpointing = threading.Lock()
+        from service.store.group_commit import GroupCommit
+        self._audit_commits = GroupCommit(self._commit_audit)
 
     def add_hook(self, hook: WriteHook) -> None:
         """Register a hook that runs inside the transaction of every write."""
@@ -344,6 +346,11 @@ class Database:
         own, committed on return: visible to every reader and kept if this process dies
         (SIGKILL) the next instant.
 
+        Rows that threads of this process append at the same moment are committed together, in
+        one transaction (service.store.group_commit): each call still returns only once its own
+        rows are committed, and a row refused by the database (a duplicate id) fails only its
+        own call.
+
         With audit_fsync off (Database.audit_fsync, setting TOH_AUDIT_FSYNC) the commit does not
         wait for the disk: SQLite commits with `PRAGMA synchronous=NORMAL` in WAL mode (the
         frames reach the disk with the next write's commit or checkpoint), PostgreSQL with
@@ -354,6 +361,11 @@ class Database:
         (TRANSIENT_ERRORS when the database is away).
         See https://www.sqlite.org/pragma.html#pragma_synchronous and PostgreSQL's
         "Asynchronous Commit" (wal-async-commit)."""
+        if rows:
+            self._audit_commits.submit(rows)
+
+    def _commit_audit(self, rows: list[dict[str, Any]]) -> None:
+        """One transaction appending rows, committed on return (append_audit's durability)."""
         from service.store.audit import append_events
         with self.engine.connect() as conn:
             conn = conn.execution_options(toh_write=True)

@@ -227,3 +227,44 @@ def test_a_read_event_commits_before_the_answer_and_leaves_clinical_writes_durab
             assert conn.execute(text("SELECT count(*) FROM audit_events")).scalar_one() == 1
     finally:
         db.dispose()
+
+
+def test_read_events_appended_together_are_each_committed_once_and_a_refused_one_fails_alone(
+        database_url: str, clock: Any) -> None:
+    """Threads appending at once (a worker's threads answering reads) share transactions
+    (service.store.group_commit): every call returns with its row committed, and a row the
+    database refuses (an id already recorded) fails its own call only."""
+    import threading
+
+    from service.store.db import Database
+
+    db = Database(database_url, clock=clock)
+    db.migrate()
+    try:
+        db.append_audit([_audit_row("taken", clock.now())])
+        outcome: dict[str, Any] = {}
+        checker = create_engine(database_url)
+
+        def append(event_id: str) -> None:
+            try:
+                db.append_audit([_audit_row(event_id, clock.now())])
+            except DBAPIError as exc:
+                outcome[event_id] = exc
+                return
+            with checker.connect() as conn:     # committed, seen from another connection
+                outcome[event_id] = conn.execute(text("SELECT count(*) FROM audit_events WHERE id = :i"),
+                                                 {"i": event_id}).scalar_one()
+
+        ids = [f"e{i}" for i in range(24)] + ["taken"]
+        threads = [threading.Thread(target=append, args=(event_id,)) for event_id in ids]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        checker.dispose()
+        assert isinstance(outcome.pop("taken"), DBAPIError)
+        assert outcome == {f"e{i}": 1 for i in range(24)}
+        with db.engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM audit_events")).scalar_one() == 25
+    finally:
+        db.dispose()
