@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, ColumnElement, and_, func, or_, select
+from sqlalchemy.engine import Dialect
 
 from service.fhir.errors import BadRequest, NotFound
 from service.fhir.search.values import date_range, split_prefix
@@ -39,6 +40,12 @@ def append_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     (service.store.driver_insert)."""
     if rows:
         driver_insert(table, conn.dialect, _COLUMNS).run(conn, [tuple(row.get(c) for c in _COLUMNS) for row in rows])
+
+
+def events_insert(dialect: Dialect, rows: Sequence[dict[str, Any]]) -> tuple[str, list[tuple[Any, ...]]]:
+    """append_events' statement for a DB-API cursor of dialect: (SQL, the rows' parameters)."""
+    insert = driver_insert(table, dialect, _COLUMNS)
+    return insert.sql, insert.parameters([tuple(row.get(c) for c in _COLUMNS) for row in rows])
 
 
 def read_event(conn: Connection, event_id: str) -> str:

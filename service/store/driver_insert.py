@@ -35,18 +35,23 @@ class DriverInsert:
         self.processed: list[tuple[int, Callable[[Any], Any]]] = [
             (i, fn) for i, fn in enumerate(processors) if fn is not None]
 
+    def parameters(self, rows: Sequence[Row]) -> list[Row]:
+        """rows (tuples in the order of `columns`) as the driver takes them: the columns' bind
+        processors applied."""
+        if not self.processed:
+            return rows if isinstance(rows, list) else list(rows)
+        processed = []
+        for row in rows:
+            values = list(row)
+            for i, fn in self.processed:
+                values[i] = fn(values[i])
+            processed.append(tuple(values))
+        return processed
+
     def run(self, conn: Connection, rows: Sequence[Row]) -> None:
         """Insert rows (tuples in the order of `columns`) in the connection's transaction: one
         executemany."""
-        if self.processed:
-            processed = []
-            for row in rows:
-                values = list(row)
-                for i, fn in self.processed:
-                    values[i] = fn(values[i])
-                processed.append(tuple(values))
-            rows = processed
-        conn.exec_driver_sql(self.sql, rows if isinstance(rows, list) else list(rows))   # type: ignore[arg-type]   # executemany: one list of tuples
+        conn.exec_driver_sql(self.sql, self.parameters(rows))   # type: ignore[arg-type]   # executemany: one list of tuples
 
 
 @lru_cache(maxsize=64)

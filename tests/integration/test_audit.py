@@ -191,18 +191,25 @@ def test_a_read_event_commits_before_the_answer_and_leaves_clinical_writes_durab
     is relaxed, so the pooled connection is back to full durability for the next clinical write,
     also when the append fails."""
     from service.store.db import Database
-    from sqlalchemy import event
 
     db = Database(database_url, clock=clock, audit_fsync=fsync)
     db.migrate()
     sqlite = db.dialect == "sqlite"
     seen: list[str] = []
     try:
-        with db.engine.connect() as conn:     # the pool's connection, traced (SQLite: the driver's own)
+        with db.engine.connect() as conn:     # the pool's one connection, traced by the driver itself
+            driver = conn.connection.driver_connection
             if sqlite:
-                conn.connection.driver_connection.set_trace_callback(seen.append)
-        if not sqlite:
-            event.listen(db.engine, "before_cursor_execute", lambda *args: seen.append(args[2]))
+                driver.set_trace_callback(seen.append)
+            else:
+                import psycopg
+
+                class Traced(psycopg.Cursor):   # type: ignore[type-arg]
+                    def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+                        seen.append(str(query))
+                        return super().execute(query, *args, **kwargs)
+
+                driver.cursor_factory = Traced
         db.append_audit([_audit_row("e1", clock.now())])
         other = create_engine(database_url)
         try:
@@ -267,4 +274,32 @@ def test_read_events_appended_together_are_each_committed_once_and_a_refused_one
         with db.engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM audit_events")).scalar_one() == 25
     finally:
+        db.dispose()
+
+
+def test_a_failing_audit_append_raises_sqlalchemys_error_and_the_next_one_works(
+        database_url: str, clock: Any) -> None:
+    """The append runs on the driver's cursor; its errors still reach the caller as SQLAlchemy's
+    (the edge answers 503 for an OperationalError, the database being away), and the pooled
+    connection is left usable."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from service.store.db import Database
+
+    db = Database(database_url, clock=clock)
+    db.migrate()
+    other = create_engine(database_url)
+    try:
+        with other.begin() as conn:
+            conn.execute(text("ALTER TABLE audit_events RENAME TO audit_events_away"))
+        expected = OperationalError if db.dialect == "sqlite" else ProgrammingError   # no such table
+        with pytest.raises(expected):
+            db.append_audit([_audit_row("e1", clock.now())])
+        with other.begin() as conn:
+            conn.execute(text("ALTER TABLE audit_events_away RENAME TO audit_events"))
+        db.append_audit([_audit_row("e2", clock.now())])
+        with other.connect() as conn:
+            assert conn.execute(text("SELECT id FROM audit_events")).scalars().all() == ["e2"]
+    finally:
+        other.dispose()
         db.dispose()
