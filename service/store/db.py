@@ -342,7 +342,7 @@ class Database:
             finally:
                 conn.rollback()
 
-    def append_audit(self, rows: list[dict[str, Any]]) -> None:
+    def append_audit(self, rows: list[dict[str, Any]], via: Connection | None = None) -> None:
         """Append audit rows (a read's, a search's, a refusal's) in a short transaction of their
         own, committed on return: visible to every reader and kept if this process dies
         (SIGKILL) the next instant.
@@ -350,7 +350,9 @@ class Database:
         Rows that threads of this process append at the same moment are committed together, in
         one transaction (service.store.group_commit): each call still returns only once its own
         rows are committed, and a row refused by the database (a duplicate id) fails only its
-        own call.
+        own call. via: a connection of the calling thread with no transaction in progress (the
+        request's, its own transaction over), to commit on instead of taking another from the
+        pool (on PostgreSQL each checkout pings the server first).
 
         With audit_fsync off (Database.audit_fsync, setting TOH_AUDIT_FSYNC) the commit does not
         wait for the disk: SQLite commits with `PRAGMA synchronous=NORMAL` in WAL mode (the
@@ -363,9 +365,9 @@ class Database:
         See https://www.sqlite.org/pragma.html#pragma_synchronous and PostgreSQL's
         "Asynchronous Commit" (wal-async-commit)."""
         if rows:
-            self._audit_commits.submit(rows)
+            self._audit_commits.submit(rows, via if via is not None and not via.in_transaction() else None)
 
-    def _commit_audit(self, rows: list[dict[str, Any]]) -> None:
+    def _commit_audit(self, rows: list[dict[str, Any]], via: Connection | None = None) -> None:
         """One transaction appending rows, committed on return (append_audit's durability).
 
         It runs on a pooled connection through the DB-API cursor itself (BEGIN, INSERT,
@@ -373,15 +375,20 @@ class Database:
         times the statements themselves (bench/RESULTS.md, "Where a read's time goes"). A
         driver error is raised as SQLAlchemy's (DBAPIError.instance: OperationalError,
         IntegrityError...), the connection invalidated when the error says it is lost, as
-        SQLAlchemy does."""
+        SQLAlchemy does. via: a Connection (no transaction in progress) to use instead of a
+        pooled connection of its own."""
         from service.store.audit import events_insert
         dialect = self.engine.dialect
         sql, parameters = events_insert(dialect, rows)
         relaxed = not self.audit_fsync
         sqlite = self.dialect == "sqlite"
-        fairy = self.engine.raw_connection()
+        fairy: Any = via.connection if via is not None else self.engine.raw_connection()
         cursor: Any = None
+        autocommit = False
         try:
+            if not sqlite and fairy.driver_connection.autocommit:   # a read's connection (unit_of_work)
+                autocommit = True
+                fairy.driver_connection.autocommit = False
             cursor = fairy.cursor()
             if sqlite:
                 driver: Any = fairy.driver_connection       # autocommit (make_engine): BEGIN is ours
@@ -413,14 +420,18 @@ class Database:
         except dialect.loaded_dbapi.Error as exc:
             lost = dialect.is_disconnect(exc, fairy.dbapi_connection, cursor)
             if lost:
-                fairy.invalidate(exc)
+                (via or fairy).invalidate(exc)
             raise DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost,
                                       dialect=dialect) from exc
         finally:
             if cursor is not None:
                 with contextlib.suppress(Exception):
                     cursor.close()
-            fairy.close()
+            if autocommit and fairy.is_valid:
+                with contextlib.suppress(Exception):
+                    fairy.driver_connection.autocommit = True
+            if via is None:
+                fairy.close()
 
     def analyze(self) -> None:
         """Refresh PostgreSQL's planner statistics (ANALYZE) after a bulk load, as autovacuum

@@ -29,22 +29,25 @@ Rows = Sequence[dict[str, Any]]
 
 
 class _Ticket:
-    """One submit's rows and its outcome: done (committed, or error set) or asked to lead."""
+    """One submit's rows (and the connection its thread offers to commit on) and its outcome:
+    done (committed, or error set) or asked to lead."""
 
-    __slots__ = ("rows", "event", "error", "lead")
+    __slots__ = ("rows", "via", "event", "error", "lead")
 
-    def __init__(self, rows: Rows) -> None:
+    def __init__(self, rows: Rows, via: Any) -> None:
         self.rows = rows
+        self.via = via
         self.event = threading.Event()
         self.error: BaseException | None = None
         self.lead = False
 
 
 class GroupCommit:
-    """Commits queued rows with ``commit(rows)`` (one transaction: all committed on return, or
-    it raises and none is), many submitters' rows at a time."""
+    """Commits queued rows with ``commit(rows, via)`` (one transaction: all committed on return,
+    or it raises and none is), many submitters' rows at a time. ``via`` is what the leading
+    submitter passed (its own connection, to commit on rather than taking another; or None)."""
 
-    def __init__(self, commit: Callable[[list[dict[str, Any]]], None]) -> None:
+    def __init__(self, commit: Callable[[list[dict[str, Any]], Any], None]) -> None:
         self._commit = commit
         self._lock = threading.Lock()
         self._queue: list[_Ticket] = []
@@ -56,9 +59,10 @@ class GroupCommit:
         with self._lock:
             return len(self._queue)
 
-    def submit(self, rows: Rows) -> None:
-        """Commit rows; returns once they are committed, raises what their commit raised."""
-        ticket = _Ticket(rows)
+    def submit(self, rows: Rows, via: Any = None) -> None:
+        """Commit rows; returns once they are committed, raises what their commit raised. via:
+        handed to commit() if this thread leads the transaction (used only in this thread)."""
+        ticket = _Ticket(rows, via)
         with self._lock:
             self._queue.append(ticket)
             lead = not self._leading
@@ -79,7 +83,7 @@ class GroupCommit:
         with self._lock:
             batch, self._queue = self._queue, []
         try:
-            self._run(batch)
+            self._run(batch, mine.via)
         finally:
             with self._lock:
                 if self._queue:
@@ -92,9 +96,9 @@ class GroupCommit:
                 if ticket is not mine:
                     ticket.event.set()
 
-    def _run(self, batch: list[_Ticket]) -> None:
+    def _run(self, batch: list[_Ticket], via: Any) -> None:
         try:
-            self._commit([row for ticket in batch for row in ticket.rows])
+            self._commit([row for ticket in batch for row in ticket.rows], via)
             return
         except BaseException as exc:  # noqa: BLE001 - handed to the submitters below
             if len(batch) == 1:
@@ -102,6 +106,6 @@ class GroupCommit:
                 return
         for ticket in batch:   # one at a time: only the culprit fails
             try:
-                self._commit(list(ticket.rows))
+                self._commit(list(ticket.rows), via)
             except BaseException as exc:  # noqa: BLE001 - raised in its submitter's thread
                 ticket.error = exc

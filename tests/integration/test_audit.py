@@ -303,3 +303,29 @@ def test_a_failing_audit_append_raises_sqlalchemys_error_and_the_next_one_works(
     finally:
         other.dispose()
         db.dispose()
+
+
+def test_a_read_event_committed_on_the_reads_own_connection(database_url: str, clock: Any) -> None:
+    """append_audit(via=) commits on the request's connection once its read is over (no second
+    connection from the pool): the row is committed on return, and the connection is left as
+    the read had it (PostgreSQL: still in autocommit)."""
+    from service.store.db import Database
+
+    db = Database(database_url, clock=clock)
+    db.migrate()
+    other = create_engine(database_url)
+    try:
+        with db.unit_of_work(write=False) as uow:
+            uow.conn.execute(text("SELECT count(*) FROM resources")).scalar_one()
+            uow.commit()
+            driver = uow.conn.connection.driver_connection
+            before = getattr(driver, "autocommit", None)
+            db.append_audit([_audit_row("e1", clock.now())], via=uow.conn)
+            with other.connect() as conn:     # committed, seen from elsewhere, before the read ends
+                assert conn.execute(text("SELECT count(*) FROM audit_events WHERE id = 'e1'")).scalar_one() == 1
+            assert getattr(driver, "autocommit", None) == before
+            assert db.engine.pool.checkedout() == 1          # no other connection was taken
+            assert uow.conn.execute(text("SELECT count(*) FROM audit_events")).scalar_one() == 1
+    finally:
+        other.dispose()
+        db.dispose()

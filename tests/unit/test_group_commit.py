@@ -24,12 +24,14 @@ class FakeDatabase:
     def __init__(self) -> None:
         self.committed: list[dict[str, Any]] = []
         self.transactions: list[list[str]] = []
+        self.vias: list[tuple[Any, str]] = []   # (via given, the thread that committed)
         self.hold_first = threading.Event()
         self.in_first = threading.Event()
         self.down = False
         self._lock = threading.Lock()
 
-    def commit(self, rows: list[dict[str, Any]]) -> None:
+    def commit(self, rows: list[dict[str, Any]], via: Any = None) -> None:
+        self.vias.append((via, threading.current_thread().name))
         first = not self.transactions and not self.in_first.is_set()
         if first:
             self.in_first.set()
@@ -54,12 +56,12 @@ def _submitter(group: GroupCommit, db: FakeDatabase, rows: list[dict[str, Any]],
                outcome: dict[str, Any]) -> threading.Thread:
     def run() -> None:
         try:
-            group.submit(rows)
+            group.submit(rows, via=f"connection of {threading.current_thread().name}")
             # on return, its rows must already be committed
             outcome[rows[0]["id"]] = all(row in db.committed for row in rows)
         except Exception as exc:  # noqa: BLE001 - recorded for the test's assertions
             outcome[rows[0]["id"]] = exc
-    thread = threading.Thread(target=run)
+    thread = threading.Thread(target=run, name=f"thread-{rows[0]['id']}")
     thread.start()
     return thread
 
@@ -87,6 +89,9 @@ def test_rows_submitted_during_a_commit_go_together_in_the_next_one() -> None:
     assert db.transactions[0] == ["r1"]
     assert sorted(db.transactions[1]) == ["r2", "r3", "r4", "r5"]   # one transaction for the four
     assert len(db.transactions) == 2
+    # each transaction ran in the thread of one of its submitters, on that thread's own connection
+    assert db.vias[0][1] == "thread-r1" and db.vias[1][1] in {f"thread-r{i}" for i in range(2, 6)}
+    assert all(via == f"connection of {thread}" for via, thread in db.vias)
 
 
 def test_a_refused_row_fails_only_its_own_submit() -> None:
@@ -141,7 +146,7 @@ def test_many_threads_every_row_committed_once() -> None:
 
 @pytest.mark.parametrize("error", [KeyboardInterrupt, SystemExit])
 def test_what_the_commit_raises_reaches_its_submitter(error: type[BaseException]) -> None:
-    def commit(_rows: list[dict[str, Any]]) -> None:
+    def commit(_rows: list[dict[str, Any]], _via: Any) -> None:
         raise error()
     with pytest.raises(error):
         GroupCommit(commit).submit([{"id": "a"}])
