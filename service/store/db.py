@@ -382,7 +382,10 @@ class Database:
         sql, parameters = events_insert(dialect, rows)
         relaxed = not self.audit_fsync
         sqlite = self.dialect == "sqlite"
-        fairy: Any = via.connection if via is not None else self.engine.raw_connection()
+        try:
+            fairy: Any = via.connection if via is not None else self.engine.raw_connection()
+        except dialect.loaded_dbapi.Error as exc:   # no connection to be had (the database is away)
+            raise DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error, dialect=dialect) from exc
         cursor: Any = None
         autocommit = False
         try:
