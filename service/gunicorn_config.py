@@ -29,11 +29,17 @@ gunicorn config file). Each choice and why:
   sweep's tick, which finishes the item in hand and claims no other.
 - child_exit: tells prometheus-client's multiprocess mode that a worker is gone.
 - logconfig_dict: gunicorn's error and access logs as JSON lines like the application's.
+- logger_class (AccessLogOnRequest): the access log only with `--access-log`. gunicorn's own
+  logger writes an access line for every request whenever a logconfig_dict is given, whatever
+  `accesslog` says; building and formatting that line took about a tenth of a worker's time on
+  a read by id (bench/bench_read_http.py).
 """
 from __future__ import annotations
 
 import os
 from typing import Any
+
+from gunicorn.glogging import Logger
 
 from service.config import Settings
 from service.observability import logs, multiproc
@@ -41,6 +47,16 @@ from service.observability import logs, multiproc
 KEEPALIVE_SECONDS = 65
 # the path without its query (a search's values can be PHI), and the request id
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms request=%({x-request-id}o)s'
+
+
+class AccessLogOnRequest(Logger):  # type: ignore[misc]
+    """gunicorn's logger, writing the access log only when `accesslog` is set (`toh serve
+    --access-log`), not whenever a logconfig_dict is."""
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        """The access line of one request, if the access log is on."""
+        if self.cfg.accesslog:
+            super().access(resp, req, environ, request_time)
 
 
 def child_exit(_server: Any, worker: Any) -> None:
@@ -74,5 +90,6 @@ def options(settings: Settings, *, access_log: bool = False) -> dict[str, Any]:
         "errorlog": "-",
         "loglevel": settings.log_level.lower(),
         "logconfig_dict": logs.gunicorn_logconfig(settings.log_format, settings.log_level),
+        "logger_class": "service.gunicorn_config.AccessLogOnRequest",
         "child_exit": child_exit,
     }

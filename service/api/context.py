@@ -100,7 +100,7 @@ def init_app(app: Flask) -> None:
             if uow is not None and not uow.committed:
                 uow.conn.rollback()   # a refused write lets go of the write lock first
             try:
-                services().database.append_audit([row])
+                services().database.append_audit([row], via=uow.conn if uow is not None else None)
             except TRANSIENT_ERRORS:
                 return outcome_response(ServiceUnavailable("The audit trail cannot be written; try again"))
         return response

@@ -19,20 +19,33 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, ColumnElement, and_, func, insert, or_, select
+from sqlalchemy import Connection, ColumnElement, and_, func, or_, select
+from sqlalchemy.engine import Dialect
 
 from service.fhir.errors import BadRequest, NotFound
 from service.fhir.search.values import date_range, split_prefix
+from service.store.driver_insert import driver_insert
 from service.store.schema import audit_events as table
 
 PARAMETERS = ("date", "agent", "entity", "patient", "action", "subtype", "outcome")
 CONTROL = ("_count", "_offset", "_format", "_pretty", "_total", "_sort")
 
 
+_COLUMNS = ("id", "recorded", "action", "subtype", "outcome", "agent", "agent_ref", "entity", "patient", "content")
+
+
 def append_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert audit rows (column -> value, with 'content' the AuditEvent JSON text)."""
+    """Insert audit rows (column -> value for each of _COLUMNS, 'content' the AuditEvent JSON
+    text; a missing optional column is NULL), as the driver's own statement
+    (service.store.driver_insert)."""
     if rows:
-        conn.execute(insert(table), list(rows))
+        driver_insert(table, conn.dialect, _COLUMNS).run(conn, [tuple(row.get(c) for c in _COLUMNS) for row in rows])
+
+
+def events_insert(dialect: Dialect, rows: Sequence[dict[str, Any]]) -> tuple[str, list[tuple[Any, ...]]]:
+    """append_events' statement for a DB-API cursor of dialect: (SQL, the rows' parameters)."""
+    insert = driver_insert(table, dialect, _COLUMNS)
+    return insert.sql, insert.parameters([tuple(row.get(c) for c in _COLUMNS) for row in rows])
 
 
 def read_event(conn: Connection, event_id: str) -> str:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from service.clock import Clock, SystemClock
 from service.fhir.errors import ServiceUnavailable
@@ -250,6 +250,8 @@ class Database:
         self._written_since_check = 0
         self._analyzing = threading.Lock()
         self.statistics_thread: threading.Thread | None = None   # the last background ANALYZE
+        from service.store.group_commit import GroupCommit
+        self._audit_commits = GroupCommit(self._commit_audit)
 
     def add_hook(self, hook: WriteHook) -> None:
         """Register a hook that runs inside the transaction of every write."""
@@ -327,8 +329,8 @@ class Database:
         if write and uow.committed:
             self._statistics_after_write(len(uow.changes))
 
-    def _checkpoint_after_write(self, conn: Connection) -> None:
-        """On a SQLite file, after a write committed (the write lock is free again): a PASSIVE
+    def _checkpoint_after_write(self, conn: Connection | Any) -> None:
+        """conn: a Connection, or the sqlite3 connection itself. On a SQLite file, after a write committed (the write lock is free again): a PASSIVE
         checkpoint if this process has not run one for CHECKPOINT_INTERVAL seconds. PASSIVE
         waits for no reader or writer; a failure is logged (SQLite's automatic checkpoint is
         the backstop). Other databases: nothing."""
@@ -338,7 +340,8 @@ class Database:
             return   # another thread of this process is checkpointing
         try:
             self._checkpointed_at = time.monotonic()
-            driver: Any = conn.connection.driver_connection   # sqlite3, autocommit: outside any BEGIN
+            driver: Any = conn.connection.driver_connection if isinstance(conn, Connection) else conn
+            # sqlite3, autocommit: outside any BEGIN
             driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except Exception:  # noqa: BLE001 - the commit stands; the next write or SQLite's own checkpoint will do it
             log.warning("the WAL checkpoint after a write failed", exc_info=True)
@@ -413,10 +416,17 @@ class Database:
             finally:
                 conn.rollback()
 
-    def append_audit(self, rows: list[dict[str, Any]]) -> None:
+    def append_audit(self, rows: list[dict[str, Any]], via: Connection | None = None) -> None:
         """Append audit rows (a read's, a search's, a refusal's) in a short transaction of their
         own, committed on return: visible to every reader and kept if this process dies
         (SIGKILL) the next instant.
+
+        Rows that threads of this process append at the same moment are committed together, in
+        one transaction (service.store.group_commit): each call still returns only once its own
+        rows are committed, and a row refused by the database (a duplicate id) fails only its
+        own call. via: a connection of the calling thread with no transaction in progress (the
+        request's, its own transaction over), to commit on instead of taking another from the
+        pool (on PostgreSQL each checkout pings the server first).
 
         With audit_fsync off (Database.audit_fsync, setting TOH_AUDIT_FSYNC) the commit does not
         wait for the disk: SQLite commits with `PRAGMA synchronous=NORMAL` in WAL mode (the
@@ -428,22 +438,77 @@ class Database:
         (TRANSIENT_ERRORS when the database is away).
         See https://www.sqlite.org/pragma.html#pragma_synchronous and PostgreSQL's
         "Asynchronous Commit" (wal-async-commit)."""
-        from service.store.audit import append_events
-        with self.engine.connect() as conn:
-            conn = conn.execution_options(toh_write=True)
-            relaxed = not self.audit_fsync
-            driver: Any = conn.connection.driver_connection       # sqlite3.Connection on SQLite
-            if relaxed and self.dialect == "sqlite":
-                driver.execute("PRAGMA synchronous=NORMAL")        # outside BEGIN: SQLite requires it
-            try:
-                with conn.begin():        # committed, or rolled back on an error
-                    if relaxed and self.dialect == "postgresql":
-                        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-                    append_events(conn, rows)
-            finally:
-                if relaxed and self.dialect == "sqlite":
-                    driver.execute("PRAGMA synchronous=FULL")
-            self._checkpoint_after_write(conn)
+        if rows:
+            self._audit_commits.submit(rows, via if via is not None and not via.in_transaction() else None)
+
+    def _commit_audit(self, rows: list[dict[str, Any]], via: Connection | None = None) -> None:
+        """One transaction appending rows, committed on return (append_audit's durability).
+
+        It runs on a pooled connection through the DB-API cursor itself (BEGIN, INSERT,
+        COMMIT): SQLAlchemy's Connection, transaction and statement handling had cost several
+        times the statements themselves (bench/RESULTS.md, "Where a read's time goes"). A
+        driver error is raised as SQLAlchemy's (DBAPIError.instance: OperationalError,
+        IntegrityError...), the connection invalidated when the error says it is lost, as
+        SQLAlchemy does. via: a Connection (no transaction in progress) to use instead of a
+        pooled connection of its own."""
+        from service.store.audit import events_insert
+        dialect = self.engine.dialect
+        sql, parameters = events_insert(dialect, rows)
+        relaxed = not self.audit_fsync
+        sqlite = self.dialect == "sqlite"
+        try:
+            fairy: Any = via.connection if via is not None else self.engine.raw_connection()
+        except dialect.loaded_dbapi.Error as exc:   # no connection to be had (the database is away)
+            raise DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error, dialect=dialect) from exc
+        cursor: Any = None
+        autocommit = False
+        try:
+            if not sqlite and fairy.driver_connection.autocommit:   # a read's connection (unit_of_work)
+                autocommit = True
+                fairy.driver_connection.autocommit = False
+            cursor = fairy.cursor()
+            if sqlite:
+                driver: Any = fairy.driver_connection       # autocommit (make_engine): BEGIN is ours
+                if relaxed:
+                    cursor.execute("PRAGMA synchronous=NORMAL")        # outside BEGIN: SQLite requires it
+                try:
+                    cursor.execute("BEGIN IMMEDIATE")
+                    try:
+                        cursor.executemany(sql, parameters)
+                        cursor.execute("COMMIT")
+                    except BaseException:
+                        if driver.in_transaction:
+                            driver.rollback()
+                        raise
+                finally:
+                    if relaxed:
+                        cursor.execute("PRAGMA synchronous=FULL")
+                self._checkpoint_after_write(driver)
+            else:
+                try:
+                    if relaxed:
+                        cursor.execute("SET LOCAL synchronous_commit = off")
+                    cursor.executemany(sql, parameters)
+                    fairy.commit()
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        fairy.rollback()
+                    raise
+        except dialect.loaded_dbapi.Error as exc:
+            lost = dialect.is_disconnect(exc, fairy.dbapi_connection, cursor)
+            if lost:
+                (via or fairy).invalidate(exc)
+            raise DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost,
+                                      dialect=dialect) from exc
+        finally:
+            if cursor is not None:
+                with contextlib.suppress(Exception):
+                    cursor.close()
+            if autocommit and fairy.is_valid:
+                with contextlib.suppress(Exception):
+                    fairy.driver_connection.autocommit = True
+            if via is None:
+                fairy.close()
 
     def analyze(self) -> None:
         """Refresh PostgreSQL's planner statistics (ANALYZE) after a bulk load, as autovacuum

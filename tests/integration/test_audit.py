@@ -191,18 +191,25 @@ def test_a_read_event_commits_before_the_answer_and_leaves_clinical_writes_durab
     is relaxed, so the pooled connection is back to full durability for the next clinical write,
     also when the append fails."""
     from service.store.db import Database
-    from sqlalchemy import event
 
     db = Database(database_url, clock=clock, audit_fsync=fsync)
     db.migrate()
     sqlite = db.dialect == "sqlite"
     seen: list[str] = []
     try:
-        with db.engine.connect() as conn:     # the pool's connection, traced (SQLite: the driver's own)
+        with db.engine.connect() as conn:     # the pool's one connection, traced by the driver itself
+            driver = conn.connection.driver_connection
             if sqlite:
-                conn.connection.driver_connection.set_trace_callback(seen.append)
-        if not sqlite:
-            event.listen(db.engine, "before_cursor_execute", lambda *args: seen.append(args[2]))
+                driver.set_trace_callback(seen.append)
+            else:
+                import psycopg
+
+                class Traced(psycopg.Cursor):   # type: ignore[type-arg]
+                    def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+                        seen.append(str(query))
+                        return super().execute(query, *args, **kwargs)
+
+                driver.cursor_factory = Traced
         db.append_audit([_audit_row("e1", clock.now())])
         other = create_engine(database_url)
         try:
@@ -225,5 +232,120 @@ def test_a_read_event_commits_before_the_answer_and_leaves_clinical_writes_durab
             else:
                 assert conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "on"
             assert conn.execute(text("SELECT count(*) FROM audit_events")).scalar_one() == 1
+    finally:
+        db.dispose()
+
+
+def test_read_events_appended_together_are_each_committed_once_and_a_refused_one_fails_alone(
+        database_url: str, clock: Any) -> None:
+    """Threads appending at once (a worker's threads answering reads) share transactions
+    (service.store.group_commit): every call returns with its row committed, and a row the
+    database refuses (an id already recorded) fails its own call only."""
+    import threading
+
+    from service.store.db import Database
+
+    db = Database(database_url, clock=clock)
+    db.migrate()
+    try:
+        db.append_audit([_audit_row("taken", clock.now())])
+        outcome: dict[str, Any] = {}
+        checker = create_engine(database_url)
+
+        def append(event_id: str) -> None:
+            try:
+                db.append_audit([_audit_row(event_id, clock.now())])
+            except DBAPIError as exc:
+                outcome[event_id] = exc
+                return
+            with checker.connect() as conn:     # committed, seen from another connection
+                outcome[event_id] = conn.execute(text("SELECT count(*) FROM audit_events WHERE id = :i"),
+                                                 {"i": event_id}).scalar_one()
+
+        ids = [f"e{i}" for i in range(24)] + ["taken"]
+        threads = [threading.Thread(target=append, args=(event_id,)) for event_id in ids]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        checker.dispose()
+        assert isinstance(outcome.pop("taken"), DBAPIError)
+        assert outcome == {f"e{i}": 1 for i in range(24)}
+        with db.engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM audit_events")).scalar_one() == 25
+    finally:
+        db.dispose()
+
+
+def test_a_failing_audit_append_raises_sqlalchemys_error_and_the_next_one_works(
+        database_url: str, clock: Any) -> None:
+    """The append runs on the driver's cursor; its errors still reach the caller as SQLAlchemy's
+    (the edge answers 503 for an OperationalError, the database being away), and the pooled
+    connection is left usable."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from service.store.db import Database
+
+    db = Database(database_url, clock=clock)
+    db.migrate()
+    other = create_engine(database_url)
+    try:
+        with other.begin() as conn:
+            conn.execute(text("ALTER TABLE audit_events RENAME TO audit_events_away"))
+        expected = OperationalError if db.dialect == "sqlite" else ProgrammingError   # no such table
+        with pytest.raises(expected):
+            db.append_audit([_audit_row("e1", clock.now())])
+        with other.begin() as conn:
+            conn.execute(text("ALTER TABLE audit_events_away RENAME TO audit_events"))
+        db.append_audit([_audit_row("e2", clock.now())])
+        with other.connect() as conn:
+            assert conn.execute(text("SELECT id FROM audit_events")).scalars().all() == ["e2"]
+    finally:
+        other.dispose()
+        db.dispose()
+
+
+def test_a_read_event_committed_on_the_reads_own_connection(database_url: str, clock: Any) -> None:
+    """append_audit(via=) commits on the request's connection once its read is over (no second
+    connection from the pool): the row is committed on return, and the connection is left as
+    the read had it (PostgreSQL: still in autocommit)."""
+    from service.store.db import Database
+
+    db = Database(database_url, clock=clock)
+    db.migrate()
+    other = create_engine(database_url)
+    try:
+        with db.unit_of_work(write=False) as uow:
+            uow.conn.execute(text("SELECT count(*) FROM resources")).scalar_one()
+            uow.commit()
+            driver = uow.conn.connection.driver_connection
+            before = getattr(driver, "autocommit", None)
+            db.append_audit([_audit_row("e1", clock.now())], via=uow.conn)
+            with other.connect() as conn:     # committed, seen from elsewhere, before the read ends
+                assert conn.execute(text("SELECT count(*) FROM audit_events WHERE id = 'e1'")).scalar_one() == 1
+            assert getattr(driver, "autocommit", None) == before
+            assert db.engine.pool.checkedout() == 1          # no other connection was taken
+            assert uow.conn.execute(text("SELECT count(*) FROM audit_events")).scalar_one() == 1
+    finally:
+        other.dispose()
+        db.dispose()
+
+
+def test_an_audit_append_with_no_database_to_connect_to_raises_sqlalchemys_operational_error(
+        database_url: str, clock: Any) -> None:
+    """The edge answers 503 for an OperationalError (TRANSIENT_ERRORS): a connection that
+    cannot be made (the server shut down) must reach it as one, not as the driver's own."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    from bench.scratch import free_port
+    from service.store.db import Database
+
+    if make_url(database_url).get_backend_name() == "sqlite":
+        pytest.skip("a SQLite file is always there to open")
+    db = Database(make_url(database_url).set(port=free_port()).render_as_string(hide_password=False), clock=clock)
+    try:
+        with pytest.raises(OperationalError):
+            db.append_audit([_audit_row("e1", clock.now())])
     finally:
         db.dispose()

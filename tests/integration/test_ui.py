@@ -123,10 +123,10 @@ def test_a_token_that_cannot_be_accepted_starts_no_session(app: Any) -> None:
 def test_an_expired_token_ends_the_session(app: Any) -> None:
     ui = sign_in(app)
     assert ui.get("/ui/worklist").status_code == 200
-    with ui.session_transaction() as session:   # as if the session's token were past its exp and leeway
+    with ui.session_transaction("/ui/worklist") as session:   # as if the session's token were past its exp and leeway
         session["token"] = make_token(STAFF, ttl=-3600)
     assert ui.get("/ui/worklist").headers["Location"].startswith("/ui/login")
-    with ui.session_transaction() as session:
+    with ui.session_transaction("/ui/worklist") as session:
         assert "token" not in session            # the session was ended, not kept
 
 
@@ -167,6 +167,26 @@ def test_the_api_takes_bearer_tokens_without_csrf(app: Any, cohort: Any) -> None
     """CSRF protects the pages' forms only: a FHIR POST with a bearer token is not asked for one."""
     response = cohort.post("/fhir/Patient", data=json.dumps({"resourceType": "Patient"}), headers=FHIR)
     assert response.status_code == 201
+
+
+def test_the_session_belongs_to_the_pages_only(app: Any) -> None:
+    """The session cookie's path is /ui: outside it a request has the null session (nothing to
+    sign in to, nothing saved), even if a client sends the cookie anyway; the pages keep theirs."""
+    from flask import request
+
+    ui = sign_in(app)
+    cookie = ui.get_cookie("toh_ui_session", path="/ui")
+    assert cookie is not None
+    for path, kept in (("/fhir/metadata", False), ("/healthz", False), ("/ui", True), ("/ui/worklist", True),
+                       ("/uix", False)):
+        with app.test_request_context(path, headers={"Cookie": f"toh_ui_session={cookie.value}"}):
+            opened = app.session_interface.open_session(app, request)
+            assert app.session_interface.is_null_session(opened) is not kept, path
+            if kept:
+                assert "token" in opened, path
+    answer = ui.get("/fhir/metadata", headers={"Cookie": f"toh_ui_session={cookie.value}"})
+    assert answer.status_code == 200 and "Set-Cookie" not in answer.headers
+    assert ui.get("/ui/worklist").status_code == 200     # still signed in
 
 
 # -- the worklist and what a token's scopes let it show ---------------------------------------------------

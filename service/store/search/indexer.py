@@ -6,29 +6,25 @@ and the new version's rows inserted, so the index never disagrees with what a co
 returns. A batch of creates (Repository.deferred, a transaction Bundle) comes to
 ``on_writes``: the rows of all of them go in with one executemany per index table.
 
-The inserts are plain SQL given to the driver (Connection.exec_driver_sql) with a tuple per
-row, built once per table and dialect, with each column's SQLAlchemy bind processor applied
-(the UTC datetimes): SQLAlchemy's own executemany built a dict per row and ran every column
-of every row through its parameter processing, about 40% of the cost of inserting a bundle's
+The inserts are plain SQL given to the driver with a tuple per row (service.store.
+driver_insert): SQLAlchemy's own executemany was about 40% of the cost of inserting a bundle's
 index rows (issue 11; bench/bench_ingest.py). The deletes go through SQLAlchemy as before.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, delete, select
+from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.engine import Dialect
 
 from service.fhir.search.extract import BOUND, UNBOUND, Extractor, IndexRows
+from service.store.driver_insert import DriverInsert, Row, driver_insert
 from service.store.schema import resources
 from service.store.search.tables import TABLES
 
 _DELETES = [delete(table).where(table.c.rid == bindparam("rid")) for table in TABLES.values()]
-_PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
-
-Row = tuple[Any, ...]
 
 
 def index_values(rid: int, res_type: str, rows: IndexRows) -> dict[str, list[Row]]:
@@ -41,32 +37,9 @@ def index_values(rid: int, res_type: str, rows: IndexRows) -> dict[str, list[Row
     return out
 
 
-class _Insert:
-    """One index table's INSERT as the driver's SQL, with the bind processors of its columns."""
-
-    def __init__(self, table: Table, dialect: Dialect) -> None:
-        mark = _PLACEHOLDER[dialect.paramstyle]
-        names = [c.name for c in table.columns]
-        self.sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))})"
-        processors = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in table.columns]
-        self.processed: list[tuple[int, Callable[[Any], Any]]] = [
-            (i, fn) for i, fn in enumerate(processors) if fn is not None]
-
-    def run(self, conn: Connection, rows: list[Row]) -> None:
-        if self.processed:
-            processed = []
-            for row in rows:
-                values = list(row)
-                for i, fn in self.processed:
-                    values[i] = fn(values[i])
-                processed.append(tuple(values))
-            rows = processed
-        conn.exec_driver_sql(self.sql, rows)   # type: ignore[arg-type]   # executemany: one list of tuples
-
-
 @lru_cache(maxsize=8)
-def _inserts(dialect: Dialect) -> dict[str, _Insert]:
-    return {kind: _Insert(table, dialect) for kind, table in TABLES.items()}
+def _inserts(dialect: Dialect) -> dict[str, DriverInsert]:
+    return {kind: driver_insert(table, dialect) for kind, table in TABLES.items()}
 
 
 def insert_rows(conn: Connection, kind: str, rows: list[Row]) -> None:
