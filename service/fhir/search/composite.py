@@ -27,10 +27,8 @@ import fhirpathpy
 from fhirpathpy.models import models as _fhirpath_models
 
 from service.fhir.search.accessors import compile_path
-from service.fhir.search.definitions import SearchParameterRegistry, TypeParam, split_union
+from service.fhir.search.definitions import ALL, BOUND, SearchParameterRegistry, TypeParam, is_bound, split_union
 
-# what service.fhir.search.extract.is_bound looks for in an expression
-_ASSIGNED = re.compile(r"\bid\b|reference|resolve\(|versionId|lastUpdated")
 SECOND_KINDS = frozenset({"token", "quantity", "number", "date", "string", "reference"})
 _MODEL = _fhirpath_models["r4"]
 _OPTIONS = {"returnRawData": True}
@@ -115,10 +113,9 @@ class CompositeExtractor:
                 comps = components(self.registry, param)
                 if comps is None:
                     continue
-                # a reference component, or an expression reading an id or a reference (extract.is_bound)
                 self._bound[param.code, res_type] = any(
-                    kind == "reference" or _ASSIGNED.search(expression) is not None
-                    for kind, expression in (*comps, *(("composite", p.expression) for p in param.parts)))
+                    is_bound(kind, expression) for kind, expression in (*comps, *(("composite", p.expression)
+                                                                                  for p in param.parts)))
                 for part in param.parts:
                     accessor = compile_path(part.expression) if self.compiled_accessors else None
                     if accessor is not None:
@@ -131,13 +128,13 @@ class CompositeExtractor:
             done = self._compiled[res_type] = tuple(items)
         return done
 
-    def extract(self, resource: dict[str, Any], index: Indexer, which: str = "all") -> set[CompositeRow]:
+    def extract(self, resource: dict[str, Any], index: Indexer, which: str = ALL) -> set[CompositeRow]:
         """The rows of every supported composite parameter of resource. index(kind, param,
         fhir_type, value) gives the rows a simple parameter of that kind would store. which:
-        "all", or only the "bound" or "unbound" parameters (service.fhir.search.extract)."""
+        ALL, or only the BOUND or UNBOUND parameters (definitions.is_bound)."""
         out: set[CompositeRow] = set()
         for param, comps, fn in self._for(resource["resourceType"]):
-            if which != "all" and self._bound[param.code, resource["resourceType"]] != (which == "bound"):
+            if which != ALL and self._bound[param.code, resource["resourceType"]] != (which == BOUND):
                 continue
             try:
                 elements = fn(resource, {})

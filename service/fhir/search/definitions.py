@@ -23,6 +23,21 @@ DATA_FILE = Path(__file__).with_name("search-parameters.json")
 
 # Parameters whose values come from the resources table itself, not from index rows.
 TABLE_PARAMS = frozenset({"_id", "_lastUpdated"})
+
+# Which parameters an extraction runs (service.fhir.search.extract): every one, those whose
+# values may depend on what the server assigns when it writes (ids, rewritten references,
+# meta.versionId/lastUpdated), or the others.
+ALL, BOUND, UNBOUND = "all", "bound", "unbound"
+_ASSIGNED = re.compile(r"\bid\b|reference|resolve\(|versionId|lastUpdated")
+
+
+def is_bound(kind: str, expression: str) -> bool:
+    """Whether a parameter (or composite component) of this type and expression may index
+    values the server assigns at write time: reference parameters and expressions that read an
+    id, a reference, meta.versionId or meta.lastUpdated (service.fhir.search.extract's module
+    docstring). Errs towards True."""
+    return kind == "reference" or _ASSIGNED.search(expression) is not None
+
 _GENERIC_BASES = ("Resource", "DomainResource")
 _RESOLVE_IS = re.compile(r"\.where\(resolve\(\) is (\w+)\)")
 _HEAD = re.compile(r"^([A-Z][A-Za-z]*)\b")

@@ -42,9 +42,10 @@ from typing import Any, NamedTuple
 import fhirpathpy
 from fhirpathpy.models import models as _fhirpath_models
 
-from service.fhir.search.composite import _ASSIGNED, CompositeExtractor, CompositeRow
+from service.fhir.search.composite import CompositeExtractor, CompositeRow
 from service.fhir.search.accessors import Accessor, Node, compile_path, root_keys
-from service.fhir.search.definitions import TABLE_PARAMS, PathPart, SearchParameterRegistry, TypeParam
+from service.fhir.search.definitions import (ALL, BOUND, TABLE_PARAMS, UNBOUND, PathPart, SearchParameterRegistry,  # noqa: F401
+                                            TypeParam, is_bound)
 from service.fhir.search.values import HIGH_END, LOW_END, date_range, fold_case, normalize, parse_reference
 
 log = logging.getLogger(__name__)
@@ -124,18 +125,6 @@ class IndexRows:
 
 
 INDEXED_TYPES = ("token", "string", "reference", "date", "quantity", "number", "uri")
-
-# Which parameters extract() runs: every one, those whose values may depend on what the server
-# assigns when it writes (ids, rewritten references, meta.versionId/lastUpdated), or the others.
-ALL, BOUND, UNBOUND = "all", "bound", "unbound"
-
-
-def is_bound(kind: str, expression: str) -> bool:
-    """Whether a parameter of this type and expression may index values the server assigns at
-    write time (see the module docstring): reference parameters and expressions that read an
-    id, a reference, meta.versionId or meta.lastUpdated. Errs towards True."""
-    return kind == "reference" or _ASSIGNED.search(expression) is not None
-
 
 @dataclass(frozen=True)
 class _Compiled:

@@ -71,8 +71,7 @@ class SearchIndexer:
         A create (no previous version) only inserts: its rid is new, so it has no rows yet."""
         if change.previous is None:
             if change.resource is not None:
-                for kind, values in index_values(change.rid, change.res_type, self.rows(change)).items():
-                    insert_rows(conn, kind, values)
+                self._insert(conn, change.rid, change.res_type, self.rows(change))
         else:
             self.replace(conn, change.rid, change.res_type, change.resource)
 
@@ -100,9 +99,12 @@ class SearchIndexer:
 
     def insert(self, conn: Connection, rid: int, res_type: str, resource: dict[str, Any] | None) -> None:
         """Insert the index rows of resource (nothing if it is None) for rid."""
-        if resource is None:
-            return
-        for kind, values in index_values(rid, res_type, self.extractor.extract(resource)).items():
+        if resource is not None:
+            self._insert(conn, rid, res_type, self.extractor.extract(resource))
+
+    @staticmethod
+    def _insert(conn: Connection, rid: int, res_type: str, rows: IndexRows) -> None:
+        for kind, values in index_values(rid, res_type, rows).items():
             insert_rows(conn, kind, values)
 
     def reindex(self, conn: Connection, res_types: Iterable[str] | None = None, batch: int = 500) -> int:
