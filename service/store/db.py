@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from service.clock import Clock, SystemClock
 from service.fhir.errors import ServiceUnavailable
+from service.store.writer_turns import end_turn, writer_turns
 
 if TYPE_CHECKING:
     from service.security import Principal
@@ -41,6 +42,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # WAL_AUTOCHECKPOINT_PAGES (about 40 MB of WAL). See https://www.sqlite.org/wal.html#ckpt.
 WAL_AUTOCHECKPOINT_PAGES = 10_000
 CHECKPOINT_INTERVAL = 1.0   # seconds
+# How long a SQLite writer waits for the write lock (its turn, then SQLite's busy timeout) before
+# the request fails with 'database is locked' (a 503 the client may retry).
+SQLITE_BUSY_SECONDS = 30.0
 
 # PostgreSQL planner statistics (Database._statistics_after_write): every STATISTICS_CHECK_ROWS
 # resources written by this process, the tables that changed by more than autovacuum's own
@@ -71,9 +75,11 @@ def is_too_costly(exc: BaseException) -> bool:
     return type(orig).__module__.startswith("sqlite3") and any(m in str(orig) for m in _TOO_COSTLY_SQLITE)
 
 
-def make_engine(url: str, echo: bool = False, statement_timeout: float = 0) -> Engine:
-    """An engine for url; SQLite gets WAL, a busy timeout and explicit BEGIN control;
-    PostgreSQL a statement_timeout of that many seconds on every connection (0: none)."""
+def make_engine(url: str, echo: bool = False, statement_timeout: float = 0, turns: bool = True) -> Engine:
+    """An engine for url; SQLite gets WAL, a busy timeout and explicit BEGIN control, and its
+    writers take turns (service.store.writer_turns; turns=False: SQLite's busy handler alone, for
+    bench/bench_writer_turns.py); PostgreSQL a statement_timeout of that many seconds on every
+    connection (0: none)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         connect_args = {}
@@ -82,14 +88,16 @@ def make_engine(url: str, echo: bool = False, statement_timeout: float = 0) -> E
         return create_engine(url, echo=echo, pool_pre_ping=True, future=True, connect_args=connect_args)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, echo=echo, future=True, connect_args={"timeout": 30, "check_same_thread": False})
+    engine = create_engine(url, echo=echo, future=True,
+                           connect_args={"timeout": SQLITE_BUSY_SECONDS, "check_same_thread": False})
+    writers = writer_turns(parsed, SQLITE_BUSY_SECONDS) if turns else None
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SECONDS * 1000)}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         cur.close()
@@ -98,8 +106,24 @@ def make_engine(url: str, echo: bool = False, statement_timeout: float = 0) -> E
     def _on_begin(conn: Connection) -> None:
         # A writer takes the write lock up front, so two writers queue instead of failing
         # with 'database is locked' when a read lock would need upgrading.
-        mode = "IMMEDIATE" if conn.get_execution_options().get("toh_write") else "DEFERRED"
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        # Writers take turns first (service.store.writer_turns); the turn is given back once the
+        # transaction ends (UnitOfWork, or when the connection returns to the pool at the latest).
+        if not conn.get_execution_options().get("toh_write"):
+            conn.exec_driver_sql("BEGIN DEFERRED")
+            return
+        if writers is not None:
+            writers.take(conn.info)
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            end_turn(conn.info)
+            raise
+
+    @event.listens_for(engine, "checkin")
+    @event.listens_for(engine, "invalidate")
+    def _on_release(_dbapi_conn: Any, record: Any, *_exc: Any) -> None:
+        if record is not None:
+            end_turn(record.info)
 
     return engine
 
@@ -211,6 +235,7 @@ class UnitOfWork:
                 from service.store.audit import append_events
                 append_events(self.conn, self.audit_events)
             self.conn.commit()
+            end_turn(self.conn.info)   # SQLite: the next writer's turn (service.store.writer_turns)
         except TRANSIENT_ERRORS as exc:
             raise ServiceUnavailable(f"The database could not commit the change; try again ({type(exc).__name__})") from exc
         self.committed = True
@@ -242,6 +267,8 @@ class Database:
         self.due_handlers: dict[str, DueHandler] = {}
         self.sealers: dict[str, Sealer] = {}
         self.audit_fsync = audit_fsync
+        # SQLite file: the turns make_engine's writers take (the same lock file)
+        self.writer_turns = writer_turns(self.engine.url, SQLITE_BUSY_SECONDS)
         database = self.engine.url.database
         self._checkpoints = self.dialect == "sqlite" and bool(database) and database != ":memory:"
         self._checkpointed_at = 0.0
@@ -324,6 +351,8 @@ class Database:
             finally:
                 if not uow.committed:
                     conn.rollback()
+                    if not conn.invalidated:   # an invalidated connection's turn ended with it
+                        end_turn(conn.info)
             if write and uow.committed:
                 self._checkpoint_after_write(conn)
         if write and uow.committed:
@@ -471,7 +500,10 @@ class Database:
                 driver: Any = fairy.driver_connection       # autocommit (make_engine): BEGIN is ours
                 if relaxed:
                     cursor.execute("PRAGMA synchronous=NORMAL")        # outside BEGIN: SQLite requires it
+                turns = self.writer_turns
                 try:
+                    if turns is not None:
+                        turns.take(fairy.info)
                     cursor.execute("BEGIN IMMEDIATE")
                     try:
                         cursor.executemany(sql, parameters)
@@ -481,6 +513,7 @@ class Database:
                             driver.rollback()
                         raise
                 finally:
+                    end_turn(fairy.info)
                     if relaxed:
                         cursor.execute("PRAGMA synchronous=FULL")
                 self._checkpoint_after_write(driver)
