@@ -12,8 +12,9 @@ Practitioner, which find the first round's); then the floor
 (bench/ingest_floor.py: each bundle's entries stored as JSON rows, one executemany, nothing
 else) takes the same bundles from the same 2 clients, cycled until it has run at least as long
 as the service did, so both see the machine's load over a like stretch of time. Printed:
-resources/s of both and their ratio (service / floor). Then, in one process on SQLite, where a
-bundle's time goes without a profiler (the first bundle against the others, the share before
+resources/s of both and their ratio (service / floor), and the service workers' CPU a resource
+and how many cores they kept busy (short of 2: they waited, for the write lock or for work).
+Then, in one process on SQLite, where a bundle's time goes without a profiler (the first bundle against the others, the share before
 and under the write lock, the commit, the garbage collector), and a cProfile summary (top 15 by
 own time) of the same bundles through create_app().
 
@@ -45,7 +46,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.scratch import Gunicorn, PeakRss, bench_token, load, scratch_database  # noqa: E402
+from bench.scratch import Gunicorn, PeakRss, bench_token, cpu_seconds, load, scratch_database  # noqa: E402
 from tests.auth import TEST_SECRET, make_token  # noqa: E402
 from tests.data.synthea.generator import synthea_bundle  # noqa: E402
 
@@ -143,11 +144,15 @@ def measure_database(kind: str, bodies: list[bytes], counts: list[int], workdir:
     with scratch_database(kind, workdir) as url:
         with gunicorn("service:create_app()", {"TOH_DATABASE_URL": url, **SERVICE_ENV}) as server, PeakRss(server) as rss:
             before = load()
+            workers = server.worker_pids()
+            cpu_before = cpu_seconds(workers)
             n, posted, seconds = post_all(f"{server.base}/fhir", bodies, counts, min_seconds=min_seconds)
+            cpu = cpu_seconds(workers) - cpu_before
             service = n / seconds
             print(f"  service  {n:6d} resources in {seconds:6.2f} s = {service:8.1f} resources/s   ({before})")
+            print(f"           workers' CPU {1000 * cpu / n:.3f} ms a resource, {cpu / seconds:.2f} of {WORKERS} cores busy")
         out.update(service=service, service_bundles=posted / seconds, service_rss_mib=rss.peak_mib,
-                   resources=n, bundles=posted)
+                   resources=n, bundles=posted, service_cpu_ms=1000 * cpu / n)
     with scratch_database(kind, workdir) as url:
         with gunicorn("bench.ingest_floor:create_app()", {"FLOOR_DATABASE_URL": url}) as server, PeakRss(server) as rss:
             before = load()

@@ -26,16 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_read import OBSERVATION  # noqa: E402
 from bench.run import ensure_wrk, hammer  # noqa: E402
-from bench.scratch import Gunicorn, bench_token, ensure_secret, load, scratch_database  # noqa: E402
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds the processes have used so far (Linux /proc)."""
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+from bench.scratch import Gunicorn, bench_token, cpu_seconds, ensure_secret, load, scratch_database  # noqa: E402
 
 
 def measured(server: Gunicorn, url: str, clients: int, seconds: float, headers: dict[str, str],
