@@ -184,12 +184,19 @@ def audited() -> bool:
 
 
 def log_request(response: Response) -> None:
-    """One log line per request: ids, type, status; never content or query values."""
+    """One log line per request: ids, type, status; never content or query values.
+
+    The record is made and handled as log.info would, but for Logger.findCaller's walk up the
+    stack (a fifth of the line's cost): it names this function instead, and no log format of
+    the service shows the caller."""
+    if not log.isEnabledFor(logging.INFO):
+        return
     args = request.view_args or {}
     fields = {"method": request.method, "endpoint": request.endpoint or "-", "type": args.get("res_type", "-"),
               "id": args.get("res_id", args.get("patient_id", "-")), "status": response.status_code}
-    log.info("request=%s %s %s type=%s id=%s status=%s", request_id(), fields["method"], fields["endpoint"],
-             fields["type"], fields["id"], fields["status"], extra=fields)
+    log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "request=%s %s %s type=%s id=%s status=%s",
+                              (request_id(), fields["method"], fields["endpoint"], fields["type"], fields["id"],
+                               fields["status"]), None, "log_request", fields))
 
 
 def init_app(app: Flask) -> None:
