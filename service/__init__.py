@@ -40,7 +40,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clo
         settings = Settings.from_env().with_overrides(config or {})
     clock = clock or SystemClock()
     verifier = TokenVerifier(settings.token_settings())  # a weak secret stops the start here
-    app = Flask(__name__)
+    app = api.ServiceFlask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
 
     database = Database(settings.database_url, clock=clock, echo=settings.sql_echo,

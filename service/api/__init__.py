@@ -1,10 +1,36 @@
 """The HTTP edge: Flask blueprints for the FHIR REST API, its operations and errors."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from flask import Flask
 
 from service.api import (adherence, audit, audit_events, auth, bulk_export, cds_hooks, context, errors, metadata,
                          negotiation, observability, plan_apply, rest, search, toh_assessment, validate)
+
+
+class ServiceFlask(Flask):
+    """Flask, with ensure_sync's answer kept per function: Flask asks it (inspect's coroutine
+    check) of every hook and view of every request, about ten times for a read. A function
+    that cannot be a dict key, or one past the first thousand, is asked as before."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._synced: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        try:
+            return self._synced[func]
+        except (KeyError, TypeError):
+            pass
+        found = super().ensure_sync(func)
+        try:
+            if len(self._synced) < 1000:
+                self._synced[func] = found
+        except TypeError:   # unhashable
+            pass
+        return found
 
 
 def init_app(app: Flask) -> None:

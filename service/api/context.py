@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, current_app, g, request
 
 from service.clock import Clock
 from service.config import FHIR_PREFIX, Settings
 from service.fhir.errors import FhirError, ServiceUnavailable
-from service.store import TRANSIENT_ERRORS, Database, UnitOfWork
+from service.store import TRANSIENT_ERRORS, Database, StoredResource, UnitOfWork
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
@@ -66,6 +66,29 @@ def current_uow() -> UnitOfWork:
     return uow
 
 
+def _statements() -> Any:
+    """The request's connection for statements that stand alone (Database.statements), taken
+    from the pool on first use and returned at the end of the request."""
+    found = g.get("toh_statements")
+    if found is None:
+        stack: contextlib.ExitStack | None = g.get("toh_uow_stack")
+        if stack is None:
+            stack = g.toh_uow_stack = contextlib.ExitStack()
+        found = g.toh_statements = stack.enter_context(services().database.statements())
+    return found
+
+
+def read_current(res_type: str, res_id: str) -> StoredResource:
+    """The current version of a resource (Repository.read): in the request's unit of work if it
+    has one, else by a single SELECT outside any transaction (Database.read_current), which
+    sees one committed state as a read-only unit of work would, for less. Raises NotFound,
+    Gone, and OperationalError when the database is away."""
+    uow: UnitOfWork | None = g.get("toh_uow")
+    if uow is not None:
+        return uow.repo.read(res_type, res_id)
+    return services().database.read_current(res_type, res_id, _statements())
+
+
 def base_url() -> str:
     """The FHIR base URL clients use (configured, or from the request)."""
     configured = services().settings.base_url
@@ -100,7 +123,7 @@ def init_app(app: Flask) -> None:
             if uow is not None and not uow.committed:
                 uow.conn.rollback()   # a refused write lets go of the write lock first
             try:
-                services().database.append_audit([row], via=uow.conn if uow is not None else None)
+                services().database.append_audit([row], via=uow.conn if uow is not None else g.get("toh_statements"))
             except TRANSIENT_ERRORS:
                 return outcome_response(ServiceUnavailable("The audit trail cannot be written; try again"))
         return response
@@ -109,5 +132,6 @@ def init_app(app: Flask) -> None:
     def _close(_exc: BaseException | None) -> None:
         stack: contextlib.ExitStack | None = g.pop("toh_uow_stack", None)
         g.pop("toh_uow", None)
+        g.pop("toh_statements", None)
         if stack is not None:
             stack.close()

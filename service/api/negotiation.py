@@ -15,6 +15,7 @@ from service.store import StoredResource
 
 FHIR_JSON = "application/fhir+json"
 JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
+_ACCEPTED = JSON_TYPES | {"*/*", "application/*"}   # Accept headers of one type (q=1) that JSON answers
 _FORMAT_ALIASES = {"json": FHIR_JSON, "application/json": FHIR_JSON, "application/fhir+json": FHIR_JSON,
                    "application/json+fhir": FHIR_JSON}
 
@@ -25,6 +26,9 @@ def check_accept() -> None:
     if fmt is not None:
         if fmt.split(";")[0].strip() not in _FORMAT_ALIASES:
             raise NotAcceptable(f"_format '{fmt}' is not supported; this server speaks JSON only")
+        return
+    header = request.environ.get("HTTP_ACCEPT")
+    if not header or header in _ACCEPTED:   # most clients: no Accept, */* or FHIR JSON (no parsing)
         return
     accept = request.accept_mimetypes
     if not accept or accept.provided is False:

@@ -15,7 +15,7 @@ from flask import Blueprint, Flask, Response, request
 
 from service.api.auth import guard
 from service.api.bundles import batch_or_transaction
-from service.api.context import FHIR_PREFIX, base_url, current_uow, request_url, services
+from service.api.context import FHIR_PREFIX, base_url, current_uow, read_current, request_url, services
 from service.api.negotiation import if_match, json_response, request_resource, resource_response
 from service.fhir.errors import BadRequest
 from service.fhir.errors import Forbidden
@@ -58,7 +58,7 @@ def read(res_type: str, res_id: str) -> Response:
     check_type(res_type)
     check_id(res_id)
     guard().require("r", res_type)
-    stored = current_uow().repo.read(res_type, res_id)
+    stored = read_current(res_type, res_id)
     guard().check("r", res_type, stored.resource)
     return resource_response(stored)
 

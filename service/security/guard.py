@@ -41,7 +41,8 @@ class AccessGuard:
     def __init__(self, principal: Principal, owners: Owners, compartment_types: Collection[str]) -> None:
         self.principal = principal
         self.owners = owners
-        self.compartment_types = frozenset(compartment_types) | {"Patient"}
+        types = frozenset(compartment_types)
+        self.compartment_types = types if "Patient" in types else types | {"Patient"}
 
     def reach(self, action: str, res_type: str) -> Reach:
         """How far the principal reaches for action on res_type (never raises)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 ACTIONS = "cruds"
 CONTEXTS = ("system", "user", "patient")
@@ -56,8 +57,16 @@ def parse_scopes(claim: str | list[str] | None) -> tuple[Scope, ...]:
     """Every resource scope of a token's `scope` claim (space-separated text, or a list)."""
     if claim is None:
         return ()
-    items = claim.split() if isinstance(claim, str) else [s for s in claim if isinstance(s, str)]
-    return tuple(scope for scope in (parse_scope(s) for s in items) if scope is not None)
+    if isinstance(claim, str):
+        return _parse_text(claim)
+    return tuple(scope for scope in (parse_scope(s) for s in claim if isinstance(s, str)) if scope is not None)
+
+
+@lru_cache(maxsize=1024)
+def _parse_text(claim: str) -> tuple[Scope, ...]:
+    """parse_scopes of a space-separated claim, kept: a client sends the same token, and so the
+    same claim, with every request (Scopes are immutable)."""
+    return tuple(scope for scope in (parse_scope(s) for s in claim.split()) if scope is not None)
 
 
 # The roles, as the scope sets `toh token --role` puts in a token (README lists them).

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.pool import PoolProxiedConnection
 
 from service.clock import Clock, SystemClock
 from service.fhir.errors import ServiceUnavailable
@@ -21,7 +22,8 @@ from service.store.writer_turns import end_turn, writer_turns
 
 if TYPE_CHECKING:
     from service.security import Principal
-    from service.store.repository import Change, Finder, Prepared, Repository, Sealer, Validator, WriteHook
+    from service.store.repository import (Change, Finder, Prepared, Repository, Sealer, StoredResource, Validator,
+                                          WriteHook)
 
 BeforeCommit = Callable[["UnitOfWork"], None]
 # Runs after a unit of work committed (metrics, notifications to in-process listeners); it must
@@ -56,6 +58,8 @@ ANALYZE_SCALE = 0.1
 
 # Database errors that are not the request's fault: unreachable, restarted, deadlock victim.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (OperationalError,)
+# The columns of a read by id (Database.read_current), in StoredResource's order after type and id.
+_READ_COLUMNS = ("version", "last_updated", "deleted", "content")
 _MIGRATION_LOCK_KEY = 0x70_48_00_01  # pg_advisory_lock key held while migrating
 
 # PostgreSQL SQLSTATEs of a statement stopped for its cost: query_canceled (statement_timeout),
@@ -358,6 +362,66 @@ class Database:
         if write and uow.committed:
             self._statistics_after_write(len(uow.changes))
 
+    @contextlib.contextmanager
+    def statements(self) -> Iterator[PoolProxiedConnection]:
+        """A pooled DB-API connection (SQLAlchemy's PoolProxiedConnection) in autocommit, for
+        statements that each stand alone: a read by id (read_current), then the request's audit
+        append on it (append_audit(via=)). No SQLAlchemy Connection, no BEGIN and no ROLLBACK: a
+        single SELECT sees one committed state on its own (SQLite: its implicit transaction;
+        PostgreSQL: the statement's snapshot), as it would inside a read-only unit of work.
+        Returned to the pool (PostgreSQL: out of autocommit again) on exit. Raises
+        OperationalError when no connection can be had."""
+        dialect = self.engine.dialect
+        try:
+            fairy = self.engine.raw_connection()
+        except dialect.loaded_dbapi.Error as exc:   # no connection to be had (the database is away)
+            raise DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error, dialect=dialect) from exc
+        sqlite = self.dialect == "sqlite"   # autocommit already (make_engine: we issue BEGIN ourselves)
+        driver: Any = fairy.driver_connection
+        try:
+            if not sqlite:
+                driver.autocommit = True
+            yield fairy
+        finally:
+            if not sqlite and fairy.is_valid:
+                with contextlib.suppress(Exception):
+                    driver.autocommit = False
+            fairy.close()
+
+    def read_current(self, res_type: str, res_id: str, via: PoolProxiedConnection) -> StoredResource:
+        """The current version of a resource, read by one SELECT through the driver's cursor on
+        via (a connection from statements()); raises NotFound if never stored, Gone if deleted
+        (as Repository.read), and SQLAlchemy's DBAPIError for a driver error (OperationalError
+        when the database is away; the connection invalidated when the error says it is lost)."""
+        from service.store.driver_insert import driver_select
+        from service.store.repository import StoredResource, current_version
+        from service.store.schema import resources
+        select = driver_select(resources, self.engine.dialect, _READ_COLUMNS, ("res_type", "res_id"))
+        cursor: Any = None
+        try:
+            cursor = via.cursor()
+            row = select.row(cursor, (res_type, res_id))
+        except self.engine.dialect.loaded_dbapi.Error as exc:
+            raise self._driver_error(exc, select.sql, via, cursor) from exc
+        finally:
+            if cursor is not None:
+                with contextlib.suppress(Exception):
+                    cursor.close()
+        found = None if row is None else StoredResource(res_type, res_id, *row)
+        return current_version(found, res_type, res_id)
+
+    def _driver_error(self, exc: Any, sql: str | None, fairy: Any, cursor: Any,
+                      via: Connection | None = None) -> Exception:
+        """A driver's error as SQLAlchemy's (DBAPIError.instance: OperationalError,
+        IntegrityError...), the connection (via if given, else fairy) invalidated when the error
+        says it is lost, as SQLAlchemy does."""
+        dialect = self.engine.dialect
+        lost = dialect.is_disconnect(exc, fairy.dbapi_connection, cursor)
+        if lost:
+            (via or fairy).invalidate(exc)
+        return DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost,
+                                   dialect=dialect)
+
     def _checkpoint_after_write(self, conn: Connection | Any) -> None:
         """conn: a Connection, or the sqlite3 connection itself. On a SQLite file, after a write committed (the write lock is free again): a PASSIVE
         checkpoint if this process has not run one for CHECKPOINT_INTERVAL seconds. PASSIVE
@@ -445,7 +509,7 @@ class Database:
             finally:
                 conn.rollback()
 
-    def append_audit(self, rows: list[dict[str, Any]], via: Connection | None = None) -> None:
+    def append_audit(self, rows: list[dict[str, Any]], via: Connection | PoolProxiedConnection | None = None) -> None:
         """Append audit rows (a read's, a search's, a refusal's) in a short transaction of their
         own, committed on return: visible to every reader and kept if this process dies
         (SIGKILL) the next instant.
@@ -455,7 +519,7 @@ class Database:
         rows are committed, and a row refused by the database (a duplicate id) fails only its
         own call. via: a connection of the calling thread with no transaction in progress (the
         request's, its own transaction over), to commit on instead of taking another from the
-        pool (on PostgreSQL each checkout pings the server first).
+        pool (on PostgreSQL each checkout pings the server first); or a connection of statements().
 
         With audit_fsync off (Database.audit_fsync, setting TOH_AUDIT_FSYNC) the commit does not
         wait for the disk: SQLite commits with `PRAGMA synchronous=NORMAL` in WAL mode (the
@@ -468,9 +532,18 @@ class Database:
         See https://www.sqlite.org/pragma.html#pragma_synchronous and PostgreSQL's
         "Asynchronous Commit" (wal-async-commit)."""
         if rows:
-            self._audit_commits.submit(rows, via if via is not None and not via.in_transaction() else None)
+            self._audit_commits.submit(rows, via if via is not None and self._idle(via) else None)
 
-    def _commit_audit(self, rows: list[dict[str, Any]], via: Connection | None = None) -> None:
+    def _idle(self, via: Connection | PoolProxiedConnection) -> bool:
+        """Whether via is usable and has no transaction in progress."""
+        if isinstance(via, Connection):
+            return not via.closed and not via.invalidated and not via.in_transaction()
+        if not via.is_valid:
+            return False
+        driver: Any = via.driver_connection
+        return not driver.in_transaction if self.dialect == "sqlite" else bool(driver.autocommit)
+
+    def _commit_audit(self, rows: list[dict[str, Any]], via: Connection | PoolProxiedConnection | None = None) -> None:
         """One transaction appending rows, committed on return (append_audit's durability).
 
         It runs on a pooled connection through the DB-API cursor itself (BEGIN, INSERT,
@@ -478,15 +551,16 @@ class Database:
         times the statements themselves (bench/RESULTS.md, "Where a read's time goes"). A
         driver error is raised as SQLAlchemy's (DBAPIError.instance: OperationalError,
         IntegrityError...), the connection invalidated when the error says it is lost, as
-        SQLAlchemy does. via: a Connection (no transaction in progress) to use instead of a
-        pooled connection of its own."""
+        SQLAlchemy does. via: a Connection (no transaction in progress), or a connection of
+        statements(), to use instead of a pooled connection of its own."""
         from service.store.audit import events_insert
         dialect = self.engine.dialect
         sql, parameters = events_insert(dialect, rows)
         relaxed = not self.audit_fsync
         sqlite = self.dialect == "sqlite"
         try:
-            fairy: Any = via.connection if via is not None else self.engine.raw_connection()
+            fairy: Any = (via.connection if isinstance(via, Connection) else via) if via is not None \
+                else self.engine.raw_connection()
         except dialect.loaded_dbapi.Error as exc:   # no connection to be had (the database is away)
             raise DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error, dialect=dialect) from exc
         cursor: Any = None
@@ -528,11 +602,7 @@ class Database:
                         fairy.rollback()
                     raise
         except dialect.loaded_dbapi.Error as exc:
-            lost = dialect.is_disconnect(exc, fairy.dbapi_connection, cursor)
-            if lost:
-                (via or fairy).invalidate(exc)
-            raise DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost,
-                                      dialect=dialect) from exc
+            raise self._driver_error(exc, sql, fairy, cursor, via if isinstance(via, Connection) else None) from exc
         finally:
             if cursor is not None:
                 with contextlib.suppress(Exception):

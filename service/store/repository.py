@@ -181,6 +181,16 @@ def _stored(row: Any, method: str = "") -> StoredResource:
                           row.content, method)
 
 
+def current_version(found: StoredResource | None, res_type: str, res_id: str) -> StoredResource:
+    """found, the current row of res_type/res_id as read, if it can be answered with; raises
+    NotFound if there is none (never stored), Gone if it is a deletion."""
+    if found is None:
+        raise NotFound(f"{res_type}/{res_id} is not known")
+    if found.deleted:
+        raise Gone(f"{res_type}/{res_id} was deleted")
+    return found
+
+
 def id_only_finder(conn: Connection, res_type: str, params: list[tuple[str, str]],
                    limit: int | None = None) -> list[str]:
     """Resolve a conditional request that only uses _id; the search package replaces this."""
@@ -288,12 +298,7 @@ class Repository:
     def read(self, res_type: str, res_id: str) -> StoredResource:
         """The current version; raises NotFound if never stored, Gone if deleted."""
         found = self.current(res_type, res_id)
-        if found is None:
-            raise NotFound(f"{res_type}/{res_id} is not known")
-        stored = found[1]
-        if stored.deleted:
-            raise Gone(f"{res_type}/{res_id} was deleted")
-        return stored
+        return current_version(None if found is None else found[1], res_type, res_id)
 
     def read_many(self, res_type: str, res_ids: Sequence[str]) -> list[StoredResource]:
         """The current, not deleted, versions of the given ids (unknown ones left out)."""

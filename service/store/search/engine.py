@@ -145,6 +145,7 @@ class SearchEngine:
         self.index_size = IndexSizeEstimator(self.registry)
         self.extractor = Extractor(self.registry, self.base_urls)
         self.indexer = SearchIndexer(self.extractor)
+        self._compartment_types: dict[str, tuple[str, ...]] = {}   # compartment_types' answers (the registry is fixed)
 
     # --- integration points ------------------------------------------------------------------
 
@@ -224,8 +225,12 @@ class SearchEngine:
         return or_(patient, resources.c.rid.in_(linked))
 
     def compartment_types(self, compartment: str = "Patient") -> tuple[str, ...]:
-        """The resource types that can be in a compartment."""
-        return tuple(sorted(self.registry.compartment_members(compartment)))
+        """The resource types that can be in a compartment (worked out once per compartment: every
+        request's access guard asks)."""
+        found = self._compartment_types.get(compartment)
+        if found is None:
+            found = self._compartment_types[compartment] = tuple(sorted(self.registry.compartment_members(compartment)))
+        return found
 
     # --- search ------------------------------------------------------------------------------
 
