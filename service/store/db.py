@@ -18,7 +18,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 
 from service.clock import Clock, SystemClock
 from service.fhir.errors import ServiceUnavailable
-from service.store.writer_turns import end_turn, writer_turns
+from service.store.writer_turns import begin_immediate, end_turn, writer_turns
 
 if TYPE_CHECKING:
     from service.security import Principal
@@ -115,13 +115,7 @@ def make_engine(url: str, echo: bool = False, statement_timeout: float = 0, turn
         if not conn.get_execution_options().get("toh_write"):
             conn.exec_driver_sql("BEGIN DEFERRED")
             return
-        if writers is not None:
-            writers.take(conn.info)
-        try:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        except BaseException:
-            end_turn(conn.info)
-            raise
+        begin_immediate(writers, conn.info, conn.exec_driver_sql)
 
     @event.listens_for(engine, "checkin")
     @event.listens_for(engine, "invalidate")
@@ -371,11 +365,7 @@ class Database:
         PostgreSQL: the statement's snapshot), as it would inside a read-only unit of work.
         Returned to the pool (PostgreSQL: out of autocommit again) on exit. Raises
         OperationalError when no connection can be had."""
-        dialect = self.engine.dialect
-        try:
-            fairy = self.engine.raw_connection()
-        except dialect.loaded_dbapi.Error as exc:   # no connection to be had (the database is away)
-            raise DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error, dialect=dialect) from exc
+        fairy = self._raw_connection()
         sqlite = self.dialect == "sqlite"   # autocommit already (make_engine: we issue BEGIN ourselves)
         driver: Any = fairy.driver_connection
         try:
@@ -387,6 +377,15 @@ class Database:
                 with contextlib.suppress(Exception):
                     driver.autocommit = False
             fairy.close()
+
+    def _raw_connection(self) -> PoolProxiedConnection:
+        """A pooled DB-API connection; raises SQLAlchemy's DBAPIError (OperationalError) when
+        none can be had (the database is away)."""
+        dialect = self.engine.dialect
+        try:
+            return self.engine.raw_connection()
+        except dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error, dialect=dialect) from exc
 
     def read_current(self, res_type: str, res_id: str, via: PoolProxiedConnection) -> StoredResource:
         """The current version of a resource, read by one SELECT through the driver's cursor on
@@ -558,11 +557,8 @@ class Database:
         sql, parameters = events_insert(dialect, rows)
         relaxed = not self.audit_fsync
         sqlite = self.dialect == "sqlite"
-        try:
-            fairy: Any = (via.connection if isinstance(via, Connection) else via) if via is not None \
-                else self.engine.raw_connection()
-        except dialect.loaded_dbapi.Error as exc:   # no connection to be had (the database is away)
-            raise DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error, dialect=dialect) from exc
+        fairy: Any = (via.connection if isinstance(via, Connection) else via) if via is not None \
+            else self._raw_connection()
         cursor: Any = None
         autocommit = False
         try:
@@ -574,11 +570,8 @@ class Database:
                 driver: Any = fairy.driver_connection       # autocommit (make_engine): BEGIN is ours
                 if relaxed:
                     cursor.execute("PRAGMA synchronous=NORMAL")        # outside BEGIN: SQLite requires it
-                turns = self.writer_turns
                 try:
-                    if turns is not None:
-                        turns.take(fairy.info)
-                    cursor.execute("BEGIN IMMEDIATE")
+                    begin_immediate(self.writer_turns, fairy.info, cursor.execute)
                     try:
                         cursor.executemany(sql, parameters)
                         cursor.execute("COMMIT")

@@ -23,7 +23,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from sqlalchemy.engine import URL
@@ -71,6 +71,19 @@ class WriterTurns:
                 return
             info[_KEY] = fd
             return
+
+
+def begin_immediate(turns: WriterTurns | None, info: MutableMapping[str, Any], execute: Callable[[str], Any]) -> None:
+    """SQLite's BEGIN IMMEDIATE through execute (a cursor's or a Connection's), once the writer
+    has its turn (turns None: no turns), the turn recorded in info (a connection's info dict)
+    and given back if BEGIN fails; end_turn gives it back after COMMIT or ROLLBACK."""
+    if turns is not None:
+        turns.take(info)
+    try:
+        execute("BEGIN IMMEDIATE")
+    except BaseException:
+        end_turn(info)
+        raise
 
 
 def writer_turns(url: URL, timeout: float) -> WriterTurns | None:
