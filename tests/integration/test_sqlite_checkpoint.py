@@ -49,3 +49,18 @@ def test_a_write_is_checkpointed_after_its_commit_at_most_once_an_interval(
         assert pages == db.WAL_AUTOCHECKPOINT_PAGES
     finally:
         database.dispose()
+
+
+def test_every_connection_has_the_page_cache_a_transaction_bundle_needs(tmp_path: Path, clock: FixedClock) -> None:
+    """SQLite's default page cache (2 MiB) is smaller than what a patient's transaction Bundle
+    touches in the search index; every pooled connection, writers' and readers', gets
+    SQLITE_CACHE_KIB (a negative cache_size is in KiB: https://www.sqlite.org/pragma.html#pragma_cache_size)."""
+    database = Database(f"sqlite:///{tmp_path / 'toh.db'}", clock=clock)
+    database.migrate()
+    try:
+        with database.engine.connect() as first, database.engine.connect() as second:
+            sizes = {conn.exec_driver_sql("PRAGMA cache_size").scalar_one() for conn in (first, second)}
+        assert sizes == {-db.SQLITE_CACHE_KIB}
+        assert db.SQLITE_CACHE_KIB * 1024 > 2 * 1024 * 1024
+    finally:
+        database.dispose()
