@@ -38,9 +38,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 # SQLite checkpoints (copies the WAL's pages into the database file, then fsyncs it) by default
 # in the commit that takes the WAL past 1,000 pages, while that writer still holds up the next:
-# 10 of the 18 ms of a transaction Bundle's commit (issue 11). Writers here checkpoint after
-# their commit instead, at most once a CHECKPOINT_INTERVAL per process (Database.
-# _checkpoint_after_write); SQLite's own automatic checkpoint stays as a backstop at
+# 10 of the 18 ms of a transaction Bundle's commit (issue 11). Writers here start a checkpoint
+# after their commit instead, in a background thread, at most once a CHECKPOINT_INTERVAL per
+# process (Database._checkpoint_after_write); SQLite's own automatic checkpoint stays as a backstop at
 # WAL_AUTOCHECKPOINT_PAGES (about 40 MB of WAL). See https://www.sqlite.org/wal.html#ckpt.
 WAL_AUTOCHECKPOINT_PAGES = 10_000
 CHECKPOINT_INTERVAL = 1.0   # seconds
@@ -279,6 +279,7 @@ class Database:
         self._checkpoints = self.dialect == "sqlite" and bool(database) and database != ":memory:"
         self._checkpointed_at = 0.0
         self._checkpointing = threading.Lock()
+        self.checkpoint_thread: threading.Thread | None = None   # the last background checkpoint
         self.statistics_check_rows = STATISTICS_CHECK_ROWS if self.dialect == "postgresql" else 0
         self._written_since_check = 0
         self._analyzing = threading.Lock()
@@ -360,7 +361,7 @@ class Database:
                     if not conn.invalidated:   # an invalidated connection's turn ended with it
                         end_turn(conn.info)
             if write and uow.committed:
-                self._checkpoint_after_write(conn)
+                self._checkpoint_after_write()
         if write and uow.committed:
             self._statistics_after_write(len(uow.changes))
 
@@ -429,20 +430,37 @@ class Database:
         return DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost,
                                    dialect=dialect)
 
-    def _checkpoint_after_write(self, conn: Connection | Any) -> None:
-        """conn: a Connection, or the sqlite3 connection itself. On a SQLite file, after a write committed (the write lock is free again): a PASSIVE
-        checkpoint if this process has not run one for CHECKPOINT_INTERVAL seconds. PASSIVE
-        waits for no reader or writer; a failure is logged (SQLite's automatic checkpoint is
-        the backstop). Other databases: nothing."""
+    def _checkpoint_after_write(self) -> None:
+        """On a SQLite file, after a write committed (the write lock is free again): a PASSIVE
+        checkpoint if this process has not started one for CHECKPOINT_INTERVAL seconds, in a
+        background thread (checkpoint_thread) on a pooled connection of its own, one at a time
+        per process. PASSIVE waits for no reader or writer
+        (https://www.sqlite.org/c3ref/wal_checkpoint_v2.html), and SQLite runs it without
+        Python's GIL: the request that wrote answers at once instead of waiting for the copy and
+        the fsync of the database file (15-28 ms each, one read in a thousand at about 27 ms
+        where a read takes 0.5: bench/RESULTS.md). A failure is logged (SQLite's automatic
+        checkpoint is the backstop). Other databases: nothing."""
         if not self._checkpoints or time.monotonic() - self._checkpointed_at < CHECKPOINT_INTERVAL:
             return
         if not self._checkpointing.acquire(blocking=False):
-            return   # another thread of this process is checkpointing
+            return   # a checkpoint of this process is running
+        self._checkpointed_at = time.monotonic()
         try:
-            self._checkpointed_at = time.monotonic()
-            driver: Any = conn.connection.driver_connection if isinstance(conn, Connection) else conn
-            # sqlite3, autocommit: outside any BEGIN
-            driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self.checkpoint_thread = threading.Thread(target=self._checkpoint_in_background,
+                                                      name="toh-checkpoint", daemon=True)
+            self.checkpoint_thread.start()
+        except BaseException:
+            self._checkpointing.release()
+            raise
+
+    def _checkpoint_in_background(self) -> None:
+        try:
+            fairy = self._raw_connection()
+            try:
+                driver: Any = fairy.driver_connection   # sqlite3, autocommit (make_engine): outside any BEGIN
+                driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            finally:
+                fairy.close()
         except Exception:  # noqa: BLE001 - the commit stands; the next write or SQLite's own checkpoint will do it
             log.warning("the WAL checkpoint after a write failed", exc_info=True)
         finally:
@@ -591,7 +609,7 @@ class Database:
                     end_turn(fairy.info)
                     if relaxed:
                         cursor.execute("PRAGMA synchronous=FULL")
-                self._checkpoint_after_write(driver)
+                self._checkpoint_after_write()
             else:
                 try:
                     if relaxed:
