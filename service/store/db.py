@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import os
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -280,6 +282,7 @@ class Database:
         self._checkpointed_at = 0.0
         self._checkpointing = threading.Lock()
         self.checkpoint_thread: threading.Thread | None = None   # the last background checkpoint
+        self._checkpoint_conn: tuple[int, sqlite3.Connection] | None = None   # (pid, connection)
         self.statistics_check_rows = STATISTICS_CHECK_ROWS if self.dialect == "postgresql" else 0
         self._written_since_check = 0
         self._analyzing = threading.Lock()
@@ -433,8 +436,8 @@ class Database:
     def _checkpoint_after_write(self) -> None:
         """On a SQLite file, after a write committed (the write lock is free again): a PASSIVE
         checkpoint if this process has not started one for CHECKPOINT_INTERVAL seconds, in a
-        background thread (checkpoint_thread) on a pooled connection of its own, one at a time
-        per process. PASSIVE waits for no reader or writer
+        background thread (checkpoint_thread) on a connection of its own (_checkpointer), one at
+        a time per process. PASSIVE waits for no reader or writer
         (https://www.sqlite.org/c3ref/wal_checkpoint_v2.html), and SQLite runs it without
         Python's GIL: the request that wrote answers at once instead of waiting for the copy and
         the fsync of the database file (15-28 ms each, one read in a thousand at about 27 ms
@@ -455,16 +458,23 @@ class Database:
 
     def _checkpoint_in_background(self) -> None:
         try:
-            fairy = self._raw_connection()
-            try:
-                driver: Any = fairy.driver_connection   # sqlite3, autocommit (make_engine): outside any BEGIN
-                driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            finally:
-                fairy.close()
+            self._checkpointer().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except Exception:  # noqa: BLE001 - the commit stands; the next write or SQLite's own checkpoint will do it
             log.warning("the WAL checkpoint after a write failed", exc_info=True)
         finally:
             self._checkpointing.release()
+
+    def _checkpointer(self) -> sqlite3.Connection:
+        """This process's own connection for checkpoints (not the pool's: the requests' connections
+        stay theirs), opened on first use in the process (a connection is never shared with a
+        forked worker), closed by dispose(). Used by one checkpoint at a time."""
+        opened = self._checkpoint_conn
+        if opened is None or opened[0] != os.getpid():
+            database = str(self.engine.url.database)
+            opened = (os.getpid(), sqlite3.connect(database, timeout=SQLITE_BUSY_SECONDS, isolation_level=None,
+                                                   check_same_thread=False))
+            self._checkpoint_conn = opened
+        return opened[1]
 
     def _statistics_after_write(self, written: int) -> None:
         """After a committed write of `written` resources: once this process has written
@@ -717,5 +727,11 @@ class Database:
             conn.commit()
 
     def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection, and the checkpoints' own (after the checkpoint running)."""
         self.engine.dispose()
+        running = self.checkpoint_thread
+        if running is not None and running is not threading.current_thread():
+            running.join(SQLITE_BUSY_SECONDS)
+        opened, self._checkpoint_conn = self._checkpoint_conn, None
+        if opened is not None and opened[0] == os.getpid():
+            opened[1].close()
