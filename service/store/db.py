@@ -51,7 +51,10 @@ CHECKPOINT_INTERVAL = 1.0   # seconds
 # index's B-trees, so pages were dropped and read again within the transaction, under the write
 # lock: with 32 MiB, the index inserts cost a quarter less CPU (python bench/bench_ingest_steps.py,
 # 0.103 against 0.078 ms a resource). The cache fills only with pages a connection reads, up to
-# this size per pooled connection (https://www.sqlite.org/pragma.html#pragma_cache_size).
+# this size (https://www.sqlite.org/pragma.html#pragma_cache_size), and in WAL mode SQLite
+# empties it when another connection has written since the connection's last transaction
+# (pagerBeginReadTransaction in SQLite's pager.c): while others write, a pooled connection holds
+# about what its own last transaction touched.
 SQLITE_CACHE_KIB = 32_768
 # How long a SQLite writer waits for the write lock (its turn, then SQLite's busy timeout) before
 # the request fails with 'database is locked' (a 503 the client may retry).
