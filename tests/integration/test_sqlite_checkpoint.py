@@ -1,11 +1,12 @@
-"""SQLite's WAL is checkpointed after a write commits, not inside the commit, and in a thread of its
-own, not in the request that wrote (service.store.db: Database._checkpoint_after_write). SQLite only: the WAL checkpoint is SQLite's own mechanism
-(https://www.sqlite.org/wal.html#ckpt); PostgreSQL has nothing like it to test."""
+"""SQLite's WAL is checkpointed after a write commits, not inside the commit, and in a thread of
+its own, not in the request that wrote (service.store.db: Database._checkpoint_after_write).
+SQLite only: the WAL checkpoint is SQLite's own mechanism (https://www.sqlite.org/wal.html#ckpt);
+PostgreSQL has nothing like it to test."""
 from __future__ import annotations
 
 import shutil
-import threading
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ def create_patient(database: Database) -> str:
         stored, _ = uow.repo.create({"resourceType": "Patient", "gender": "female"})
         uow.commit()
     if database.checkpoint_thread is not started:
-        assert database.checkpoint_thread is not None and database.checkpoint_thread is not threading.current_thread()
+        assert database.checkpoint_thread is not None
         database.checkpoint_thread.join(30)
     return stored.res_id
 
@@ -81,8 +82,6 @@ def test_the_write_does_not_wait_for_its_checkpoint(tmp_path: Path, clock: Fixed
     database.migrate()
     now = [1000.0]
     monkeypatch.setattr(db.time, "monotonic", lambda: now[0])
-    create_patient(database)   # the schema's pages in the database file
-    now[0] += db.CHECKPOINT_INTERVAL
     release = threading.Event()
     checkpoint = Database._checkpoint_in_background
 
@@ -90,8 +89,10 @@ def test_the_write_does_not_wait_for_its_checkpoint(tmp_path: Path, clock: Fixed
         release.wait(30)
         checkpoint(self)
 
-    monkeypatch.setattr(Database, "_checkpoint_in_background", held)
     try:
+        create_patient(database)   # the schema's pages in the database file
+        now[0] += db.CHECKPOINT_INTERVAL
+        monkeypatch.setattr(Database, "_checkpoint_in_background", held)
         with database.unit_of_work() as uow:
             stored, _ = uow.repo.create({"resourceType": "Patient", "gender": "female"})
             uow.commit()
