@@ -70,6 +70,9 @@ ANALYZE_SCALE = 0.1
 
 # Database errors that are not the request's fault: unreachable, restarted, deadlock victim.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (OperationalError,)
+# PostgreSQL: up to this many audit rows are appended by one INSERT statement in autocommit
+# (Database._commit_audit; a group commit gathers a few), more by a transaction of statements.
+AUDIT_STATEMENT_ROWS = 500
 # The columns of a read by id (Database.read_current), in StoredResource's order after type and id.
 _READ_COLUMNS = ("version", "last_updated", "deleted", "content")
 _MIGRATION_LOCK_KEY = 0x70_48_00_01  # pg_advisory_lock key held while migrating
@@ -89,6 +92,20 @@ def is_too_costly(exc: BaseException) -> bool:
     if getattr(orig, "sqlstate", None) in _TOO_COSTLY_STATES:
         return True
     return type(orig).__module__.startswith("sqlite3") and any(m in str(orig) for m in _TOO_COSTLY_SQLITE)
+
+
+def _one_statement(sql: str, parameters: list[tuple[Any, ...]], relaxed: bool) -> tuple[str, list[Any]]:
+    """PostgreSQL: sql (an INSERT of one row, VALUES with placeholders) as one INSERT of every
+    row of parameters, and its parameters in one list. relaxed: the statement also sets
+    synchronous_commit off for its own transaction (set_config(..., true) in RETURNING, run
+    before the commit at its end), which is what `SET LOCAL synchronous_commit = off` in a
+    transaction of BEGIN, SET, INSERT and COMMIT did in four round trips to the server
+    (https://www.postgresql.org/docs/current/functions-admin.html#FUNCTIONS-ADMIN-SET)."""
+    head, _, group = sql.partition(" VALUES ")
+    statement = f"{head} VALUES {', '.join([group] * len(parameters))}"
+    if relaxed:
+        statement += " RETURNING set_config('synchronous_commit', 'off', true)"
+    return statement, [value for row in parameters for value in row]
 
 
 def make_engine(url: str, echo: bool = False, statement_timeout: float = 0, turns: bool = True) -> Engine:
@@ -562,7 +579,8 @@ class Database:
         With audit_fsync off (Database.audit_fsync, setting TOH_AUDIT_FSYNC) the commit does not
         wait for the disk: SQLite commits with `PRAGMA synchronous=NORMAL` in WAL mode (the
         frames reach the disk with the next write's commit or checkpoint), PostgreSQL with
-        `SET LOCAL synchronous_commit = off` (the WAL writer flushes within 3 x
+        synchronous_commit off for the append's own transaction (_one_statement; the WAL
+        writer flushes within 3 x
         wal_writer_delay, 600 ms by default). A power loss, an OS crash or a crash of the
         PostgreSQL server itself may then lose the audit rows of the last moment; a write's own
         AuditEvent always commits with the write, durably. Raises what the driver raises
@@ -584,9 +602,11 @@ class Database:
     def _commit_audit(self, rows: list[dict[str, Any]], via: Connection | PoolProxiedConnection | None = None) -> None:
         """One transaction appending rows, committed on return (append_audit's durability).
 
-        It runs on a pooled connection through the DB-API cursor itself (BEGIN, INSERT,
-        COMMIT): SQLAlchemy's Connection, transaction and statement handling had cost several
-        times the statements themselves (bench/RESULTS.md, "Where a read's time goes"). A
+        It runs on a pooled connection through the DB-API cursor itself (SQLite: BEGIN
+        IMMEDIATE, INSERT, COMMIT; PostgreSQL: one INSERT of every row in autocommit, its own
+        transaction, relaxed by set_config in its RETURNING clause: _one_statement): SQLAlchemy's
+        Connection, transaction and statement handling had cost several times the statements
+        themselves (bench/RESULTS.md, "Where a read's time goes"). A
         driver error is raised as SQLAlchemy's (DBAPIError.instance: OperationalError,
         IntegrityError...), the connection invalidated when the error says it is lost, as
         SQLAlchemy does. via: a Connection (no transaction in progress), or a connection of
@@ -599,13 +619,18 @@ class Database:
         fairy: Any = (via.connection if isinstance(via, Connection) else via) if via is not None \
             else self._raw_connection()
         cursor: Any = None
-        autocommit = False
+        autocommit: bool | None = None   # PostgreSQL: the connection's own setting, given back at the end
         try:
-            if not sqlite and fairy.driver_connection.autocommit:   # a read's connection (unit_of_work)
-                autocommit = True
-                fairy.driver_connection.autocommit = False
+            one = not sqlite and len(parameters) <= AUDIT_STATEMENT_ROWS
+            if not sqlite and fairy.driver_connection.autocommit != one:
+                autocommit = fairy.driver_connection.autocommit
+                fairy.driver_connection.autocommit = one
             cursor = fairy.cursor()
-            if sqlite:
+            if one:
+                # one statement, its own transaction (autocommit): committed when it returns
+                statement, values = _one_statement(sql, parameters, relaxed)
+                cursor.execute(statement, values)
+            elif sqlite:
                 driver: Any = fairy.driver_connection       # autocommit (make_engine): BEGIN is ours
                 if relaxed:
                     cursor.execute("PRAGMA synchronous=NORMAL")        # outside BEGIN: SQLite requires it
@@ -639,9 +664,9 @@ class Database:
             if cursor is not None:
                 with contextlib.suppress(Exception):
                     cursor.close()
-            if autocommit and fairy.is_valid:
+            if autocommit is not None and fairy.is_valid:
                 with contextlib.suppress(Exception):
-                    fairy.driver_connection.autocommit = True
+                    fairy.driver_connection.autocommit = autocommit
             if via is None:
                 fairy.close()
 
