@@ -579,9 +579,8 @@ class Database:
         With audit_fsync off (Database.audit_fsync, setting TOH_AUDIT_FSYNC) the commit does not
         wait for the disk: SQLite commits with `PRAGMA synchronous=NORMAL` in WAL mode (the
         frames reach the disk with the next write's commit or checkpoint), PostgreSQL with
-        synchronous_commit off for the append's own transaction (_one_statement; the WAL
-        writer flushes within 3 x
-        wal_writer_delay, 600 ms by default). A power loss, an OS crash or a crash of the
+        synchronous_commit off for the append's own transaction (_one_statement; the WAL writer
+        flushes within 3 x wal_writer_delay, 600 ms by default). A power loss, an OS crash or a crash of the
         PostgreSQL server itself may then lose the audit rows of the last moment; a write's own
         AuditEvent always commits with the write, durably. Raises what the driver raises
         (TRANSIENT_ERRORS when the database is away).

@@ -349,3 +349,29 @@ def test_an_audit_append_with_no_database_to_connect_to_raises_sqlalchemys_opera
             db.append_audit([_audit_row("e1", clock.now())])
     finally:
         db.dispose()
+
+
+@pytest.mark.parametrize("fsync", [False, True], ids=["commit", "fsync"])
+def test_more_audit_rows_than_one_statement_takes_are_appended_in_one_transaction(
+        database_url: str, clock: Any, fsync: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past AUDIT_STATEMENT_ROWS (PostgreSQL's one-statement append) the rows go in a transaction
+    of statements: all committed, or none when one is refused, and the connection back to full
+    durability either way."""
+    from service.store import db as db_module
+    from service.store.db import Database
+
+    monkeypatch.setattr(db_module, "AUDIT_STATEMENT_ROWS", 1)
+    db = Database(database_url, clock=clock, audit_fsync=fsync)
+    db.migrate()
+    try:
+        db.append_audit([_audit_row("m1", clock.now()), _audit_row("m2", clock.now())])
+        with pytest.raises(DBAPIError):
+            db.append_audit([_audit_row("m3", clock.now()), _audit_row("m1", clock.now())])
+        with db.engine.connect() as conn:
+            assert sorted(conn.execute(text("SELECT id FROM audit_events")).scalars()) == ["m1", "m2"]
+            if db.dialect == "postgresql":
+                assert conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "on"
+            else:
+                assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 2   # FULL
+    finally:
+        db.dispose()
