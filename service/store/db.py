@@ -59,6 +59,8 @@ SQLITE_CACHE_KIB = 32_768
 # How long a SQLite writer waits for the write lock (its turn, then SQLite's busy timeout) before
 # the request fails with 'database is locked' (a 503 the client may retry).
 SQLITE_BUSY_SECONDS = 30.0
+# How often a connection asks again to turn a new SQLite file to WAL while another holds it (wal_mode).
+WAL_MODE_POLL_SECONDS = 0.005
 
 # PostgreSQL planner statistics (Database._statistics_after_write): every STATISTICS_CHECK_ROWS
 # resources written by this process, the tables that changed by more than autovacuum's own
@@ -108,6 +110,27 @@ def _one_statement(sql: str, parameters: list[tuple[Any, ...]], relaxed: bool) -
     return statement, [value for row in parameters for value in row]
 
 
+def wal_mode(cursor: Any, timeout: float) -> None:
+    """Put the SQLite database of cursor (a sqlite3 cursor) in WAL mode, waiting up to timeout
+    seconds while another connection holds a lock that forbids it.
+
+    Turning a new database file to WAL needs its exclusive lock, and SQLite answers 'database is
+    locked' at once, without its busy handler, while another connection holds the file's
+    RESERVED lock: two gunicorn workers starting on a new file (one of them already creating the
+    schema) failed to boot that way. See
+    https://www.sqlite.org/wal.html#activating_and_configuring_wal_mode. Raises sqlite3's
+    OperationalError if the lock is still held after timeout seconds, or on any other error."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(WAL_MODE_POLL_SECONDS)
+
+
 def make_engine(url: str, echo: bool = False, statement_timeout: float = 0, turns: bool = True) -> Engine:
     """An engine for url; SQLite gets WAL, a busy timeout and explicit BEGIN control, and its
     writers take turns (service.store.writer_turns; turns=False: SQLite's busy handler alone, for
@@ -129,7 +152,7 @@ def make_engine(url: str, echo: bool = False, statement_timeout: float = 0, turn
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
+        wal_mode(cur, SQLITE_BUSY_SECONDS)
         cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SECONDS * 1000)}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")

@@ -1,0 +1,104 @@
+"""A new SQLite database file is put in WAL mode even while another connection is writing to it
+(service.store.db.wal_mode). Found when `python bench/bench_ingest.py` started `gunicorn -w 2` on
+a new file: one worker failed to boot with 'database is locked' from `PRAGMA journal_mode=WAL`
+while the other was creating the schema. SQLite only: WAL mode is SQLite's
+(https://www.sqlite.org/wal.html#activating_and_configuring_wal_mode)."""
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from service.store import Database, db
+
+
+def hold_reserved_lock(path: Path, seconds: float) -> threading.Thread:
+    """A connection to a new database file at path holding its RESERVED lock (a schema being
+    created, as a migrating worker does) for seconds; returns the thread that commits then."""
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("CREATE TABLE being_created (x)")
+
+    def commit_later() -> None:
+        time.sleep(seconds)
+        writer.execute("COMMIT")
+        writer.close()
+
+    thread = threading.Thread(target=commit_later)
+    thread.start()
+    return thread
+
+
+def test_sqlite_refuses_wal_mode_at_once_while_a_new_file_is_being_written(tmp_path: Path) -> None:
+    """The premise: SQLite's busy handler does not wait for this lock (the fault's cause)."""
+    path = tmp_path / "new.db"
+    committer = hold_reserved_lock(path, 0.5)
+    try:
+        plain = sqlite3.connect(path, timeout=30, isolation_level=None)
+        started = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            plain.execute("PRAGMA journal_mode=WAL")
+        assert time.monotonic() - started < 0.4   # refused at once, despite timeout=30
+        plain.close()
+    finally:
+        committer.join()
+
+
+def test_a_connection_waits_for_a_new_file_being_written_then_uses_wal(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    committer = hold_reserved_lock(path, 0.3)
+    database = Database(f"sqlite:///{path}")
+    try:
+        started = time.monotonic()
+        database.migrate()
+        assert time.monotonic() - started >= 0.25   # it waited for the writer
+        with database.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert database.schema_revision() == db.known_revisions()[1]
+    finally:
+        committer.join()
+        database.dispose()
+
+
+def test_wal_mode_gives_up_after_its_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    committer = hold_reserved_lock(path, 1.0)
+    try:
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        started = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            db.wal_mode(conn.cursor(), 0.2)
+        assert 0.2 <= time.monotonic() - started < 0.9
+        conn.close()
+    finally:
+        committer.join()
+
+
+def _migrate(url: str) -> None:
+    database = Database(url)
+    try:
+        database.migrate()
+    finally:
+        database.dispose()
+
+
+def test_two_processes_start_on_one_new_file(tmp_path: Path) -> None:
+    """As two gunicorn workers do (each migrates on start): both succeed, every time."""
+    context = multiprocessing.get_context("spawn")
+    for trial in range(4):
+        url = f"sqlite:///{tmp_path / f'trial{trial}.db'}"
+        workers = [context.Process(target=_migrate, args=(url,)) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(120)
+        assert [worker.exitcode for worker in workers] == [0, 0], f"trial {trial}"
+        checker = Database(url)
+        try:
+            assert checker.schema_revision() == db.known_revisions()[1]
+        finally:
+            checker.dispose()
