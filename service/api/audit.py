@@ -23,6 +23,7 @@ from werkzeug.exceptions import HTTPException
 
 from service.api.context import FHIR_PREFIX, services
 from service.audit.events import Interaction, audit_event
+from service.fhir.resources import new_id
 from service.security import Principal
 
 log = logging.getLogger("toh.requests")
@@ -168,7 +169,7 @@ def _column(value: str | None, size: int) -> str | None:
 def audit_row(what: Interaction) -> dict[str, Any]:
     """The audit table's row (columns and content) for an interaction, recorded now."""
     now = services().clock.now()
-    event_id = str(uuid.uuid4())
+    event_id = new_id()
     event = audit_event(what, event_id, now)
     who = what.principal
     entity = what.entity.split("/_history/")[0] if what.entity else None

@@ -17,7 +17,6 @@ the Authorization and Content-Type headers.
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import datetime, timezone
 from typing import Any
 
@@ -29,6 +28,7 @@ from service.audit.events import cds_feedback_event
 from service.cds import SERVICES, CdsService, Feedback, discovery, parse_feedback, parse_hook_request
 from service.config import PATIENT_PAGE, site_root
 from service.fhir.errors import NotFound, PreconditionFailed, Unauthorized
+from service.fhir.resources import new_id
 from service.security import AccessGuard, Principal
 from service.security.cds_clients import CdsClientVerifier, ReplayCheck
 from service.security.tokens import InvalidToken
@@ -136,7 +136,7 @@ def feedback(service_id: str) -> Response:
 
 def _feedback_row(service: CdsService, item: Feedback, claims: dict[str, Any], now: datetime) -> dict[str, Any]:
     """The audit table's row (columns and the AuditEvent's JSON) of one feedback item."""
-    event_id = str(uuid.uuid4())
+    event_id = new_id()
     subject = claims.get("sub")
     event = cds_feedback_event(
         service.id, item.card, item.outcome, item.outcome_timestamp, event_id, now, issuer=str(claims["iss"]),

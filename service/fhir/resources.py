@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 import pydantic
+import uuid6
 from fhir.resources.R4B import get_fhir_model_class
 
 from service.fhir import required_codes
@@ -75,6 +76,21 @@ def check_id(resource_id: str) -> str:
     if not is_addressable_id(resource_id):
         raise BadRequest(f"{resource_id!r} is not a valid FHIR id ([A-Za-z0-9-.]{{1,64}}, not '.' or '..')")
     return resource_id
+
+
+def new_id() -> str:
+    """A new resource id (also an AuditEvent's): a UUID of version 7 (RFC 9562, section 5.7), 36
+    characters, a valid FHIR id (https://hl7.org/fhir/R4/datatypes.html#id).
+
+    Its first 48 bits are the Unix time in milliseconds, the other 74 (after version and variant)
+    random, so ids made later sort after earlier ones. The store's B-tree indexes keyed by id
+    (resources, versions, and every reference to a new resource in the search index) then take
+    each new id at the end of its range, not at a random leaf: a 186-resource transaction
+    Bundle wrote 881 pages to SQLite's WAL, under its write lock, instead of 1,074 with random
+    (version 4) ids (issue 11). An id tells when the resource was created, to the millisecond,
+    which its meta.lastUpdated says anyway; 74 random bits keep ids unguessable. The uuid6
+    package implements version 7 until Python 3.14's uuid.uuid7."""
+    return str(uuid6.uuid7())
 
 
 @lru_cache(maxsize=None)

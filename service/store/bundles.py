@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -37,7 +36,7 @@ from urllib.parse import parse_qsl
 from service.fhir.errors import (BadRequest, Conflict, FhirError, Issue, MethodNotAllowed, PayloadTooLarge,
                                  PreconditionFailed, operation_outcome)
 from service.fhir.http import bounded_int, Criteria, conditional_criteria, etag_version
-from service.fhir.resources import check_id, check_type
+from service.fhir.resources import check_id, check_type, new_id
 from service.security import AccessGuard, Reach
 from service.security.guard import OWNED_TYPES
 from service.store.repository import DeferredWriteFailed, Prepared, Repository, StoredResource, format_instant
@@ -350,7 +349,7 @@ class _Processor:
         if entry.method == "POST":
             found = None if entry.if_none_exist is None else self.repo.match_one(entry.res_type, entry.if_none_exist,
                                                                         "ifNoneExist")
-            entry.res_id, entry.matched = (found, True) if found else (str(uuid.uuid4()), False)
+            entry.res_id, entry.matched = (found, True) if found else (new_id(), False)
         elif entry.method == "PUT" and entry.criteria is not None:
             assert entry.resource is not None
             entry.res_id = self.repo.conditional_target(entry.res_type, entry.criteria, entry.resource.get("id"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import uuid
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -398,7 +397,7 @@ class Repository:
                 return self.read(res_type, found), False
         if res_type in self.sealers:
             prepared = None
-        return self._insert(res_type, res_id or str(uuid.uuid4()), resource, "POST", prepared), True
+        return self._insert(res_type, res_id or fhir.new_id(), resource, "POST", prepared), True
 
     def find_ids(self, res_type: str, params: list[tuple[str, str]], limit: int | None = None) -> list[str]:
         """Ids of the current resources matching search criteria; raises BadRequest for bad criteria."""
@@ -426,7 +425,7 @@ class Repository:
             raise BadRequest(f"The conditional update matched {res_type}/{found} but the resource's id is '{body_id}'")
         if found:
             return found
-        return fhir.check_id(body_id) if isinstance(body_id, str) else str(uuid.uuid4())
+        return fhir.check_id(body_id) if isinstance(body_id, str) else fhir.new_id()
 
     def update(self, res_type: str, res_id: str, resource: dict[str, Any], *,
                if_match: int | None = None, system: bool = False) -> tuple[StoredResource, bool]:

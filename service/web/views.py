@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import uuid
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,7 +32,7 @@ from service.api.audit import audit_row, request_id
 from service.api.context import FHIR_PREFIX, services
 from service.audit.events import Interaction, sign_in_event
 from service.fhir.errors import FhirError
-from service.fhir.resources import check_id
+from service.fhir.resources import check_id, new_id
 from service.security import InvalidToken, Principal
 from service.security.oidc import OidcClient, ProviderUnavailable, SignInRefused
 from service.store import UnitOfWork
@@ -247,7 +246,7 @@ def _audit_sign_in(method: str, status: int, principal: Principal | None, descri
     """Record one sign-in attempt (service.audit.events.sign_in_event), durable before the
     answer is sent."""
     svc = services()
-    now, event_id = svc.clock.now(), str(uuid.uuid4())
+    now, event_id = svc.clock.now(), new_id()
     event = sign_in_event(event_id, now, status=status, method=method, principal=principal,
                           address=request.remote_addr, description=description, request_id=request_id(),
                           source=svc.settings.base_url or request.host_url.rstrip("/") + FHIR_PREFIX)

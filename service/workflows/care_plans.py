@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
@@ -31,6 +30,7 @@ from service.fhir.canonical import (CONDITION_VER_STATUS, IG, SD_TOH_CAREPLAN, S
                                     VS_FOLLOWUP_TASK_CODES)
 from service.fhir.errors import FhirError, NotFound
 from service.fhir.references import parse_reference
+from service.fhir.resources import new_id
 from service.store import Repository, UnitOfWork
 from service.store.followup import DueItem, FollowUps, PlanRow, TaskRow
 from service.store.repository import format_instant
@@ -286,10 +286,10 @@ class CarePlanner:
     def _create(self, uow: UnitOfWork, followups: FollowUps, definition: dict[str, Any], patient_id: str,
                 condition_id: str, generation: int, onset: date, actions: Actions, today: date) -> list[str]:
         repo, now = uow.repo, uow.clock.now()
-        careplan_id = str(uuid.uuid4())
+        careplan_id = new_id()
         plan_url = str(definition.get("url") or self.policy.plan)
         wanted = [f for f in actions.follow_ups if f.end >= today]  # a window already past is not planned
-        task_ids = [str(uuid.uuid4()) for _ in wanted]
+        task_ids = [new_id() for _ in wanted]
         careplan = self.careplan_resource(definition, actions, patient_id, condition_id, onset, now,
                                           [f"Task/{t}" for t in task_ids])
         repo.create(careplan, res_id=careplan_id)
@@ -311,7 +311,7 @@ class CarePlanner:
         repo, now = uow.repo, uow.clock.now()
         refs = []
         for follow_up in new:
-            task_id = str(uuid.uuid4())
+            task_id = new_id()
             repo.create(self._task(follow_up, row.plan_url, f"CarePlan/{row.careplan_id}", row.patient_id,
                                    row.condition_id, now), res_id=task_id)
             followups.add_task(TaskRow(task_id, row.careplan_id, follow_up.action_id, "requested",
