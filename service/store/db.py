@@ -75,6 +75,11 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (OperationalError,)
 # PostgreSQL: up to this many audit rows are appended by one INSERT statement in autocommit
 # (Database._commit_audit; a group commit gathers a few), more by a transaction of statements.
 AUDIT_STATEMENT_ROWS = 500
+# SQLite: an audit append of up to this many values (rows x columns) is one INSERT statement in
+# autocommit, more a transaction of statements. SQLite before 3.32 took at most 999 parameters
+# in one statement (SQLITE_MAX_VARIABLE_NUMBER, https://www.sqlite.org/limits.html#max_variable_number).
+SQLITE_STATEMENT_VALUES = 999
+_SYNCHRONOUS = "toh_sqlite_synchronous"   # in a SQLite connection's info: its PRAGMA synchronous, once changed
 # The columns of a read by id (Database.read_current), in StoredResource's order after type and id.
 _READ_COLUMNS = ("version", "last_updated", "deleted", "content")
 _MIGRATION_LOCK_KEY = 0x70_48_00_01  # pg_advisory_lock key held while migrating
@@ -108,6 +113,23 @@ def _one_statement(sql: str, parameters: list[tuple[Any, ...]], relaxed: bool) -
     if relaxed:
         statement += " RETURNING set_config('synchronous_commit', 'off', true)"
     return statement, [value for row in parameters for value in row]
+
+
+def sqlite_synchronous(execute: Callable[[str], Any], info: dict[str, Any], relaxed: bool) -> None:
+    """Set a SQLite connection's PRAGMA synchronous through execute (a cursor's or a
+    Connection's; no transaction in progress): NORMAL for a relaxed audit append, FULL for
+    every other transaction. The setting is the connection's and stays until changed, so it is
+    recorded in info (the connection's info dict, emptied when the connection is replaced) and
+    changed only when it differs: an audit append leaves it NORMAL and the connection's next
+    other transaction (make_engine's begin listener) sets FULL again first, rather than two
+    PRAGMA statements around every append. In WAL mode a commit under NORMAL is kept through a
+    crash of the process (SIGKILL), not always through a power loss or an OS crash; FULL also
+    syncs the WAL at each commit (https://www.sqlite.org/pragma.html#pragma_synchronous). A
+    new connection is FULL (SQLite's default), which info's absence stands for."""
+    wanted = "NORMAL" if relaxed else "FULL"
+    if info.get(_SYNCHRONOUS, "FULL") != wanted:
+        execute(f"PRAGMA synchronous={wanted}")
+        info[_SYNCHRONOUS] = wanted
 
 
 def wal_mode(cursor: Any, timeout: float) -> None:
@@ -165,6 +187,8 @@ def make_engine(url: str, echo: bool = False, statement_timeout: float = 0, turn
         # with 'database is locked' when a read lock would need upgrading.
         # Writers take turns first (service.store.writer_turns); the turn is given back once the
         # transaction ends (UnitOfWork, or when the connection returns to the pool at the latest).
+        # An audit append may have left the connection's commits relaxed (sqlite_synchronous).
+        sqlite_synchronous(conn.exec_driver_sql, conn.info, relaxed=False)
         if not conn.get_execution_options().get("toh_write"):
             conn.exec_driver_sql("BEGIN DEFERRED")
             return
@@ -624,8 +648,10 @@ class Database:
     def _commit_audit(self, rows: list[dict[str, Any]], via: Connection | PoolProxiedConnection | None = None) -> None:
         """One transaction appending rows, committed on return (append_audit's durability).
 
-        It runs on a pooled connection through the DB-API cursor itself (SQLite: BEGIN
-        IMMEDIATE, INSERT, COMMIT; PostgreSQL: one INSERT of every row in autocommit, its own
+        It runs on a pooled connection through the DB-API cursor itself (SQLite: one INSERT of
+        every row in autocommit, its own transaction, once the connection's commits are relaxed:
+        sqlite_synchronous; beyond SQLITE_STATEMENT_VALUES values BEGIN IMMEDIATE, INSERTs and
+        COMMIT. PostgreSQL: one INSERT of every row in autocommit, its own
         transaction, relaxed by set_config in its RETURNING clause: _one_statement): SQLAlchemy's
         Connection, transaction and statement handling had cost several times the statements
         themselves (bench/RESULTS.md, "Where a read's time goes"). A
@@ -654,21 +680,25 @@ class Database:
                 cursor.execute(statement, values)
             elif sqlite:
                 driver: Any = fairy.driver_connection       # autocommit (make_engine): BEGIN is ours
-                if relaxed:
-                    cursor.execute("PRAGMA synchronous=NORMAL")        # outside BEGIN: SQLite requires it
+                sqlite_synchronous(cursor.execute, fairy.info, relaxed)   # outside a transaction, as SQLite requires
                 try:
-                    begin_immediate(self.writer_turns, fairy.info, cursor.execute)
-                    try:
-                        cursor.executemany(sql, parameters)
-                        cursor.execute("COMMIT")
-                    except BaseException:
-                        if driver.in_transaction:
-                            driver.rollback()
-                        raise
+                    if len(parameters) * len(parameters[0]) <= SQLITE_STATEMENT_VALUES:
+                        # one INSERT in autocommit, its own transaction, after the writer's turn
+                        if self.writer_turns is not None:
+                            self.writer_turns.take(fairy.info)
+                        statement, values = _one_statement(sql, parameters, relaxed=False)
+                        cursor.execute(statement, values)
+                    else:
+                        begin_immediate(self.writer_turns, fairy.info, cursor.execute)
+                        try:
+                            cursor.executemany(sql, parameters)
+                            cursor.execute("COMMIT")
+                        except BaseException:
+                            if driver.in_transaction:
+                                driver.rollback()
+                            raise
                 finally:
                     end_turn(fairy.info)
-                    if relaxed:
-                        cursor.execute("PRAGMA synchronous=FULL")
                 self._checkpoint_after_write()
             else:
                 try:
