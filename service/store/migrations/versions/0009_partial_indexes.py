@@ -4,13 +4,12 @@ them compares the column with a value, which no NULL row matches; the rows witho
 (most of them) had cost a B-tree insert and dirty pages at every write
 (service.store.search.tables.PARTIAL, issue 11).
 
-PostgreSQL builds each new index with CREATE INDEX CONCURRENTLY under a temporary name, then
-drops the old one (DROP INDEX CONCURRENTLY) and gives the new one its name, outside a
-transaction (alembic's autocommit_block): searches and writes of the instances still running go
-on meanwhile, where a plain DROP and CREATE in the migration's transaction would hold the whole
-table locked until the index was rebuilt (https://www.postgresql.org/docs/15/sql-createindex.html
-#SQL-CREATEINDEX-CONCURRENTLY). An index left invalid by an interrupted build is dropped and
-built again on the next try. SQLite: DROP INDEX and CREATE INDEX in the migration's transaction.
+Both databases drop and create each index in the migration's transaction, which keeps
+search_token and search_reference locked (ACCESS EXCLUSIVE on PostgreSQL) until both are built:
+on a large store, run `toh migrate` at a quiet time before starting the new release. CREATE
+INDEX CONCURRENTLY, which would not lock them, waits for every older transaction to end, and
+the other workers of a starting service wait for the migration lock inside one: tried, it
+deadlocked two workers starting together.
 
 Revision ID: 0009_partial_indexes
 Revises: 0008_token_statistics
@@ -34,21 +33,11 @@ PARTIAL = [
 
 
 def _rebuild(partial: bool) -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        with op.get_context().autocommit_block():
-            for name, table, columns, column in PARTIAL:
-                where = f" WHERE {column} IS NOT NULL" if partial else ""
-                building = f"{name}_new"
-                op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {building}")   # an interrupted build's
-                op.execute(f"CREATE INDEX CONCURRENTLY {building} ON {table} ({', '.join(columns)}){where}")
-                op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
-                op.execute(f"ALTER INDEX {building} RENAME TO {name}")
-        return
     for name, table, columns, column in PARTIAL:
         op.drop_index(name, table)
         if partial:
             where = sa.text(f"{column} IS NOT NULL")
-            op.create_index(name, table, columns, sqlite_where=where)
+            op.create_index(name, table, columns, sqlite_where=where, postgresql_where=where)
         else:
             op.create_index(name, table, columns)
 
