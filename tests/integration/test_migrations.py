@@ -8,6 +8,7 @@ whatever the scripts' head is, so the test covers every migration added since (0
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -117,6 +118,36 @@ def copy_rows(source_url: str, target_url: str) -> None:
     finally:
         source.dispose()
         target.dispose()
+
+
+def _migrate(url: str) -> None:
+    database = Database(url)
+    try:
+        database.migrate()
+    finally:
+        database.dispose()
+
+
+def test_two_processes_starting_together_both_migrate_an_empty_database(empty_url: str) -> None:
+    """As the workers of `toh serve` do, each migrating on start: one migrates under the
+    migration lock while the other waits for it, then finds the head. Neither fails: not with
+    'database is locked' while a new SQLite file turns to WAL (service.store.db.wal_mode), nor
+    in a deadlock on PostgreSQL, where a migration that waits for older transactions to end
+    (CREATE INDEX CONCURRENTLY, tried for 0009) would wait for the other worker's."""
+    context = multiprocessing.get_context("spawn")
+    for trial in range(2):
+        workers = [context.Process(target=_migrate, args=(empty_url,)) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(180)
+        assert [worker.exitcode for worker in workers] == [0, 0], f"trial {trial}"
+        database = Database(empty_url)
+        try:
+            assert database.schema_revision() == HEAD
+            database.downgrade("base")   # empty again for the next trial
+        finally:
+            database.dispose()
 
 
 def test_previous_release_with_data_upgrades_to_head(pg_database_url: str, tmp_path: Path) -> None:

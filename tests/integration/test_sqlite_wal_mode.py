@@ -5,7 +5,6 @@ while the other was creating the schema. SQLite only: WAL mode is SQLite's
 (https://www.sqlite.org/wal.html#activating_and_configuring_wal_mode)."""
 from __future__ import annotations
 
-import multiprocessing
 import sqlite3
 import threading
 import time
@@ -76,29 +75,3 @@ def test_wal_mode_gives_up_after_its_timeout(tmp_path: Path) -> None:
         conn.close()
     finally:
         committer.join()
-
-
-def _migrate(url: str) -> None:
-    database = Database(url)
-    try:
-        database.migrate()
-    finally:
-        database.dispose()
-
-
-def test_two_processes_start_on_one_new_file(tmp_path: Path) -> None:
-    """As two gunicorn workers do (each migrates on start): both succeed, every time."""
-    context = multiprocessing.get_context("spawn")
-    for trial in range(4):
-        url = f"sqlite:///{tmp_path / f'trial{trial}.db'}"
-        workers = [context.Process(target=_migrate, args=(url,)) for _ in range(2)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(120)
-        assert [worker.exitcode for worker in workers] == [0, 0], f"trial {trial}"
-        checker = Database(url)
-        try:
-            assert checker.schema_revision() == db.known_revisions()[1]
-        finally:
-            checker.dispose()
