@@ -88,7 +88,7 @@ def new_id() -> str:
     (resources, versions, and every reference to a new resource in the search index) then take
     each new id at the end of its range, not at a random leaf: a 186-resource transaction
     Bundle wrote 881 pages to SQLite's WAL, under its write lock, instead of 1,074 with random
-    (version 4) ids (issue 11). An id tells when the resource was created, to the millisecond,
+    (version 4) ids (issue 11; bench/RESULTS.md, "The write lock, fifth round"). An id tells when the resource was created, to the millisecond,
     which its meta.lastUpdated says anyway; the random bits keep ids unguessable. Made by the
     uuid-utils package (Rust's uuid crate): ids made within one millisecond count up from a
     random start rather than push the timestamp ahead (the uuid6 package's uuid7 added a
