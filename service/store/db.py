@@ -102,8 +102,8 @@ def is_too_costly(exc: BaseException) -> bool:
 
 
 def _one_statement(sql: str, parameters: list[tuple[Any, ...]], relaxed: bool) -> tuple[str, list[Any]]:
-    """PostgreSQL: sql (an INSERT of one row, VALUES with placeholders) as one INSERT of every
-    row of parameters, and its parameters in one list. relaxed: the statement also sets
+    """sql (an INSERT of one row, VALUES with placeholders) as one INSERT of every row of
+    parameters, and its parameters in one list. relaxed (PostgreSQL only): the statement also sets
     synchronous_commit off for its own transaction (set_config(..., true) in RETURNING, run
     before the commit at its end), which is what `SET LOCAL synchronous_commit = off` in a
     transaction of BEGIN, SET, INSERT and COMMIT did in four round trips to the server
@@ -668,48 +668,45 @@ class Database:
             else self._raw_connection()
         cursor: Any = None
         autocommit: bool | None = None   # PostgreSQL: the connection's own setting, given back at the end
+        # one INSERT of every row in autocommit, its own transaction, unless there are too many
+        one = len(parameters) * len(parameters[0]) <= SQLITE_STATEMENT_VALUES if sqlite \
+            else len(parameters) <= AUDIT_STATEMENT_ROWS
         try:
-            one = not sqlite and len(parameters) <= AUDIT_STATEMENT_ROWS
             if not sqlite and fairy.driver_connection.autocommit != one:
                 autocommit = fairy.driver_connection.autocommit
                 fairy.driver_connection.autocommit = one
             cursor = fairy.cursor()
-            if one:
-                # one statement, its own transaction (autocommit): committed when it returns
-                statement, values = _one_statement(sql, parameters, relaxed)
-                cursor.execute(statement, values)
-            elif sqlite:
-                driver: Any = fairy.driver_connection       # autocommit (make_engine): BEGIN is ours
-                sqlite_synchronous(cursor.execute, fairy.info, relaxed)   # outside a transaction, as SQLite requires
-                try:
-                    if len(parameters) * len(parameters[0]) <= SQLITE_STATEMENT_VALUES:
-                        # one INSERT in autocommit, its own transaction, after the writer's turn
-                        if self.writer_turns is not None:
-                            self.writer_turns.take(fairy.info)
-                        statement, values = _one_statement(sql, parameters, relaxed=False)
-                        cursor.execute(statement, values)
-                    else:
-                        begin_immediate(self.writer_turns, fairy.info, cursor.execute)
-                        try:
-                            cursor.executemany(sql, parameters)
-                            cursor.execute("COMMIT")
-                        except BaseException:
-                            if driver.in_transaction:
-                                driver.rollback()
-                            raise
-                finally:
-                    end_turn(fairy.info)
-                self._checkpoint_after_write()
-            else:
-                try:
-                    if relaxed:
-                        cursor.execute("SET LOCAL synchronous_commit = off")
-                    cursor.executemany(sql, parameters)
-                    fairy.commit()
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        fairy.rollback()
-                    raise
+            if sqlite:   # relaxed or not before the transaction, as SQLite requires; then the writer's turn
+                sqlite_synchronous(cursor.execute, fairy.info, relaxed)
+            try:
+                if one:
+                    if sqlite and self.writer_turns is not None:
+                        self.writer_turns.take(fairy.info)
+                    statement, values = _one_statement(sql, parameters, relaxed and not sqlite)
+                    cursor.execute(statement, values)       # committed when it returns
+                elif sqlite:
+                    driver: Any = fairy.driver_connection   # autocommit (make_engine): BEGIN is ours
+                    begin_immediate(self.writer_turns, fairy.info, cursor.execute)
+                    try:
+                        cursor.executemany(sql, parameters)
+                        cursor.execute("COMMIT")
+                    except BaseException:
+                        if driver.in_transaction:
+                            driver.rollback()
+                        raise
+                else:
+                    try:
+                        if relaxed:
+                            cursor.execute("SET LOCAL synchronous_commit = off")
+                        cursor.executemany(sql, parameters)
+                        fairy.commit()
+                    except BaseException:
+                        with contextlib.suppress(Exception):
+                            fairy.rollback()
+                        raise
+            finally:
+                end_turn(fairy.info)   # SQLite's writer's turn, if taken
+            self._checkpoint_after_write()   # SQLite file only
         except dialect.loaded_dbapi.Error as exc:
             raise self._driver_error(exc, sql, fairy, cursor, via if isinstance(via, Connection) else None) from exc
         finally:

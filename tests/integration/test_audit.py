@@ -360,13 +360,14 @@ def test_an_audit_append_with_no_database_to_connect_to_raises_sqlalchemys_opera
 @pytest.mark.parametrize("fsync", [False, True], ids=["commit", "fsync"])
 def test_more_audit_rows_than_one_statement_takes_are_appended_in_one_transaction(
         database_url: str, clock: Any, fsync: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past AUDIT_STATEMENT_ROWS (PostgreSQL's one-statement append) the rows go in a transaction
-    of statements: all committed, or none when one is refused, and the connection back to full
-    durability either way."""
+    """Past AUDIT_STATEMENT_ROWS (PostgreSQL's one-statement append) or SQLITE_STATEMENT_VALUES
+    (SQLite's) the rows go in a transaction of statements: all committed, or none when one is
+    refused, and the connection back to full durability either way."""
     from service.store import db as db_module
     from service.store.db import Database
 
     monkeypatch.setattr(db_module, "AUDIT_STATEMENT_ROWS", 1)
+    monkeypatch.setattr(db_module, "SQLITE_STATEMENT_VALUES", 1)
     db = Database(database_url, clock=clock, audit_fsync=fsync)
     db.migrate()
     try:
