@@ -46,17 +46,22 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--clients", default="1,16")
     parser.add_argument("--hold", type=float, default=0, help="seconds to keep the servers up before measuring")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads per worker of the service and the floor (default: toh serve's)")
     args = parser.parse_args()
     ensure_secret()
     wrk = ensure_wrk()
     headers = {"Authorization": f"Bearer {bench_token()}"}
     clients = [int(c) for c in args.clients.split(",")]
+    from service.config import Settings
+    threads = args.threads or Settings.from_env().threads
     workdir = Path(tempfile.mkdtemp(prefix="toh-bench-read-"))
     for kind in args.databases.split(","):
         with scratch_database(kind, workdir) as url:
             folder = Path(tempfile.mkdtemp(prefix="toh-bench-serve-", dir=workdir))
-            with Gunicorn.toh_serve(url, folder, workers=2, env={"TOH_SCHEDULER": "off"}) as server, \
-                    Gunicorn.app("bench.read_floor:create_app()", env={"FLOOR_DATABASE_URL": url}) as floor:
+            with Gunicorn.toh_serve(url, folder, workers=2, env={"TOH_SCHEDULER": "off", "TOH_THREADS": str(threads)}) \
+                    as server, Gunicorn.app("bench.read_floor:create_app()", env={"FLOOR_DATABASE_URL": url},
+                                            threads=threads) as floor:
                 created = requests.post(f"{server.base}/fhir/Observation", data=json.dumps(OBSERVATION),
                                         headers={**headers, "Content-Type": "application/fhir+json"}, timeout=60)
                 created.raise_for_status()

@@ -12,17 +12,17 @@ resource type and id and status: never a query string, a body, or anything from 
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
-import uuid
 from typing import Any
 
+import orjson
+import uuid_utils
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from service.api.context import FHIR_PREFIX, services
-from service.audit.events import Interaction, audit_event
+from service.audit.events import Interaction, audit_event, event_json
 from service.fhir.resources import new_id
 from service.security import Principal
 
@@ -49,7 +49,7 @@ def request_id() -> str:
     found: str | None = getattr(here, "toh_request_id", None)
     if found is None:
         given = request.environ.get("HTTP_X_REQUEST_ID", "")
-        found = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        found = given if _REQUEST_ID.match(given) else uuid_utils.uuid4().hex   # no getrandom call, as uuid.uuid4's
         here.toh_request_id = found
     return found
 
@@ -122,8 +122,8 @@ def describe(response: Response) -> Interaction:
     if response.status_code < 300 and response.mimetype == "application/fhir+json" and \
             subtype in ("read", "vread", "create", "update") and not response.is_streamed:
         try:
-            body = json.loads(response.get_data())
-        except ValueError:
+            body = orjson.loads(response.get_data())
+        except ValueError:   # orjson.JSONDecodeError is one
             body = None
     if subtype == "create" and isinstance(body, dict) and body.get("id"):
         entity = f"{body.get('resourceType')}/{body['id']}"
@@ -145,7 +145,7 @@ def describe(response: Response) -> Interaction:
     description = None
     if response.status_code >= 400 and response.mimetype == "application/fhir+json":
         try:
-            issue = json.loads(response.get_data())["issue"][0]
+            issue = orjson.loads(response.get_data())["issue"][0]
             description = str(issue.get("code"))
         except (ValueError, KeyError, IndexError, TypeError):
             description = None
@@ -157,7 +157,6 @@ def describe(response: Response) -> Interaction:
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_COMPACT = json.JSONEncoder(separators=(",", ":"))   # json.dumps(..., separators=(",", ":")), built once
 
 
 def _column(value: str | None, size: int) -> str | None:
@@ -176,7 +175,7 @@ def audit_row(what: Interaction) -> dict[str, Any]:
     return {"id": event_id, "recorded": now, "action": what.action, "subtype": what.subtype[:32],
             "outcome": what.outcome, "agent": _column(who.subject if who else None, 255),
             "agent_ref": _column(who.fhir_user if who else None, 255), "entity": _column(entity, 200),
-            "patient": _column(what.patient, 64), "content": _COMPACT.encode(event)}
+            "patient": _column(what.patient, 64), "content": event_json(event)}
 
 
 def audited() -> bool:

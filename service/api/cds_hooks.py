@@ -24,7 +24,7 @@ from flask import Blueprint, Flask, Response, current_app, json, request
 
 from service.api.context import FHIR_PREFIX, services
 from service.api.negotiation import request_resource
-from service.audit.events import cds_feedback_event
+from service.audit.events import cds_feedback_event, event_json
 from service.cds import SERVICES, CdsService, Feedback, discovery, parse_feedback, parse_hook_request
 from service.config import PATIENT_PAGE, site_root
 from service.fhir.errors import NotFound, PreconditionFailed, Unauthorized
@@ -145,7 +145,7 @@ def _feedback_row(service: CdsService, item: Feedback, claims: dict[str, Any], n
         source=public_root() + PREFIX)
     return {"id": event_id, "recorded": now, "action": "E", "subtype": "cds-feedback", "outcome": "0",
             "agent": str(claims["iss"])[:255], "agent_ref": None, "entity": f"urn:uuid:{item.card}"[:200],
-            "patient": None, "content": json.dumps(event, separators=(",", ":"))}
+            "patient": None, "content": event_json(event)}
 
 
 @bp.after_request

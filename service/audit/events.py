@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from service.security import Principal
 
 BALP = "https://profiles.ihe.net/ITI/BALP/StructureDefinition"
@@ -38,6 +40,23 @@ ACTIONS = {"create": "C", "read": "R", "vread": "R", "search-type": "R", "search
 _PROFILES = {"C": "IHE.BasicAudit.Create", "R": "IHE.BasicAudit.Read", "U": "IHE.BasicAudit.Update",
              "D": "IHE.BasicAudit.Delete", "E": "IHE.BasicAudit.Execute"}
 _QUERY_PROFILE = "IHE.BasicAudit.Query"
+
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
+def event_json(event: dict[str, Any]) -> str:
+    """An AuditEvent as the compact JSON text the audit table keeps (its `content` column).
+
+    orjson, about fifteen times faster than the json module on an event (a read's AuditEvent,
+    ~2 KB: 1.6 against 25 us; bench/RESULTS.md, "Where a read's time goes"); non-ASCII text as
+    UTF-8. A string orjson refuses (a lone surrogate, from a hostile token or URL) is written
+    by the json module instead, as a \\uXXXX escape. Raises TypeError for a value neither
+    can write (not JSON)."""
+    try:
+        return orjson.dumps(event).decode()
+    except orjson.JSONEncodeError:
+        return _COMPACT.encode(event)
 
 
 def outcome_code(status: int) -> str:

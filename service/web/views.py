@@ -18,7 +18,6 @@ the provider, accepted or refused, is recorded as a "Login" AuditEvent (subtype 
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,7 +29,7 @@ from werkzeug.exceptions import HTTPException
 
 from service.api.audit import audit_row, request_id
 from service.api.context import FHIR_PREFIX, services
-from service.audit.events import Interaction, sign_in_event
+from service.audit.events import Interaction, event_json, sign_in_event
 from service.fhir.errors import FhirError
 from service.fhir.resources import check_id, new_id
 from service.security import InvalidToken, Principal
@@ -254,7 +253,7 @@ def _audit_sign_in(method: str, status: int, principal: Principal | None, descri
         "id": event_id, "recorded": now, "action": "E", "subtype": "login", "outcome": event["outcome"],
         "agent": principal.subject[:255] if principal else None,
         "agent_ref": principal.fhir_user[:255] if principal and principal.fhir_user else None,
-        "entity": None, "patient": None, "content": json.dumps(event, separators=(",", ":"))}])
+        "entity": None, "patient": None, "content": event_json(event)}])
 
 
 @bp.post("/logout")
