@@ -6,12 +6,12 @@ against a bare Flask storage floor under the same gunicorn, on SQLite and Postgr
 
 For each database: the service (`gunicorn -w 2 'service:create_app()'`, its own fresh
 database) takes the bundles from 2 client threads, one transaction per bundle, each bundle once
-and then again in turn until at least --seconds have passed (each post stores new resources: the
-bundles create theirs from urn:uuid fullUrls, except the conditional creates of Organization and
-Practitioner, which find the first round's); then the floor
-(bench/ingest_floor.py: each bundle's entries stored as JSON rows, one executemany, nothing
-else) takes the same bundles from the same 2 clients, cycled until it has run at least as long
-as the service did, so both see the machine's load over a like stretch of time. Printed:
+and then again in turn (each post stores new resources: the bundles create theirs from urn:uuid
+fullUrls, except the conditional creates of Organization and Practitioner, which find the first
+round's); the floor (bench/ingest_floor.py, its own database: each bundle's entries stored as
+JSON rows, one executemany, nothing else) takes the same bundles from the same 2 clients. Both
+are up at once and take turns, the service first, in 3 slices each of at least --seconds / 3
+(measure_database), so both see the machine's load over interleaved stretches of time. Printed:
 resources/s of both and their ratio (service / floor), and the service workers' CPU a resource
 and how many cores they kept busy (short of 2: they waited, for the write lock or for work).
 Then, in one process on SQLite, where a bundle's time goes without a profiler (the first bundle against the others, the share before
@@ -55,6 +55,7 @@ WORKERS = 2
 # A run of the 11 bundles alone lasts about 2 s, where one scheduling hiccup moves the figure
 # by a third: the bundles are posted again in turn until the run has lasted this long.
 MIN_SECONDS = 10.0
+SLICES = 3   # service and floor alternate, each for MIN_SECONDS / SLICES at a time
 # The service asks for a bearer token (issue 12): an EHR's system token, signed with a secret
 # the service under test is given (TOH_JWT_SECRET); the floor ignores it.
 HEADERS = {"Content-Type": "application/fhir+json", "Prefer": "return=minimal",
@@ -135,33 +136,43 @@ def run_database(kind: str, bodies: list[bytes], counts: list[int], workdir: Pat
 
 
 def measure_database(kind: str, bodies: list[bytes], counts: list[int], workdir: Path,
-                     min_seconds: float = MIN_SECONDS) -> dict[str, float]:
-    """Service and floor on one kind of database: resources/s, bundles/s, peak worker RSS (MiB),
-    and the resources and bundles the service stored. The service takes every bundle once,
-    and the bundles again in turn until min_seconds have passed; the floor then runs at least
-    as long as the service did."""
-    out: dict[str, float] = {}
-    with scratch_database(kind, workdir) as url:
-        with gunicorn("service:create_app()", {"TOH_DATABASE_URL": url, **SERVICE_ENV}) as server, PeakRss(server) as rss:
-            before = load()
-            workers = server.worker_pids()
+                     min_seconds: float = MIN_SECONDS, slices: int = SLICES) -> dict[str, float]:
+    """Service and floor on one kind of database, each on a database of its own and both up at
+    once, in `slices` alternating slices (the service first) of at least min_seconds/slices
+    each: resources/s and bundles/s over all of a side's slices, peak worker RSS (MiB), the
+    resources and bundles the service stored and its workers' CPU a resource. The first
+    slice of each side posts every bundle once, and each slice posts the bundles again in turn
+    until its time has passed, so both sides do the same work over interleaved stretches of
+    the machine's time (a shared machine's speed drifts within a minute)."""
+    each = min_seconds / max(1, slices)
+    with scratch_database(kind, workdir) as url, scratch_database(kind, workdir) as floor_url, \
+            gunicorn("service:create_app()", {"TOH_DATABASE_URL": url, **SERVICE_ENV}) as server, \
+            gunicorn("bench.ingest_floor:create_app()", {"FLOOR_DATABASE_URL": floor_url}) as floor_server, \
+            PeakRss(server) as rss, PeakRss(floor_server) as floor_rss:
+        before = load()
+        workers = server.worker_pids()
+        totals = {"service": [0, 0, 0.0], "floor": [0, 0, 0.0]}
+        cpu = 0.0
+        for _ in range(max(1, slices)):
             cpu_before = cpu_seconds(workers)
-            n, posted, seconds = post_all(f"{server.base}/fhir", bodies, counts, min_seconds=min_seconds)
-            cpu = cpu_seconds(workers) - cpu_before
-            service = n / seconds
-            print(f"  service  {n:6d} resources in {seconds:6.2f} s = {service:8.1f} resources/s   ({before})")
-            print(f"           workers' CPU {1000 * cpu / n:.3f} ms a resource, {cpu / seconds:.2f} of {WORKERS} cores busy")
-        out.update(service=service, service_bundles=posted / seconds, service_rss_mib=rss.peak_mib,
-                   resources=n, bundles=posted, service_cpu_ms=1000 * cpu / n)
-    with scratch_database(kind, workdir) as url:
-        with gunicorn("bench.ingest_floor:create_app()", {"FLOOR_DATABASE_URL": url}) as server, PeakRss(server) as rss:
-            before = load()
-            n, _, floor_seconds = post_all(f"{server.base}/fhir", bodies, counts, min_seconds=seconds)
-            floor = n / floor_seconds
-            print(f"  floor    {n:6d} resources in {floor_seconds:6.2f} s = {floor:8.1f} resources/s   ({before})")
-        out.update(floor=floor, floor_rss_mib=rss.peak_mib)
+            n, posted, seconds = post_all(f"{server.base}/fhir", bodies, counts, min_seconds=each)
+            cpu += cpu_seconds(workers) - cpu_before
+            totals["service"] = [totals["service"][0] + n, totals["service"][1] + posted, totals["service"][2] + seconds]
+            n, posted, seconds = post_all(f"{floor_server.base}/fhir", bodies, counts, min_seconds=each)
+            totals["floor"] = [totals["floor"][0] + n, totals["floor"][1] + posted, totals["floor"][2] + seconds]
+            print(f"  slice: service {totals['service'][0]:6d} resources in {totals['service'][2]:6.2f} s, floor "
+                  f"{totals['floor'][0]:6d} in {totals['floor'][2]:6.2f} s so far", flush=True)
+        n, posted, seconds = totals["service"]
+        service = n / seconds
+        print(f"  service  {n:6d} resources in {seconds:6.2f} s = {service:8.1f} resources/s   ({before})")
+        print(f"           workers' CPU {1000 * cpu / n:.3f} ms a resource, {cpu / seconds:.2f} of {WORKERS} cores busy")
+        floor_n, _, floor_seconds = totals["floor"]
+        floor = floor_n / floor_seconds
+        print(f"  floor    {floor_n:6d} resources in {floor_seconds:6.2f} s = {floor:8.1f} resources/s   ({load()})")
     print(f"  ratio service/floor {service / floor:.4f}")
-    return out
+    return {"service": service, "service_bundles": posted / seconds, "service_rss_mib": rss.peak_mib,
+            "resources": n, "bundles": posted, "service_cpu_ms": 1000 * cpu / n, "floor": floor,
+            "floor_rss_mib": floor_rss.peak_mib}
 
 
 def profile(bundles: list[dict[str, object]], workdir: Path, top: int = 15) -> None:

@@ -9,7 +9,8 @@ What it measures, each side by side with its baseline in the same run:
 - read by id (GET Observation/[id], bearer token checked, AuditEvent written) at 1 and 16
   concurrent clients: requests/s, p50, p99, against the read floor (bench/read_floor.py: a
   bare Flask app under the same gunicorn set-up, 2 threaded workers, fetching the same row by
-  its key); target 0.6 of the floor. A cProfile summary of the read in one process says
+  its key), both servers up at once and measured in `--read-slices` alternating slices
+  (medians; `--seconds` in all per side); target 0.6 of the floor. A cProfile summary of the read in one process says
   where the rest goes;
 - search over HTTP at 16 clients on the store the ingest made (the issue's four queries);
 - ingest (bench/bench_ingest.py): Synthea-shaped transaction bundles from 2 clients, resources/s
@@ -40,6 +41,7 @@ import platform
 import pstats
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -180,14 +182,15 @@ def store_targets(base: str, headers: dict[str, str]) -> dict[str, str]:
     return {"observation": observation["id"], "patient": observation["subject"]["reference"]}
 
 
-def read_and_search(base: str, headers: dict[str, str], seconds: float, wrk: str | None,
-                    rss: Any = None) -> dict[str, Any]:
-    """Read by id at 1 and 16 clients and the searches at 16, on a filled store."""
-    targets = store_targets(base, headers)
-    out: dict[str, Any] = {"targets": targets}
-    for clients in (1, 16):
-        out[f"read_c{clients}"] = hammer(f"{base}/Observation/{targets['observation']}", clients, seconds,
-                                         headers, wrk)
+def read_url(base: str, targets: dict[str, str]) -> str:
+    """GET [base]/Observation/[id] of the store's target Observation."""
+    return f"{base}/Observation/{targets['observation']}"
+
+
+def searches(base: str, headers: dict[str, str], seconds: float, wrk: str | None,
+             targets: dict[str, str]) -> dict[str, Any]:
+    """The issue's four searches at 16 clients: hammer()'s figures with the status and rows of one answer."""
+    out: dict[str, Any] = {}
     for title, template in SEARCHES.items():
         url = f"{base}/" + template.format(patient=quote(targets["patient"], safe="/"))
         rows = requests.get(url, headers=headers, timeout=120)
@@ -195,15 +198,54 @@ def read_and_search(base: str, headers: dict[str, str], seconds: float, wrk: str
         figures["status"] = rows.status_code
         figures["rows"] = len(rows.json().get("entry", [])) if rows.status_code == 200 else 0
         out[f"search {title}"] = figures
-    if rss is not None:
-        out["peak_rss_mib"] = rss.peak_mib
+    return out
+
+
+def read_and_search(base: str, headers: dict[str, str], seconds: float, wrk: str | None) -> dict[str, Any]:
+    """Read by id at 1 and 16 clients and the searches at 16, on a filled store (the peer's)."""
+    targets = store_targets(base, headers)
+    out: dict[str, Any] = {"targets": targets}
+    for clients in (1, 16):
+        out[f"read_c{clients}"] = hammer(read_url(base, targets), clients, seconds, headers, wrk)
+    out.update(searches(base, headers, seconds, wrk, targets))
+    return out
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def alternating_reads(service: tuple[str, dict[str, str]], floor: tuple[str, dict[str, str]], clients: int,
+                      seconds: float, slices: int, wrk: str | None) -> dict[str, dict[str, Any]]:
+    """Read by id on the service and on the floor, both up at once, in `slices` alternating
+    slices of seconds/slices each (the first side alternating too): {"service": figures,
+    "floor": figures}, each with the medians of its slices' rps, p50_ms and p99_ms, the sums of
+    requests and errors, and every slice's rps. On a shared machine whose speed drifts within
+    a minute, slices side by side compare what one run after the other does not.
+    service, floor: (URL, headers)."""
+    each = max(1.0, round(seconds / slices))
+    runs: dict[str, list[dict[str, float]]] = {"service": [], "floor": []}
+    for i in range(slices):
+        for side in (("service", "floor") if i % 2 == 0 else ("floor", "service")):
+            url, headers = service if side == "service" else floor
+            runs[side].append(hammer(url, clients, each, headers, wrk))
+    out: dict[str, dict[str, Any]] = {}
+    for side, figures in runs.items():
+        out[side] = {"rps": _median([f["rps"] for f in figures]), "p50_ms": _median([f["p50_ms"] for f in figures]),
+                     "p99_ms": _median([f["p99_ms"] for f in figures]),
+                     "requests": sum(f["requests"] for f in figures), "errors": sum(f["errors"] for f in figures),
+                     "slices_rps": [round(f["rps"], 1) for f in figures]}
+    ratios = [o["rps"] / f["rps"] for o, f in zip(runs["service"], runs["floor"]) if f["rps"]]
+    print(f"  read, {clients:2d} clients: service {out['service']['slices_rps']} req/s, floor "
+          f"{out['floor']['slices_rps']}; ratio of medians {out['service']['rps'] / out['floor']['rps']:.2f}, "
+          f"of each slice {[round(r, 2) for r in ratios]}", flush=True)
     return out
 
 
 def run_http(kind: str, bodies: list[bytes], counts: list[int], seconds: float, wrk: str | None,
-             workdir: Path) -> dict[str, Any]:
-    """Ingest (service and floor), then reads and searches (service and read floor) on one
-    kind of database."""
+             workdir: Path, read_slices: int = 3) -> dict[str, Any]:
+    """Ingest (service and floor), then reads (service and read floor in alternating slices:
+    alternating_reads) and searches (service) on one kind of database."""
     print(f"\n== {kind}: ingest ({load()})", flush=True)
     result: dict[str, Any] = {"ingest": bench_ingest.measure_database(kind, bodies, counts, workdir, seconds)}
     headers = {"Authorization": f"Bearer {bench_token()}"}
@@ -212,18 +254,21 @@ def run_http(kind: str, bodies: list[bytes], counts: list[int], seconds: float, 
         server = Gunicorn.toh_serve(url, folder, workers=2, env={"TOH_SCHEDULER": "off"})
         try:
             bench_ingest.post_all(f"{server.base}/fhir", bodies, counts)
-            print(f"== {kind}: read and search, service ({load()})", flush=True)
-            with PeakRss(server) as rss:
-                result["service"] = read_and_search(f"{server.base}/fhir", headers, seconds, wrk, rss)
+            with Gunicorn.app("bench.read_floor:create_app()", env={"FLOOR_DATABASE_URL": url}) as floor, \
+                    PeakRss(server) as rss, PeakRss(floor) as floor_rss:
+                targets = store_targets(f"{server.base}/fhir", headers)
+                print(f"== {kind}: read, service and floor in {read_slices} alternating slices ({load()})", flush=True)
+                reads = {c: alternating_reads((read_url(f"{server.base}/fhir", targets), headers),
+                                              (read_url(f"{floor.base}/fhir", targets), {}), c, seconds, read_slices, wrk)
+                         for c in (1, 16)}
+                print(f"== {kind}: search, service ({load()})", flush=True)
+                result["service"] = {"targets": targets, **{f"read_c{c}": reads[c]["service"] for c in reads},
+                                     **searches(f"{server.base}/fhir", headers, seconds, wrk, targets)}
+                result["floor"] = {f"read_c{c}": reads[c]["floor"] for c in reads}
+            result["service"]["peak_rss_mib"] = rss.peak_mib
+            result["floor"]["peak_rss_mib"] = floor_rss.peak_mib
         finally:
             server.stop()
-        print(f"== {kind}: read, floor ({load()})", flush=True)
-        targets = result["service"]["targets"]
-        with Gunicorn.app("bench.read_floor:create_app()", env={"FLOOR_DATABASE_URL": url}) as floor, \
-                PeakRss(floor) as rss:
-            result["floor"] = {f"read_c{c}": hammer(f"{floor.base}/fhir/Observation/{targets['observation']}",
-                                                    c, seconds, {}, wrk) for c in (1, 16)}
-            result["floor"]["peak_rss_mib"] = rss.peak_mib
     return result
 
 
@@ -383,6 +428,8 @@ def main() -> int:
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument("--seconds", type=float, default=10,
                         help="length of each HTTP measurement (an ingest run lasts at least this long)")
+    parser.add_argument("--read-slices", type=int, default=3,
+                        help="alternating slices of the reads, service and floor (the medians are reported)")
     parser.add_argument("--bundles", type=int, default=11, help="Synthea-shaped transaction bundles to ingest")
     parser.add_argument("--encounters", type=int, default=14, help="encounters per bundle")
     parser.add_argument("--search-resources", type=int, default=20_000,
@@ -424,7 +471,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="toh-bench-run-"))
     try:
         for kind in args.databases.split(","):
-            results["databases"][kind] = run_http(kind, bodies, counts, args.seconds, wrk, workdir)
+            results["databases"][kind] = run_http(kind, bodies, counts, args.seconds, wrk, workdir, args.read_slices)
         if not args.no_peer:
             why = peer_ready()
             if why:
