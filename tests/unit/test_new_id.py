@@ -31,3 +31,24 @@ def test_a_new_id_carries_the_time_it_was_made() -> None:
     value = new_id()
     after = int(time.time() * 1000)
     assert before <= uuid.UUID(value).int >> 80 <= after
+
+
+def test_a_forked_worker_does_not_repeat_its_masters_ids() -> None:
+    """gunicorn forks its workers from a master that has built the app (and may have drawn ids):
+    uuid_utils's generator, kept in the process, must not hand a worker the ids its master or
+    a sibling draws next (two workers' creates in the same millisecond would collide)."""
+    import os
+    new_id()   # the generator is seeded in the master
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # pragma: no cover - the child reports through the pipe
+        os.write(write, " ".join(new_id() for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split())
+    parent = {new_id() for _ in range(50)}
+    assert len(child) == 50
+    assert not child & parent
+    assert {value[24:] for value in child}.isdisjoint(value[24:] for value in parent)   # their last 48 random bits
