@@ -5,9 +5,11 @@ answer, the JSON request log and prometheus-client's multiprocess mode on) answe
 GET [base]/Observation/[id] through a direct WSGI call (no test client, whose own request
 building would be counted), `--n` times in each of 3 runs; prints the CPU time
 (time.process_time) per read of the best run. CPU time moves less than wall-clock time while
-other work loads the machine. `--profile` then runs cProfile over `--n` more reads.
+other work loads the machine. `--profile` then runs cProfile over `--n` more reads. `--parts`
+says what each part of the read costs: the reads with the request log line, the AuditEvent or
+the request metrics switched off in turn (5 alternating runs of each, best run), against all on.
 
-    python bench/bench_read_cpu.py [--database sqlite|postgresql] [--n 2000] [--profile]
+    python bench/bench_read_cpu.py [--database sqlite|postgresql] [--n 2000] [--profile] [--parts]
 
 Compare two versions alternately: run it from each checkout (its folder first on sys.path).
 """
@@ -56,11 +58,44 @@ def reader(app: Any, path: str, headers: dict[str, str]) -> Callable[[], str]:
     return one
 
 
+def parts(one: Callable[[], str], n: int, runs: int = 5) -> None:
+    """Print the CPU of a read with each part switched off in turn (alternating, best of runs):
+    the request log line (its logger above INFO), the AuditEvent (service.api.audit.audited
+    False: no describing, no row, no commit) and the request metrics (observe_request a no-op)."""
+    import logging
+    from service.api import audit
+    from service.observability import metrics
+    request_log = logging.getLogger("toh.requests")
+    audited, observe = audit.audited, metrics.observe_request
+
+    def switch(off: str) -> None:
+        request_log.setLevel(logging.WARNING if off == "request log" else logging.NOTSET)
+        audit.audited = (lambda: False) if off == "AuditEvent" else audited  # type: ignore[assignment]
+        metrics.observe_request = (lambda *a, **k: None) if off == "metrics" else observe  # type: ignore[assignment]
+
+    names = ["nothing", "request log", "AuditEvent", "metrics"]
+    best = dict.fromkeys(names, float("inf"))
+    try:
+        for _ in range(runs):
+            for name in names:
+                switch(name)
+                started = time.process_time()
+                for _ in range(n):
+                    one()
+                best[name] = min(best[name], (time.process_time() - started) / n * 1000)
+    finally:
+        switch("nothing")
+    for name in names:
+        print(f"  {name + ' off':16s} {best[name]:.3f} ms a read" +
+              ("" if name == "nothing" else f"  (the part: {best['nothing'] - best[name]:.3f} ms)"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--database", default="sqlite", choices=("sqlite", "postgresql"))
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--parts", action="store_true", help="the cost of each part, switched off in turn")
     args = parser.parse_args()
     ensure_secret()
     headers = {"Authorization": f"Bearer {bench_token()}"}
@@ -86,6 +121,8 @@ def main() -> int:
                 one()
             runs.append((time.process_time() - started) / args.n * 1000)
         print(f"{args.database}: CPU {min(runs):.3f} ms a read (runs {' '.join(f'{r:.3f}' for r in runs)})")
+        if args.parts:
+            parts(one, args.n)
         if args.profile:
             profile = cProfile.Profile()
             profile.enable()
