@@ -10,8 +10,9 @@ What it measures, each side by side with its baseline in the same run:
   concurrent clients: requests/s, p50, p99, against the read floor (bench/read_floor.py: a
   bare Flask app under the same gunicorn set-up, 2 threaded workers, fetching the same row by
   its key), both servers up at once and measured in `--read-slices` alternating slices
-  (medians; `--seconds` in all per side); target 0.6 of the floor. A cProfile summary of the read in one process says
-  where the rest goes;
+  (medians; `--seconds` in all per side); target 0.6 of the floor. A cProfile summary of the
+  read in one process says where the rest goes (`python bench/bench_read_cpu.py --parts`:
+  what each part of the read costs);
 - search over HTTP at 16 clients on the store the ingest made (the issue's four queries);
 - ingest (bench/bench_ingest.py): Synthea-shaped transaction bundles from 2 clients, resources/s
   and bundles/s, against the raw-JSON-rows floor (bench/ingest_floor.py); target 1,000/s;
@@ -211,10 +212,6 @@ def read_and_search(base: str, headers: dict[str, str], seconds: float, wrk: str
     return out
 
 
-def _median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def alternating_reads(service: tuple[str, dict[str, str]], floor: tuple[str, dict[str, str]], clients: int,
                       seconds: float, slices: int, wrk: str | None) -> dict[str, dict[str, Any]]:
     """Read by id on the service and on the floor, both up at once, in `slices` alternating
@@ -231,8 +228,9 @@ def alternating_reads(service: tuple[str, dict[str, str]], floor: tuple[str, dic
             runs[side].append(hammer(url, clients, each, headers, wrk))
     out: dict[str, dict[str, Any]] = {}
     for side, figures in runs.items():
-        out[side] = {"rps": _median([f["rps"] for f in figures]), "p50_ms": _median([f["p50_ms"] for f in figures]),
-                     "p99_ms": _median([f["p99_ms"] for f in figures]),
+        out[side] = {"rps": statistics.median(f["rps"] for f in figures),
+                     "p50_ms": statistics.median(f["p50_ms"] for f in figures),
+                     "p99_ms": statistics.median(f["p99_ms"] for f in figures),
                      "requests": sum(f["requests"] for f in figures), "errors": sum(f["errors"] for f in figures),
                      "slices_rps": [round(f["rps"], 1) for f in figures]}
     ratios = [o["rps"] / f["rps"] for o, f in zip(runs["service"], runs["floor"]) if f["rps"]]
