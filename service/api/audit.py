@@ -12,6 +12,7 @@ resource type and id and status: never a query string, a body, or anything from 
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 from typing import Any
@@ -109,6 +110,22 @@ def _search_patient(who: Principal | None) -> str | None:
     return who.patient if who is not None else None
 
 
+def _answer_json(response: Response) -> Any:
+    """The answer's FHIR JSON parsed, or None when it is not FHIR JSON (or streamed, or not
+    JSON). orjson reads it; the few texts orjson refuses that the json module reads (an escaped
+    lone surrogate, NaN) are read by the json module."""
+    if response.is_streamed or response.mimetype != "application/fhir+json":
+        return None
+    data = response.get_data()
+    try:
+        return orjson.loads(data)
+    except ValueError:   # orjson.JSONDecodeError is one
+        try:
+            return json.loads(data)
+        except ValueError:
+            return None
+
+
 def describe(response: Response) -> Interaction:
     """What this request did, for its AuditEvent."""
     who: Principal | None = g.get("toh_principal")
@@ -118,13 +135,10 @@ def describe(response: Response) -> Interaction:
     entity = f"{res_type}/{res_id}" if res_type and res_id else None
     patient = args.get("patient_id")
     query = None
-    body: Any = None
-    if response.status_code < 300 and response.mimetype == "application/fhir+json" and \
-            subtype in ("read", "vread", "create", "update") and not response.is_streamed:
-        try:
-            body = orjson.loads(response.get_data())
-        except ValueError:   # orjson.JSONDecodeError is one
-            body = None
+    failed = response.status_code >= 400
+    answer: Any = _answer_json(response) if failed or (
+        response.status_code < 300 and subtype in ("read", "vread", "create", "update")) else None
+    body = None if failed else answer
     if subtype == "create" and isinstance(body, dict) and body.get("id"):
         entity = f"{body.get('resourceType')}/{body['id']}"
     if entity and response.headers.get("ETag", "").startswith('W/"') and subtype != "delete":
@@ -143,11 +157,10 @@ def describe(response: Response) -> Interaction:
         patient = res_id
     patient = patient or _patient_in(body)
     description = None
-    if response.status_code >= 400 and response.mimetype == "application/fhir+json":
+    if failed:
         try:
-            issue = orjson.loads(response.get_data())["issue"][0]
-            description = str(issue.get("code"))
-        except (ValueError, KeyError, IndexError, TypeError):
+            description = str(answer["issue"][0].get("code"))
+        except (KeyError, IndexError, TypeError, AttributeError):
             description = None
     return Interaction(subtype=subtype, status=response.status_code, principal=who,
                        address=request.remote_addr, entity=entity, query=query, patient=patient,

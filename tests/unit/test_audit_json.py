@@ -37,3 +37,17 @@ def test_a_lone_surrogate_is_escaped_not_refused() -> None:
     assert "\\ud800" in text
     text.encode("utf-8")   # storable in PostgreSQL's text
     assert json.loads(text) == event
+
+
+def test_the_answer_describing_a_request_is_read_whatever_json_it_holds() -> None:
+    """describe() reads the answer (a resource's id and patient, an OperationOutcome's code): an
+    escaped lone surrogate, which orjson refuses, is still read; anything else than FHIR JSON is not."""
+    from flask import Response
+
+    from service.api.audit import _answer_json
+    outcome = '{"resourceType":"OperationOutcome","issue":[{"code":"invalid","diagnostics":"x\\ud800"}]}'
+    parsed = _answer_json(Response(outcome, status=400, mimetype="application/fhir+json"))
+    assert parsed["issue"][0]["code"] == "invalid"
+    assert _answer_json(Response('{"id":"a"}', mimetype="application/fhir+json")) == {"id": "a"}
+    assert _answer_json(Response("not json", mimetype="application/fhir+json")) is None
+    assert _answer_json(Response('{"id":"a"}', mimetype="text/html")) is None
