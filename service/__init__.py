@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import timedelta
 from functools import lru_cache
@@ -77,6 +78,10 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, clock: Clo
     if settings.migrate_on_start:
         database.migrate()      # raises SchemaTooNew on a newer release's schema
         install_guide(database, conformance)
+        try:
+            database.settle_audit()   # what a killed process left in the audit journal (SQLite)
+        except Exception:  # noqa: BLE001 - kept in the journal for the next drain
+            logging.getLogger(__name__).warning("draining the audit journal failed", exc_info=True)
     else:
         _refuse_newer_schema(database)
 

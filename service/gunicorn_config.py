@@ -26,7 +26,8 @@ gunicorn config file). Each choice and why:
   filesystem can stall and get healthy workers killed (gunicorn's FAQ).
 - limit_request_line 8190: gunicorn's largest; FHIR search URLs are long.
 - worker_exit: in a worker leaving after SIGTERM (its requests in flight finished), stops the
-  sweep's tick, which finishes the item in hand and claims no other.
+  sweep's tick, which finishes the item in hand and claims no other, and drains the audit
+  journal (SQLite) as it closes the database.
 - child_exit: tells prometheus-client's multiprocess mode that a worker is gone.
 - logconfig_dict: gunicorn's error and access logs as JSON lines like the application's.
 - logger_class (AccessLogOnRequest): the access log only with `--access-log`. gunicorn's own
@@ -64,11 +65,15 @@ def child_exit(_server: Any, worker: Any) -> None:
     multiproc.mark_dead(worker.pid)
 
 
-def worker_exit(_server: Any, _worker: Any) -> None:
+def worker_exit(_server: Any, worker: Any) -> None:
     """gunicorn hook, in the worker leaving after SIGTERM (its requests in flight finished):
-    stop the sweep's tick, which finishes the item in hand and claims no other."""
+    stop the sweep's tick, which finishes the item in hand and claims no other; then move the
+    audit journal's rows into the table (Database.dispose; SQLite file only)."""
     from service.scheduling import stop_background
     stop_background()
+    services = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("toh")
+    if services is not None:
+        services.database.dispose()
 
 
 def options(settings: Settings, *, access_log: bool = False) -> dict[str, Any]:

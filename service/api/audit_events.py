@@ -1,6 +1,8 @@
 """The audit trail over FHIR: GET [base]/AuditEvent/[id] and GET|POST [base]/AuditEvent[/_search]
 (date, agent, entity, patient, action, subtype, outcome; service.store.audit). Creating,
-changing or deleting an AuditEvent is 405: the trail is append-only and written by the service."""
+changing or deleting an AuditEvent is 405: the trail is append-only and written by the service.
+On SQLite the reads' AuditEvents wait in the audit journal until a drain: a read or a search
+here drains it first, so it sees every AuditEvent recorded before it (a 503 if it cannot)."""
 from __future__ import annotations
 
 import json
@@ -23,6 +25,7 @@ def read(event_id: str) -> Response:
     """One AuditEvent; raises NotFound, Forbidden."""
     check_id(event_id)
     guard().require("r", "AuditEvent")
+    services().database.settle_audit()   # the audit journal's events first (service.store.audit_journal)
     content = read_event(current_uow().conn, event_id)
     guard().check("r", "AuditEvent", lambda: json.loads(content))
     return Response(content, mimetype=FHIR_JSON)
@@ -37,6 +40,7 @@ def search() -> Response:
     if compartment is not None:
         params.append(("patient", compartment[1]))
     settings = services().settings
+    services().database.settle_audit()   # the audit journal's events first (service.store.audit_journal)
     page = search_events(current_uow().conn, params, default_count=settings.default_page_size,
                          max_count=settings.max_page_size)
     base = base_url()

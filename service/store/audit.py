@@ -31,21 +31,21 @@ PARAMETERS = ("date", "agent", "entity", "patient", "action", "subtype", "outcom
 CONTROL = ("_count", "_offset", "_format", "_pretty", "_total", "_sort")
 
 
-_COLUMNS = ("id", "recorded", "action", "subtype", "outcome", "agent", "agent_ref", "entity", "patient", "content")
+COLUMNS = ("id", "recorded", "action", "subtype", "outcome", "agent", "agent_ref", "entity", "patient", "content")
 
 
 def append_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert audit rows (column -> value for each of _COLUMNS, 'content' the AuditEvent JSON
+    """Insert audit rows (column -> value for each of COLUMNS, 'content' the AuditEvent JSON
     text; a missing optional column is NULL), as the driver's own statement
     (service.store.driver_insert)."""
     if rows:
-        driver_insert(table, conn.dialect, _COLUMNS).run(conn, [tuple(row.get(c) for c in _COLUMNS) for row in rows])
+        driver_insert(table, conn.dialect, COLUMNS).run(conn, [tuple(row.get(c) for c in COLUMNS) for row in rows])
 
 
 def events_insert(dialect: Dialect, rows: Sequence[dict[str, Any]]) -> tuple[str, list[tuple[Any, ...]]]:
     """append_events' statement for a DB-API cursor of dialect: (SQL, the rows' parameters)."""
-    insert = driver_insert(table, dialect, _COLUMNS)
-    return insert.sql, insert.parameters([tuple(row.get(c) for c in _COLUMNS) for row in rows])
+    insert = driver_insert(table, dialect, COLUMNS)
+    return insert.sql, insert.parameters([tuple(row.get(c) for c in COLUMNS) for row in rows])
 
 
 def read_event(conn: Connection, event_id: str) -> str:

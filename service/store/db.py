@@ -326,7 +326,7 @@ class Database:
 
     def __init__(self, url: str, clock: Clock | None = None, echo: bool = False,
                  hooks: list[WriteHook] | None = None, statement_timeout: float = 0,
-                 audit_fsync: bool = True) -> None:
+                 audit_fsync: bool = True, audit_journal: bool = True) -> None:
         self.url = url
         self.engine = make_engine(url, echo=echo, statement_timeout=statement_timeout)
         self.dialect = self.engine.dialect.name
@@ -356,6 +356,14 @@ class Database:
         self.statistics_thread: threading.Thread | None = None   # the last background ANALYZE
         from service.store.group_commit import GroupCommit
         self._audit_commits = GroupCommit(self._commit_audit)
+        # SQLite file: the reads' AuditEvents appended to a journal beside it (service.store.audit_journal)
+        from service.store.audit import COLUMNS
+        from service.store.audit_journal import AuditJournal
+        self.audit_journal = AuditJournal(f"{database}-audit", len(COLUMNS), fsync=audit_fsync) \
+            if self._checkpoints and audit_journal else None
+        self._journal_failed = False
+        self._draining = threading.Lock()
+        self.drain_thread: threading.Thread | None = None   # the last background drain
 
     def add_hook(self, hook: WriteHook) -> None:
         """Register a hook that runs inside the transaction of every write."""
@@ -599,8 +607,10 @@ class Database:
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[Connection]:
         """A read-only connection that sees one consistent state of the database however long it
-        reads (an export): PostgreSQL REPEATABLE READ, READ ONLY; SQLite one read transaction
-        (WAL keeps its snapshot). Rolled back at the end."""
+        reads (an export), the audit journal's rows moved into the table first (settle_audit):
+        PostgreSQL REPEATABLE READ, READ ONLY; SQLite one read transaction (WAL keeps its
+        snapshot). Rolled back at the end."""
+        self.settle_audit()
         with self.engine.connect() as conn:
             if self.dialect == "postgresql":
                 conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
@@ -612,12 +622,18 @@ class Database:
                 conn.rollback()
 
     def append_audit(self, rows: list[dict[str, Any]], via: Connection | PoolProxiedConnection | None = None) -> None:
-        """Append audit rows (a read's, a search's, a refusal's) in a short transaction of their
-        own, committed on return: visible to every reader and kept if this process dies
-        (SIGKILL) the next instant.
+        """Append audit rows (a read's, a search's, a refusal's), kept on return if this process
+        dies (SIGKILL) the next instant.
 
-        Rows that threads of this process append at the same moment are committed together, in
-        one transaction (service.store.group_commit): each call still returns only once its own
+        On a SQLite file they are appended to its audit journal (service.store.audit_journal: one
+        write(2), no transaction), which settle_audit moves into the table before anything reads
+        it; an append that finds the journal due a drain starts one in a background thread
+        (_drain_in_background). A journal that cannot be written
+        (OSError) sends the rows to the table instead, as on any other database: in a short
+        transaction of their own, committed on return, visible to every reader.
+
+        In the table, rows that threads of this process append at the same moment are committed
+        together, in one transaction (service.store.group_commit): each call still returns only once its own
         rows are committed, and a row refused by the database (a duplicate id) fails only its
         own call. via: a connection of the calling thread with no transaction in progress (the
         request's, its own transaction over), to commit on instead of taking another from the
@@ -633,8 +649,102 @@ class Database:
         (TRANSIENT_ERRORS when the database is away).
         See https://www.sqlite.org/pragma.html#pragma_synchronous and PostgreSQL's
         "Asynchronous Commit" (wal-async-commit)."""
-        if rows:
-            self._audit_commits.submit(rows, via if via is not None and self._idle(via) else None)
+        if not rows:
+            return
+        journal = self.audit_journal
+        if journal is not None and not self._journal_failed:
+            from service.store.audit import events_insert
+            from service.store.audit_journal import encode
+            try:
+                due = journal.append(encode(events_insert(self.engine.dialect, rows)[1]))
+            except OSError:
+                self._journal_failed = True   # this process appends to the table from now on
+                log.warning("the audit journal %s cannot be written; AuditEvents go to the table directly",
+                            journal.path, exc_info=True)
+            else:
+                if due:
+                    self._drain_in_background()
+                return
+        self._audit_commits.submit(rows, via if via is not None and self._idle(via) else None)
+
+    def _drain_in_background(self) -> None:
+        """Drain the audit journal in a background thread (drain_thread), one at a time per
+        process, so that no request waits for it; a failure is logged (the rows stay in the
+        journal for the next drain)."""
+        if not self._draining.acquire(blocking=False):
+            return   # a drain of this process is running
+
+        def drain() -> None:
+            try:
+                self.settle_audit(wait=False)
+            except Exception:  # noqa: BLE001 - kept in the journal; the next drain moves them
+                log.warning("draining the audit journal failed", exc_info=True)
+            finally:
+                self._draining.release()
+
+        try:
+            self.drain_thread = threading.Thread(target=drain, name="toh-audit-drain", daemon=True)
+            self.drain_thread.start()
+        except BaseException:
+            self._draining.release()
+            raise
+
+    def settle_audit(self, *, wait: bool = True) -> int:
+        """Move the audit journal's rows (SQLite file: service.store.audit_journal) into the
+        audit_events table, so that what reads the table next sees every AuditEvent appended
+        before; returns how many rows moved (-1: wait False and another drain running; 0 on any
+        other database). Raises SQLAlchemy's DBAPIError (OperationalError when the database is
+        locked or away: TRANSIENT_ERRORS), the journal then kept as it was, and ServiceUnavailable
+        when the journal cannot be read or emptied (OSError)."""
+        journal = self.audit_journal
+        if journal is None:
+            return 0
+        try:
+            return journal.drain(self._insert_journaled, wait=wait)
+        except OSError as exc:
+            raise ServiceUnavailable(f"The audit journal cannot be read ({exc.strerror})") from exc
+
+    def _insert_journaled(self, records: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Insert the audit journal's records (the driver's parameters of service.store.audit's
+        columns) in one transaction on SQLite, skipping an id already in the table (a drain
+        killed before it emptied the journal: service.store.audit_journal); returns the records
+        whose id the table holds with other values. Committed on return."""
+        from service.store.audit import COLUMNS, events_insert
+        sql = events_insert(self.engine.dialect, [])[0] + " ON CONFLICT (id) DO NOTHING"
+        fairy: Any = self._raw_connection()
+        cursor: Any = None
+        try:
+            cursor = fairy.cursor()
+            sqlite_synchronous(cursor.execute, fairy.info, not self.audit_fsync)
+            driver: Any = fairy.driver_connection
+            begin_immediate(self.writer_turns, fairy.info, cursor.execute)
+            conflicting: list[tuple[Any, ...]] = []
+            try:
+                cursor.executemany(sql, records)
+                if cursor.rowcount < len(records):   # ids already taken: the same records, or others
+                    by_id = {record[0]: record for record in records}
+                    ids = list(by_id)
+                    for start in range(0, len(ids), 500):
+                        chunk = ids[start:start + 500]
+                        cursor.execute(f"SELECT {', '.join(COLUMNS)} FROM audit_events WHERE id IN "
+                                       f"({', '.join('?' * len(chunk))})", chunk)
+                        conflicting += [by_id[row[0]] for row in cursor.fetchall() if tuple(row) != by_id[row[0]]]
+                cursor.execute("COMMIT")
+            except BaseException:
+                if driver.in_transaction:
+                    driver.rollback()
+                raise
+            finally:
+                end_turn(fairy.info)
+        except self.engine.dialect.loaded_dbapi.Error as exc:
+            raise self._driver_error(exc, sql, fairy, cursor, None) from exc
+        finally:
+            if cursor is not None:
+                with contextlib.suppress(Exception):
+                    cursor.close()
+            fairy.close()
+        self._checkpoint_after_write()
+        return conflicting
 
     def _idle(self, via: Connection | PoolProxiedConnection) -> bool:
         """Whether via is usable and has no transaction in progress."""
@@ -804,7 +914,18 @@ class Database:
             conn.commit()
 
     def dispose(self) -> None:
-        """Close every pooled connection, and the checkpoints' own (after the checkpoint running)."""
+        """Move the audit journal's rows into the table (a failure logged: they stay in the
+        journal for the next process), then close every pooled connection, and the checkpoints'
+        own (after the checkpoint running)."""
+        if self.audit_journal is not None:
+            running = self.drain_thread
+            if running is not None and running is not threading.current_thread():
+                running.join(SQLITE_BUSY_SECONDS)
+            try:
+                self.settle_audit()
+            except Exception:  # noqa: BLE001 - kept in the journal; the next process's first drain moves them
+                log.warning("draining the audit journal %s failed", self.audit_journal.path, exc_info=True)
+            self.audit_journal.close()
         self.engine.dispose()
         running = self.checkpoint_thread
         if running is not None and running is not threading.current_thread():

@@ -361,6 +361,7 @@ def import_from_folder(database: Database, folder: Path, batch: int = 500) -> Im
     history = bool((manifest.get("extension") or {}).get("history"))
     types = [o["type"] for o in manifest.get("output", [])]
     report = ImportReport({}, {})
+    database.settle_audit()   # AuditEvents still in the audit journal count too
     with database.unit_of_work() as uow:
         stored, audited = count_stored(uow.conn)
         if stored or audited:
