@@ -4,6 +4,7 @@ notifications of follow-ups falling due (a real HTTP receiver holds each request
 lands mid-send); restart; then nothing committed is lost, nothing half-written is visible, and
 no reminder is lost or doubled: each notification re-sent after the crash carries its first
 webhook-id (receivers dedupe per Standard Webhooks) and the outbox ends with each delivered
+once; and the service while clients read, after which every answered read has its AuditEvent,
 once. On SQLite and PostgreSQL. `crash_during` below kills any such subprocess.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -127,6 +129,68 @@ def test_sigkill_during_transaction_bundles_loses_nothing_committed(database_url
         after = requests.post(base, data=json.dumps(crash_bundle(99, 1)), headers=FHIR, timeout=60)
         assert after.status_code == 200, after.text[:500]
         print(f"crash: {len(attempted)} bundles sent, {len(acknowledged)} acknowledged, {len(tags)} stored; {counts}")
+    finally:
+        server.stop()
+
+
+def test_sigkill_while_reading_loses_and_doubles_no_answered_reads_audit_event(database_url: str,
+                                                                               tmp_path: Path) -> None:
+    """A read is answered only once its AuditEvent is recorded (PostgreSQL: committed; SQLite:
+    appended to the audit journal, drained into the table by then or after: service.store.
+    audit_journal). SIGKILL the service while 4 clients read; once it is back, the AuditEvent
+    search finds each answered read's event exactly once (by its X-Request-ID)."""
+    server = serve(database_url, tmp_path, workers=2)
+    base = f"{server.base}/fhir"
+    patient = {"resourceType": "Patient", "id": "audited"}
+    assert requests.put(f"{base}/Patient/audited", data=json.dumps(patient), headers=FHIR, timeout=60).ok
+    answered: list[str] = []
+    unexpected: list[str] = []
+    stop = threading.Event()
+
+    def reader(client: int) -> None:
+        session = requests.Session()
+        for i in range(1_000_000):
+            if stop.is_set():
+                return
+            request_id = f"crash-read-{client}-{i}"
+            try:
+                response = session.get(f"{base}/Patient/audited", headers={"X-Request-ID": request_id}, timeout=60)
+            except requests.RequestException:
+                return            # the server is gone: this read may or may not have been recorded
+            if response.status_code == 200:
+                answered.append(request_id)
+            elif response.status_code != 503:
+                unexpected.append(f"{response.status_code} {response.text[:300]}")
+
+    threads = [threading.Thread(target=reader, args=(c,)) for c in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    while len(answered) < (3000 if LONG else 600) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(random.Random(7).uniform(0.0, 0.3))
+    server.kill()
+    stop.set()
+    for t in threads:
+        t.join(timeout=120)
+    assert not unexpected, unexpected[:3]
+    assert len(answered) >= 100, "too few reads answered before the deadline"
+
+    server = serve(database_url, tmp_path, workers=1)
+    try:
+        recorded: list[str] = []
+        url: str | None = f"{server.base}/fhir/AuditEvent?entity=Patient/audited&subtype=read&_count=500"
+        while url:
+            page = requests.get(url, timeout=60).json()
+            for entry in page.get("entry", []):
+                recorded += [e["what"]["identifier"]["value"] for e in entry["resource"]["entity"]
+                             if e.get("what", {}).get("identifier", {}).get("system") == "urn:toh:request-id"]
+            url = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
+        doubled = [rid for rid, n in Counter(recorded).items() if n > 1]
+        assert not doubled, doubled[:5]
+        lost = set(answered) - set(recorded)
+        assert not lost, f"{len(lost)} answered reads have no AuditEvent: {sorted(lost)[:5]}"
+        print(f"crash while reading: {len(answered)} reads answered, {len(recorded)} read events recorded")
     finally:
         server.stop()
 
