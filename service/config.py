@@ -83,9 +83,10 @@ class Settings:
         "TOH_MAX_INDEX_ENTRIES", "estimated search index rows of one resource (422 beyond)"))
     audit_fsync: bool = field(default=False, metadata=_env(
         "TOH_AUDIT_FSYNC", "`1`: a read's, search's or refusal's AuditEvent is flushed to disk before the "
-        "answer; `0`: committed before the answer (kept through a SIGKILL of the service) without "
-        "waiting for the disk, so a power loss or a database-server crash may lose the last moment's "
-        "read events (a write's AuditEvent always commits durably with the write)"))
+        "answer; `0`: committed (PostgreSQL) or appended to the audit journal (SQLite) before the answer "
+        "(kept through a SIGKILL of the service) without waiting for the disk, so a power loss or a "
+        "database-server crash may lose the last moment's read events (a write's AuditEvent always "
+        "commits durably with the write)"))
     statement_timeout: float = field(default=30.0, metadata=_env(
         "TOH_STATEMENT_TIMEOUT", "seconds a PostgreSQL statement may run (`0`: no limit)"))
     worker_timeout: int = field(default=60, metadata=_env(

@@ -4,8 +4,9 @@ After each FHIR request (but the open ones) the edge describes what happened
 (service.audit.events.Interaction) and appends its AuditEvent:
 - a write that succeeded: in the write's own transaction (the unit of work appends it as it
   commits), so the change and its record land together or not at all;
-- anything else (reads, searches, refused and failed requests): in a short transaction of its
-  own, committed before the response is sent, so nothing read goes unrecorded.
+- anything else (reads, searches, refused and failed requests): recorded before the response
+  is sent, so nothing read goes unrecorded (Database.append_audit: on PostgreSQL committed in a
+  short transaction of its own, on a SQLite file appended to its audit journal).
 
 The log line of a request carries its request id (X-Request-ID, echoed), method, interaction,
 resource type and id and status: never a query string, a body, or anything from a resource.
