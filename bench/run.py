@@ -220,7 +220,8 @@ def alternating_reads(service: tuple[str, dict[str, str]], floor: tuple[str, dic
     requests and errors, and every slice's rps. On a shared machine whose speed drifts within
     a minute, slices side by side compare what one run after the other does not.
     service, floor: (URL, headers)."""
-    each = max(1.0, round(seconds / slices))
+    slices = max(1, min(slices, int(seconds)))   # slices of 1 s at least, seconds in all
+    each = seconds / slices
     runs: dict[str, list[dict[str, float]]] = {"service": [], "floor": []}
     for i in range(slices):
         for side in (("service", "floor") if i % 2 == 0 else ("floor", "service")):
@@ -241,7 +242,7 @@ def alternating_reads(service: tuple[str, dict[str, str]], floor: tuple[str, dic
 
 
 def run_http(kind: str, bodies: list[bytes], counts: list[int], seconds: float, wrk: str | None,
-             workdir: Path, read_slices: int = 3) -> dict[str, Any]:
+             workdir: Path, read_slices: int = 10) -> dict[str, Any]:
     """Ingest (service and floor), then reads (service and read floor in alternating slices:
     alternating_reads) and searches (service) on one kind of database."""
     print(f"\n== {kind}: ingest ({load()})", flush=True)
@@ -426,8 +427,9 @@ def main() -> int:
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument("--seconds", type=float, default=10,
                         help="length of each HTTP measurement (an ingest run lasts at least this long)")
-    parser.add_argument("--read-slices", type=int, default=3,
-                        help="alternating slices of the reads, service and floor (the medians are reported)")
+    parser.add_argument("--read-slices", type=int, default=10,
+                        help="alternating slices of the reads, service and floor (the medians are reported; "
+                             "each at least 1 s): this machine's speed drifts within seconds")
     parser.add_argument("--bundles", type=int, default=11, help="Synthea-shaped transaction bundles to ingest")
     parser.add_argument("--encounters", type=int, default=14, help="encounters per bundle")
     parser.add_argument("--search-resources", type=int, default=20_000,

@@ -18,21 +18,23 @@ record torn by a process killed in the middle of its write(2) spoils one line, n
 record. Its request was never answered: the drain logs and skips it.
 
 Locks (flock(2) on one open file description each, so threads of one process exclude each
-other as processes do). An appender holds the journal shared for its one write(2), having
-checked that its descriptor is still the file at the journal's path. A drain first seals the
-journal: once it holds it exclusively (the appends in progress over) it renames it to a sealed
-part (`<journal>.sealed.<ns>.<pid>`), and the next append finds its descriptor no longer at the
-path and opens a new journal. The drain then inserts each sealed part's records in one
-transaction and removes the part: appends never wait for the database. One drain at a time
-(an exclusive flock on `<journal>.drain`); a part a killed drain left is the next drain's.
+other as processes do). An appender holds the journal shared for its one write(2). A drain
+first seals the journal: once it holds it exclusively (the appends in progress over) it copies
+its bytes to a sealed part (`<journal>.sealed.<ns>.<pid>`, written under a temporary name, then
+renamed) and empties the journal, which appends (O_APPEND) fill again from its start. The drain
+then inserts each sealed part's records in one transaction and removes the part: appends wait
+for a copy, never for the database. One drain at a time (an exclusive flock on
+`<journal>.drain`); a part a killed drain left is the next drain's, a temporary copy is removed
+(the journal still holds its bytes).
 
-A drain killed after its commit and before removing the part leaves records already in the
-table: the next drain inserts them again with ``ON CONFLICT (id) DO NOTHING`` and compares what
-the table holds under each id with the record (a different AuditEvent under an id already taken
-is kept in `<journal>.rejected` and logged as an error, never dropped in silence).
+A drain killed after its commit and before removing the part, or after renaming the part and
+before emptying the journal, leaves records twice: the next drain inserts them again with
+``ON CONFLICT (id) DO NOTHING`` and compares what the table holds under each id with the record
+(a different AuditEvent under an id already taken is kept in `<journal>.rejected` and logged as
+an error, never dropped in silence).
 
-Who drains: the append that finds the journal past DRAIN_BYTES, or not drained by this process
-for DRAIN_SECONDS, starts a drain in a background thread (Database.append_audit); every reader
+Who drains: the append that finds its process has appended DRAIN_BYTES, or not tried a drain
+for DRAIN_SECONDS, since its last drain starts a drain in a background thread (Database.append_audit); every reader
 of the audit_events table drains before it reads (Database.settle_audit: the AuditEvent read and
 search, snapshots for export, an import's emptiness check); and Database.dispose (a worker
 leaving) and the application's start (what a killed process left).
@@ -45,6 +47,7 @@ import os
 import stat
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -57,6 +60,7 @@ log = logging.getLogger(__name__)
 # 2,500 reads' AuditEvents).
 DRAIN_BYTES = 4 * 1024 * 1024
 DRAIN_SECONDS = 1.0
+_TEMPORARY = ".tmp"   # a sealed part being written
 
 Record = tuple[Any, ...]
 # Inserts records in one transaction, committed on return; returns the records whose id the
@@ -100,74 +104,86 @@ class AuditJournal:
         self.fsync = fsync
         self.folder = os.path.dirname(os.path.abspath(path))
         self._sealed_prefix = os.path.basename(path) + ".sealed."
-        self._pid = -1
         self._fd = -1
         self._lock = threading.Lock()      # appenders of this process: one write at a time on the one fd
+        self._appended = 0                 # bytes this process appended since its last drain
         self._drained_at = time.monotonic()
+        _JOURNALS.add(self)
 
-    def _open(self) -> int:
-        """This process's descriptor of the journal at path, opened (created) if it has none, or
-        if it was opened in another process (a descriptor inherited over fork shares its flock
-        with the parent)."""
-        if self._pid != os.getpid() or self._fd < 0:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self._pid = os.getpid()
-        return self._fd
-
-    def _is_current(self, fd: int) -> bool:
-        """Whether fd is the file at path (not one a drain has sealed since it was opened)."""
-        try:
-            here = os.stat(self.path)
-        except FileNotFoundError:
-            return False
-        mine = os.fstat(fd)
-        return (here.st_ino, here.st_dev) == (mine.st_ino, mine.st_dev)
+    def _forget_parent(self) -> None:
+        """In a forked child: its own descriptor and lock (a descriptor inherited over fork
+        shares its flock with the parent; a lock held by another thread at the fork stays held)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = -1
+        self._lock = threading.Lock()
+        self._appended = 0
 
     def append(self, data: bytes) -> bool:
         """Append data (encode's bytes) durably (see the module docstring); returns whether the
-        journal is due a drain (DRAIN_BYTES or DRAIN_SECONDS). Raises OSError (the folder read-only,
-        the disk full): nothing of data is then to be counted on."""
+        journal is due a drain (DRAIN_BYTES appended by this process, or DRAIN_SECONDS, since its
+        last drain). Raises OSError (the folder read-only, the disk full): nothing of data is then
+        to be counted on."""
         with self._lock:
-            while True:
-                fd = self._open()
-                fcntl.flock(fd, fcntl.LOCK_SH)   # no drain seals the file while this is held
-                try:
-                    if self._is_current(fd):
-                        written = os.write(fd, data)
-                        while written < len(data):   # a short write (a signal, the disk filling): the rest
-                            written += os.write(fd, data[written:])
-                        if self.fsync:
-                            os.fdatasync(fd)
-                        size = os.lseek(fd, 0, os.SEEK_CUR)
-                        break
-                finally:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-                os.close(fd)   # sealed by a drain: append to the new journal at path
-                self._fd = -1
-        return size >= DRAIN_BYTES or time.monotonic() - self._drained_at >= DRAIN_SECONDS
-
-    def _sync_folder(self) -> None:
-        if self.fsync:
-            fd = os.open(self.folder, os.O_RDONLY)
+            if self._fd < 0:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = self._fd
+            fcntl.flock(fd, fcntl.LOCK_SH)   # no drain takes the journal's bytes while this is held
             try:
-                os.fsync(fd)
+                written = os.write(fd, data)
+                while written < len(data):   # a short write (a signal, the disk filling): the rest
+                    written += os.write(fd, data[written:])
+                if self.fsync:
+                    os.fdatasync(fd)
             finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            self._appended += len(data)
+            appended = self._appended
+        return appended >= DRAIN_BYTES or time.monotonic() - self._drained_at >= DRAIN_SECONDS
+
+    def _sync(self, fd: int | None = None) -> None:
+        """fsync fd (default: the folder, after a rename or removal), with TOH_AUDIT_FSYNC."""
+        if not self.fsync:
+            return
+        own = fd is None
+        fd = os.open(self.folder, os.O_RDONLY) if fd is None else fd
+        try:
+            os.fsync(fd)
+        finally:
+            if own:
                 os.close(fd)
 
     def _seal(self) -> None:
-        """Rename the journal at path to a sealed part (`<path>.sealed.<ns>.<pid>`) once the
-        appends in progress are over, unless it is empty; appends go to a new journal from then on."""
+        """Once the appends in progress are over, copy the journal's bytes to a sealed part
+        (`<path>.sealed.<ns>.<pid>`, written under a temporary name and renamed into place),
+        then empty the journal; appends wait meanwhile (a copy of at most a few MiB)."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
+            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        except (FileNotFoundError, IsADirectoryError):   # none yet; or not ours, so nothing appended to it
             return
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return
             fcntl.flock(fd, fcntl.LOCK_EX)   # waits for the appends in progress (one write(2) each)
-            mine = os.fstat(fd)
-            if stat.S_ISREG(mine.st_mode) and mine.st_size > 0 and self._is_current(fd):
-                os.rename(self.path, os.path.join(self.folder,
-                                                  f"{self._sealed_prefix}{time.time_ns():020d}.{os.getpid()}"))
-                self._sync_folder()
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            if not chunks:
+                return
+            part = os.path.join(self.folder, f"{self._sealed_prefix}{time.time_ns():020d}.{os.getpid()}")
+            out = os.open(f"{part}{_TEMPORARY}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                for chunk in chunks:
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(out, view):]
+                self._sync(out)
+            finally:
+                os.close(out)
+            os.rename(f"{part}{_TEMPORARY}", part)
+            self._sync()
+            os.ftruncate(fd, 0)   # a kill before this leaves the records twice: the drain skips the copies
+            self._sync(fd)
         finally:
             os.close(fd)   # releases the lock
 
@@ -177,6 +193,7 @@ class AuditJournal:
         records were moved, or -1 when wait is False and another drain is running. Raises what
         insert raises (that part and the later ones then kept for the next drain) and OSError."""
         self._drained_at = time.monotonic()   # an attempt counts: DRAIN_SECONDS from now
+        self._appended = 0
         if not os.path.exists(self.path) and not self._sealed_parts():
             return 0   # nothing was ever appended, or all of it was moved
         lock = os.open(f"{self.path}.drain", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -185,6 +202,9 @@ class AuditJournal:
                 fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return -1
+            for name in os.listdir(self.folder):   # the copies of a drain killed while it sealed
+                if name.startswith(self._sealed_prefix) and name.endswith(_TEMPORARY):
+                    os.unlink(os.path.join(self.folder, name))
             self._seal()
             return sum(self._move(part, insert) for part in self._sealed_parts())
         finally:
@@ -194,7 +214,8 @@ class AuditJournal:
         """The paths of the sealed parts waiting to be moved, oldest first."""
         return [os.path.join(self.folder, name) for name in sorted(
             entry.name for entry in os.scandir(self.folder)
-            if entry.name.startswith(self._sealed_prefix) and entry.is_file())]
+            if entry.name.startswith(self._sealed_prefix) and not entry.name.endswith(_TEMPORARY)
+            and entry.is_file())]
 
     def _move(self, part: str, insert: Inserter) -> int:
         """Insert one sealed part's records, then remove it; returns how many it held."""
@@ -214,12 +235,23 @@ class AuditJournal:
                 log.error("%d audit record(s) of %s carry the id of another AuditEvent already recorded; "
                           "kept in %s.rejected", len(conflicting), part, self.path)
         os.unlink(part)
-        self._sync_folder()
+        self._sync()
         return len(records)
 
     def close(self) -> None:
         """Close this process's append descriptor."""
         with self._lock:
-            if self._pid == os.getpid() and self._fd >= 0:
+            if self._fd >= 0:
                 os.close(self._fd)
-            self._pid, self._fd = -1, -1
+            self._fd = -1
+
+
+_JOURNALS: weakref.WeakSet[AuditJournal] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for journal in list(_JOURNALS):
+        journal._forget_parent()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -79,7 +79,7 @@ def test_a_reads_event_waits_in_the_journal_and_every_audit_search_sees_it(tmp_p
         assert client.get(f"/fhir/AuditEvent/{event_id}").status_code == 200
     finally:
         database.dispose()
-    assert not journal.exists()                                 # dispose drained it: sealed, moved, removed
+    assert journal.stat().st_size == 0                          # dispose drained it: copied, emptied, moved
     assert not list(tmp_path.glob("toh.db-audit.sealed.*"))
     assert len(_ids(url)) == 4                                  # the write, the read, the search, the read of the event
 
@@ -137,6 +137,25 @@ def test_a_drain_repeated_after_a_kill_inserts_nothing_twice_and_keeps_a_conflic
         rejected = Path(f"{journal_path}.rejected").read_bytes()
         assert decode(rejected, len(COLUMNS))[0][0][7] == "Patient/p2"
         assert "1 audit record(s)" in caplog.text
+    finally:
+        db.dispose()
+
+
+def test_a_drain_killed_while_it_sealed_leaves_nothing_doubled(sqlite_url: str, clock: Any) -> None:
+    """Killed while copying the journal to a sealed part (a temporary copy left, the journal
+    whole) or after renaming the part and before emptying the journal (the records twice): the
+    next drain moves each record once and rejects none."""
+    db = Database(sqlite_url, clock=clock)
+    journal = Path(sqlite_url.removeprefix("sqlite:///") + "-audit")
+    try:
+        db.append_audit([_row("a", clock.now()), _row("b", clock.now())])
+        whole = journal.read_bytes()
+        Path(f"{journal}.sealed.00000000000000000001.1.tmp").write_bytes(whole[:40])   # a copy cut short
+        Path(f"{journal}.sealed.00000000000000000002.1").write_bytes(whole)            # renamed, not emptied
+        assert db.settle_audit() == 4
+        assert _ids(sqlite_url) == ["a", "b"]
+        assert sorted(p.name for p in journal.parent.iterdir() if ".sealed." in p.name) == []
+        assert not Path(f"{journal}.rejected").exists()
     finally:
         db.dispose()
 
