@@ -48,7 +48,7 @@ import stat
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -63,9 +63,11 @@ DRAIN_SECONDS = 1.0
 _TEMPORARY = ".tmp"   # a sealed part being written
 
 Record = tuple[Any, ...]
-# Inserts records in one transaction, committed on return; returns the records whose id the
-# table already held with other values (the rest are in the table). Raises what the database raises.
-Inserter = Callable[[list[Record]], list[Record]]
+# Inserts batches of records (read as it goes) in one transaction, committed on return; returns
+# the records whose id the table already held with other values (the rest are in the table).
+# Raises what the database raises.
+Inserter = Callable[[Iterable[list[Record]]], list[Record]]
+_CHUNK = 256 * 1024   # bytes of a sealed part read (and records inserted) at a time: a drain's memory
 
 
 def encode(records: Sequence[Sequence[Any]]) -> bytes:
@@ -76,9 +78,13 @@ def encode(records: Sequence[Sequence[Any]]) -> bytes:
 def decode(data: bytes, width: int) -> tuple[list[Record], int]:
     """(the records in data, in order; how many lines were torn): a line that is not a JSON
     array of width values is a torn record."""
+    return _decode_lines(data.split(b"\n"), width)
+
+
+def _decode_lines(lines: list[bytes], width: int) -> tuple[list[Record], int]:
     records: list[Record] = []
     torn = 0
-    for line in data.split(b"\n"):
+    for line in lines:
         if not line:
             continue
         try:
@@ -165,18 +171,17 @@ class AuditJournal:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return
             fcntl.flock(fd, fcntl.LOCK_EX)   # waits for the appends in progress (one write(2) each)
-            chunks = []
-            while chunk := os.read(fd, 1 << 20):
-                chunks.append(chunk)
-            if not chunks:
+            chunk = os.read(fd, _CHUNK)
+            if not chunk:
                 return
             part = os.path.join(self.folder, f"{self._sealed_prefix}{time.time_ns():020d}.{os.getpid()}")
             out = os.open(f"{part}{_TEMPORARY}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
-                for chunk in chunks:
+                while chunk:
                     view = memoryview(chunk)
                     while view:
                         view = view[os.write(out, view):]
+                    chunk = os.read(fd, _CHUNK)
                 self._sync(out)
             finally:
                 os.close(out)
@@ -219,24 +224,39 @@ class AuditJournal:
 
     def _move(self, part: str, insert: Inserter) -> int:
         """Insert one sealed part's records, then remove it; returns how many it held."""
+        counts = [0, 0]   # records, torn lines
+
+        def batches(handle: Any) -> Iterator[list[Record]]:
+            rest = b""
+            while chunk := handle.read(_CHUNK):
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()   # the start of a line the next chunk ends
+                records, torn = _decode_lines(lines, self.width)
+                counts[0] += len(records)
+                counts[1] += torn
+                if records:
+                    yield records
+            records, torn = _decode_lines([rest], self.width)
+            counts[0] += len(records)
+            counts[1] += torn
+            if records:
+                yield records
+
         with open(part, "rb") as handle:
-            data = handle.read()
-        records, torn = decode(data, self.width)
-        if torn:
+            conflicting = insert(batches(handle))
+        if counts[1]:
             log.warning("the audit journal %s held %d torn record(s): a process killed while appending "
-                        "(their requests were never answered)", part, torn)
-        if records:
-            conflicting = insert(records)
-            if conflicting:
-                with open(f"{self.path}.rejected", "ab") as rejected:
-                    rejected.write(encode(conflicting))
-                    rejected.flush()
-                    os.fsync(rejected.fileno())
-                log.error("%d audit record(s) of %s carry the id of another AuditEvent already recorded; "
-                          "kept in %s.rejected", len(conflicting), part, self.path)
+                        "(their requests were never answered)", part, counts[1])
+        if conflicting:
+            with open(f"{self.path}.rejected", "ab") as rejected:
+                rejected.write(encode(conflicting))
+                rejected.flush()
+                os.fsync(rejected.fileno())
+            log.error("%d audit record(s) of %s carry the id of another AuditEvent already recorded; "
+                      "kept in %s.rejected", len(conflicting), part, self.path)
         os.unlink(part)
         self._sync()
-        return len(records)
+        return counts[0]
 
     def close(self) -> None:
         """Close this process's append descriptor."""

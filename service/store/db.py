@@ -9,7 +9,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -56,6 +56,11 @@ CHECKPOINT_INTERVAL = 1.0   # seconds
 # (pagerBeginReadTransaction in SQLite's pager.c): while others write, a pooled connection holds
 # about what its own last transaction touched.
 SQLITE_CACHE_KIB = 32_768
+# The page cache of a connection while it drains the audit journal (Database._insert_journaled),
+# SQLite's default: a drain writes new pages only, which nothing reads soon after, and with the
+# pool's 32 MiB each connection that drained kept them (a worker under reads grew from 120 to
+# 201 MB in a minute, against 138 MB flat with this cap: bench/RESULTS.md).
+DRAIN_CACHE_KIB = 2_048
 # How long a SQLite writer waits for the write lock (its turn, then SQLite's busy timeout) before
 # the request fails with 'database is locked' (a 503 the client may retry).
 SQLITE_BUSY_SECONDS = 30.0
@@ -704,9 +709,9 @@ class Database:
         except OSError as exc:
             raise ServiceUnavailable(f"The audit journal cannot be read ({exc.strerror})") from exc
 
-    def _insert_journaled(self, records: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        """Insert the audit journal's records (the driver's parameters of service.store.audit's
-        columns) in one transaction on SQLite, skipping an id already in the table (a drain
+    def _insert_journaled(self, batches: Iterable[list[tuple[Any, ...]]]) -> list[tuple[Any, ...]]:
+        """Insert the audit journal's records (batches of the driver's parameters of
+        service.store.audit's columns, read as they are inserted) in one transaction on SQLite, skipping an id already in the table (a drain
         killed before it emptied the journal: service.store.audit_journal); returns the records
         whose id the table holds with other values. Committed on return."""
         from service.store.audit import COLUMNS, events_insert
@@ -717,18 +722,21 @@ class Database:
             cursor = fairy.cursor()
             sqlite_synchronous(cursor.execute, fairy.info, not self.audit_fsync)
             driver: Any = fairy.driver_connection
+            cursor.execute(f"PRAGMA cache_size=-{DRAIN_CACHE_KIB}")   # back to SQLITE_CACHE_KIB below
             begin_immediate(self.writer_turns, fairy.info, cursor.execute)
             conflicting: list[tuple[Any, ...]] = []
             try:
-                cursor.executemany(sql, records)
-                if cursor.rowcount < len(records):   # ids already taken: the same records, or others
-                    by_id = {record[0]: record for record in records}
-                    ids = list(by_id)
-                    for start in range(0, len(ids), 500):
-                        chunk = ids[start:start + 500]
-                        cursor.execute(f"SELECT {', '.join(COLUMNS)} FROM audit_events WHERE id IN "
-                                       f"({', '.join('?' * len(chunk))})", chunk)
-                        conflicting += [by_id[row[0]] for row in cursor.fetchall() if tuple(row) != by_id[row[0]]]
+                for records in batches:
+                    cursor.executemany(sql, records)
+                    if cursor.rowcount < len(records):   # ids already taken: the same records, or others
+                        by_id = {record[0]: record for record in records}
+                        ids = list(by_id)
+                        for start in range(0, len(ids), 500):
+                            chunk = ids[start:start + 500]
+                            cursor.execute(f"SELECT {', '.join(COLUMNS)} FROM audit_events WHERE id IN "
+                                           f"({', '.join('?' * len(chunk))})", chunk)
+                            conflicting += [by_id[row[0]] for row in cursor.fetchall()
+                                            if tuple(row) != by_id[row[0]]]
                 cursor.execute("COMMIT")
             except BaseException:
                 if driver.in_transaction:
@@ -736,6 +744,7 @@ class Database:
                 raise
             finally:
                 end_turn(fairy.info)
+                cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")   # what make_engine gives every connection
         except self.engine.dialect.loaded_dbapi.Error as exc:
             raise self._driver_error(exc, sql, fairy, cursor, None) from exc
         finally:

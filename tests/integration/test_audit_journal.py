@@ -235,6 +235,20 @@ def test_a_table_that_cannot_be_written_keeps_the_journal(sqlite_url: str, clock
         db.dispose()
 
 
+def test_a_part_is_read_and_inserted_a_chunk_at_a_time(sqlite_url: str, clock: Any,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A drain's memory is a chunk of the part, whatever its size: records cut by a chunk's end
+    are read whole with the next chunk."""
+    monkeypatch.setattr(audit_journal, "_CHUNK", 7)
+    db = Database(sqlite_url, clock=clock)
+    try:
+        db.append_audit([_row(f"e{i}", clock.now()) for i in range(5)])
+        assert db.settle_audit() == 5
+        assert _ids(sqlite_url) == [f"e{i}" for i in range(5)]
+    finally:
+        db.dispose()
+
+
 def test_a_journal_that_cannot_be_written_sends_the_events_to_the_table(sqlite_url: str, clock: Any) -> None:
     Path(sqlite_url.removeprefix("sqlite:///") + "-audit").mkdir()   # open(2) fails: EISDIR
     db = Database(sqlite_url, clock=clock)
