@@ -112,6 +112,7 @@ class AuditJournal:
         self._sealed_prefix = os.path.basename(path) + ".sealed."
         self._fd = -1
         self._lock = threading.Lock()      # appenders of this process: one write at a time on the one fd
+        self.background = threading.Lock()   # held by this process's background drain (Database)
         self._appended = 0                 # bytes this process appended since its last drain
         self._drained_at = time.monotonic()
         _JOURNALS.add(self)
@@ -123,6 +124,7 @@ class AuditJournal:
             os.close(self._fd)
         self._fd = -1
         self._lock = threading.Lock()
+        self.background = threading.Lock()
         self._appended = 0
 
     def append(self, data: bytes) -> bool:

@@ -367,7 +367,6 @@ class Database:
         self.audit_journal = AuditJournal(f"{database}-audit", len(COLUMNS), fsync=audit_fsync) \
             if self._checkpoints and audit_journal else None
         self._journal_failed = False
-        self._draining = threading.Lock()
         self.drain_thread: threading.Thread | None = None   # the last background drain
 
     def add_hook(self, hook: WriteHook) -> None:
@@ -633,14 +632,14 @@ class Database:
         On a SQLite file they are appended to its audit journal (service.store.audit_journal: one
         write(2), no transaction), which settle_audit moves into the table before anything reads
         it; an append that finds the journal due a drain starts one in a background thread
-        (_drain_in_background). A journal that cannot be written
-        (OSError) sends the rows to the table instead, as on any other database: in a short
-        transaction of their own, committed on return, visible to every reader.
+        (_drain_in_background). A journal that cannot be written (OSError) sends the rows to the
+        table instead, as on any other database: in a short transaction of their own, committed
+        on return, visible to every reader.
 
         In the table, rows that threads of this process append at the same moment are committed
-        together, in one transaction (service.store.group_commit): each call still returns only once its own
-        rows are committed, and a row refused by the database (a duplicate id) fails only its
-        own call. via: a connection of the calling thread with no transaction in progress (the
+        together, in one transaction (service.store.group_commit): each call still returns only
+        once its own rows are committed, and a row refused by the database (a duplicate id) fails
+        only its own call. via: a connection of the calling thread with no transaction in progress (the
         request's, its own transaction over), to commit on instead of taking another from the
         pool (on PostgreSQL each checkout pings the server first); or a connection of statements().
 
@@ -676,7 +675,8 @@ class Database:
         """Drain the audit journal in a background thread (drain_thread), one at a time per
         process, so that no request waits for it; a failure is logged (the rows stay in the
         journal for the next drain)."""
-        if not self._draining.acquire(blocking=False):
+        journal = self.audit_journal
+        if journal is None or not journal.background.acquire(blocking=False):
             return   # a drain of this process is running
 
         def drain() -> None:
@@ -685,13 +685,13 @@ class Database:
             except Exception:  # noqa: BLE001 - kept in the journal; the next drain moves them
                 log.warning("draining the audit journal failed", exc_info=True)
             finally:
-                self._draining.release()
+                journal.background.release()
 
         try:
             self.drain_thread = threading.Thread(target=drain, name="toh-audit-drain", daemon=True)
             self.drain_thread.start()
         except BaseException:
-            self._draining.release()
+            journal.background.release()
             raise
 
     def settle_audit(self, *, wait: bool = True) -> int:
@@ -711,9 +711,10 @@ class Database:
 
     def _insert_journaled(self, batches: Iterable[list[tuple[Any, ...]]]) -> list[tuple[Any, ...]]:
         """Insert the audit journal's records (batches of the driver's parameters of
-        service.store.audit's columns, read as they are inserted) in one transaction on SQLite, skipping an id already in the table (a drain
-        killed before it emptied the journal: service.store.audit_journal); returns the records
-        whose id the table holds with other values. Committed on return."""
+        service.store.audit's columns, read as they are inserted) in one transaction on SQLite,
+        skipping an id already in the table (a drain killed before it emptied the journal:
+        service.store.audit_journal); returns the records whose id the table holds with other
+        values. Committed on return."""
         from service.store.audit import COLUMNS, events_insert
         sql = events_insert(self.engine.dialect, [])[0] + " ON CONFLICT (id) DO NOTHING"
         fairy: Any = self._raw_connection()

@@ -160,6 +160,30 @@ def test_a_drain_killed_while_it_sealed_leaves_nothing_doubled(sqlite_url: str, 
         db.dispose()
 
 
+def _child_drains_after_a_fork_mid_drain(db: Database) -> None:
+    journal = db.audit_journal
+    assert journal is not None
+    os._exit(0 if journal.background.acquire(blocking=False) and journal._fd == -1 else 1)
+
+
+def test_a_child_forked_while_its_parent_drains_has_its_own_descriptor_and_drain(sqlite_url: str,
+                                                                                 clock: Any) -> None:
+    """A worker forked while the parent's background drain holds its lock (or with the parent's
+    journal descriptor open) starts with its own: a lock held at the fork would stay held in the
+    child, and an inherited descriptor shares the parent's flock."""
+    db = Database(sqlite_url, clock=clock)
+    try:
+        db.append_audit([_row("a", clock.now())])               # the parent's descriptor open
+        assert db.audit_journal is not None and db.audit_journal.background.acquire(blocking=False)
+        child = multiprocessing.get_context("fork").Process(target=_child_drains_after_a_fork_mid_drain, args=(db,))
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+        db.audit_journal.background.release()
+    finally:
+        db.dispose()
+
+
 def _append_many(url: str, prefix: str, threads: int, each: int) -> None:
     from datetime import datetime, timezone
     audit_journal.DRAIN_BYTES = 4096                           # drains often, racing the appends
