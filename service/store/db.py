@@ -20,6 +20,8 @@ from sqlalchemy.pool import PoolProxiedConnection
 
 from service.clock import Clock, SystemClock
 from service.fhir.errors import ServiceUnavailable
+from service.store.audit import COLUMNS, append_events, events_insert
+from service.store.audit_journal import AuditJournal, encode
 from service.store.writer_turns import begin_immediate, end_turn, writer_turns
 
 if TYPE_CHECKING:
@@ -312,7 +314,6 @@ class UnitOfWork:
             for step in self.database.before_commit:
                 step(self)
             if self.audit_events:
-                from service.store.audit import append_events
                 append_events(self.conn, self.audit_events)
             self.conn.commit()
             end_turn(self.conn.info)   # SQLite: the next writer's turn (service.store.writer_turns)
@@ -362,8 +363,6 @@ class Database:
         from service.store.group_commit import GroupCommit
         self._audit_commits = GroupCommit(self._commit_audit)
         # SQLite file: the reads' AuditEvents appended to a journal beside it (service.store.audit_journal)
-        from service.store.audit import COLUMNS
-        from service.store.audit_journal import AuditJournal
         self.audit_journal = AuditJournal(f"{database}-audit", len(COLUMNS), fsync=audit_fsync) \
             if self._checkpoints and audit_journal else None
         self._journal_failed = False
@@ -657,8 +656,6 @@ class Database:
             return
         journal = self.audit_journal
         if journal is not None and not self._journal_failed:
-            from service.store.audit import events_insert
-            from service.store.audit_journal import encode
             try:
                 due = journal.append(encode(events_insert(self.engine.dialect, rows)[1]))
             except OSError:
@@ -709,42 +706,50 @@ class Database:
         except OSError as exc:
             raise ServiceUnavailable(f"The audit journal cannot be read ({exc.strerror})") from exc
 
+    @contextlib.contextmanager
+    def _sqlite_transaction(self, fairy: Any, cursor: Any) -> Iterator[None]:
+        """A SQLite write transaction through the DB-API cursor of a pooled connection in
+        autocommit (make_engine: BEGIN is ours): BEGIN IMMEDIATE once the writer's turn is taken,
+        COMMIT when the block ends, ROLLBACK if it raises; the turn given back either way."""
+        begin_immediate(self.writer_turns, fairy.info, cursor.execute)
+        try:
+            yield
+            cursor.execute("COMMIT")
+        except BaseException:
+            if fairy.driver_connection.in_transaction:
+                fairy.driver_connection.rollback()
+            raise
+        finally:
+            end_turn(fairy.info)
+
     def _insert_journaled(self, batches: Iterable[list[tuple[Any, ...]]]) -> list[tuple[Any, ...]]:
         """Insert the audit journal's records (batches of the driver's parameters of
         service.store.audit's columns, read as they are inserted) in one transaction on SQLite,
         skipping an id already in the table (a drain killed before it emptied the journal:
         service.store.audit_journal); returns the records whose id the table holds with other
         values. Committed on return."""
-        from service.store.audit import COLUMNS, events_insert
         sql = events_insert(self.engine.dialect, [])[0] + " ON CONFLICT (id) DO NOTHING"
         fairy: Any = self._raw_connection()
         cursor: Any = None
         try:
             cursor = fairy.cursor()
             sqlite_synchronous(cursor.execute, fairy.info, not self.audit_fsync)
-            driver: Any = fairy.driver_connection
             cursor.execute(f"PRAGMA cache_size=-{DRAIN_CACHE_KIB}")   # back to SQLITE_CACHE_KIB below
-            begin_immediate(self.writer_turns, fairy.info, cursor.execute)
             conflicting: list[tuple[Any, ...]] = []
             try:
-                for records in batches:
-                    cursor.executemany(sql, records)
-                    if cursor.rowcount < len(records):   # ids already taken: the same records, or others
-                        by_id = {record[0]: record for record in records}
-                        ids = list(by_id)
-                        for start in range(0, len(ids), 500):
-                            chunk = ids[start:start + 500]
-                            cursor.execute(f"SELECT {', '.join(COLUMNS)} FROM audit_events WHERE id IN "
-                                           f"({', '.join('?' * len(chunk))})", chunk)
-                            conflicting += [by_id[row[0]] for row in cursor.fetchall()
-                                            if tuple(row) != by_id[row[0]]]
-                cursor.execute("COMMIT")
-            except BaseException:
-                if driver.in_transaction:
-                    driver.rollback()
-                raise
+                with self._sqlite_transaction(fairy, cursor):
+                    for records in batches:
+                        cursor.executemany(sql, records)
+                        if cursor.rowcount < len(records):   # ids already taken: the same records, or others
+                            by_id = {record[0]: record for record in records}
+                            ids = list(by_id)
+                            for start in range(0, len(ids), 500):
+                                chunk = ids[start:start + 500]
+                                cursor.execute(f"SELECT {', '.join(COLUMNS)} FROM audit_events WHERE id IN "
+                                               f"({', '.join('?' * len(chunk))})", chunk)
+                                conflicting += [by_id[row[0]] for row in cursor.fetchall()
+                                                if tuple(row) != by_id[row[0]]]
             finally:
-                end_turn(fairy.info)
                 cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")   # what make_engine gives every connection
         except self.engine.dialect.loaded_dbapi.Error as exc:
             raise self._driver_error(exc, sql, fairy, cursor, None) from exc
@@ -779,7 +784,6 @@ class Database:
         IntegrityError...), the connection invalidated when the error says it is lost, as
         SQLAlchemy does. via: a Connection (no transaction in progress), or a connection of
         statements(), to use instead of a pooled connection of its own."""
-        from service.store.audit import events_insert
         dialect = self.engine.dialect
         sql, parameters = events_insert(dialect, rows)
         relaxed = not self.audit_fsync
@@ -805,15 +809,8 @@ class Database:
                     statement, values = _one_statement(sql, parameters, relaxed and not sqlite)
                     cursor.execute(statement, values)       # committed when it returns
                 elif sqlite:
-                    driver: Any = fairy.driver_connection   # autocommit (make_engine): BEGIN is ours
-                    begin_immediate(self.writer_turns, fairy.info, cursor.execute)
-                    try:
+                    with self._sqlite_transaction(fairy, cursor):
                         cursor.executemany(sql, parameters)
-                        cursor.execute("COMMIT")
-                    except BaseException:
-                        if driver.in_transaction:
-                            driver.rollback()
-                        raise
                 else:
                     try:
                         if relaxed:

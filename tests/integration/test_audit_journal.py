@@ -24,12 +24,7 @@ from service.store import audit_journal
 from service.store.audit import COLUMNS, events_insert
 from service.store.audit_journal import decode, encode
 from service.store.db import Database
-
-
-def _row(event_id: str, recorded: Any, entity: str = "Patient/p1") -> dict[str, Any]:
-    return {"id": event_id, "recorded": recorded, "action": "R", "subtype": "read", "outcome": "0",
-            "agent": "alice", "agent_ref": None, "entity": entity, "patient": "p1",
-            "content": json.dumps({"resourceType": "AuditEvent", "id": event_id})}
+from tests.integration.test_audit import _audit_row
 
 
 def _ids(url: str) -> list[str]:
@@ -89,7 +84,7 @@ def _append_then_die(url: str, count: int) -> None:
     from datetime import datetime, timezone
     now = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
     for i in range(count):
-        db.append_audit([_row(f"k{i}", now)])
+        db.append_audit([_audit_row(f"k{i}", now)])
     os.kill(os.getpid(), signal.SIGKILL)                        # no dispose, no drain
 
 
@@ -121,12 +116,12 @@ def test_a_drain_repeated_after_a_kill_inserts_nothing_twice_and_keeps_a_conflic
     db = Database(sqlite_url, clock=clock)
     journal_path = Path(sqlite_url.removeprefix("sqlite:///") + "-audit")
     try:
-        db.append_audit([_row("a", clock.now()), _row("b", clock.now())])
+        db.append_audit([_audit_row("a", clock.now()), _audit_row("b", clock.now())])
         left = journal_path.read_bytes()
         assert db.settle_audit() == 2
-        other = _row("b", clock.now(), entity="Patient/p2")     # another event under b's id
+        other = {**_audit_row("b", clock.now()), "entity": "Patient/p2"}     # another event under b's id
         journal_path.write_bytes(left + encode(events_insert(db.engine.dialect, [other])[1]))
-        db.append_audit([_row("c", clock.now())])
+        db.append_audit([_audit_row("c", clock.now())])
         with caplog.at_level(logging.ERROR, logger="service.store.audit_journal"):
             assert db.settle_audit() == 4
         assert _ids(sqlite_url) == ["a", "b", "c"]
@@ -148,7 +143,7 @@ def test_a_drain_killed_while_it_sealed_leaves_nothing_doubled(sqlite_url: str, 
     db = Database(sqlite_url, clock=clock)
     journal = Path(sqlite_url.removeprefix("sqlite:///") + "-audit")
     try:
-        db.append_audit([_row("a", clock.now()), _row("b", clock.now())])
+        db.append_audit([_audit_row("a", clock.now()), _audit_row("b", clock.now())])
         whole = journal.read_bytes()
         Path(f"{journal}.sealed.00000000000000000001.1.tmp").write_bytes(whole[:40])   # a copy cut short
         Path(f"{journal}.sealed.00000000000000000002.1").write_bytes(whole)            # renamed, not emptied
@@ -173,7 +168,7 @@ def test_a_child_forked_while_its_parent_drains_has_its_own_descriptor_and_drain
     child, and an inherited descriptor shares the parent's flock."""
     db = Database(sqlite_url, clock=clock)
     try:
-        db.append_audit([_row("a", clock.now())])               # the parent's descriptor open
+        db.append_audit([_audit_row("a", clock.now())])               # the parent's descriptor open
         assert db.audit_journal is not None and db.audit_journal.background.acquire(blocking=False)
         child = multiprocessing.get_context("fork").Process(target=_child_drains_after_a_fork_mid_drain, args=(db,))
         child.start()
@@ -192,7 +187,7 @@ def _append_many(url: str, prefix: str, threads: int, each: int) -> None:
 
     def run(t: int) -> None:
         for i in range(each):
-            db.append_audit([_row(f"{prefix}-{t}-{i}", now)])
+            db.append_audit([_audit_row(f"{prefix}-{t}-{i}", now)])
 
     workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
     for worker in workers:
@@ -225,7 +220,7 @@ def test_a_journal_due_is_drained_in_the_background(sqlite_url: str, clock: Any,
     monkeypatch.setattr(audit_journal, "DRAIN_BYTES", 1)
     db = Database(sqlite_url, clock=clock)
     try:
-        db.append_audit([_row("a", clock.now())])
+        db.append_audit([_audit_row("a", clock.now())])
         assert db.drain_thread is not None
         db.drain_thread.join(30)
         assert _ids(sqlite_url) == ["a"]                       # no settle_audit: the append's drain
@@ -241,13 +236,13 @@ def test_a_table_that_cannot_be_written_keeps_the_journal(sqlite_url: str, clock
     db = Database(sqlite_url, clock=clock)
     engine = create_engine(sqlite_url)
     try:
-        db.append_audit([_row("a", clock.now())])
+        db.append_audit([_audit_row("a", clock.now())])
         with engine.begin() as conn:
             conn.execute(text("ALTER TABLE audit_events RENAME TO audit_events_away"))
         with pytest.raises(OperationalError):
             db.settle_audit()
         monkeypatch.setattr(audit_journal, "DRAIN_BYTES", 1)
-        db.append_audit([_row("b", clock.now())])             # due, its drain fails: logged, kept
+        db.append_audit([_audit_row("b", clock.now())])             # due, its drain fails: logged, kept
         assert db.drain_thread is not None
         db.drain_thread.join(30)
         with engine.begin() as conn:
@@ -266,7 +261,7 @@ def test_a_part_is_read_and_inserted_a_chunk_at_a_time(sqlite_url: str, clock: A
     monkeypatch.setattr(audit_journal, "_CHUNK", 7)
     db = Database(sqlite_url, clock=clock)
     try:
-        db.append_audit([_row(f"e{i}", clock.now()) for i in range(5)])
+        db.append_audit([_audit_row(f"e{i}", clock.now()) for i in range(5)])
         assert db.settle_audit() == 5
         assert _ids(sqlite_url) == [f"e{i}" for i in range(5)]
     finally:
@@ -277,7 +272,7 @@ def test_a_journal_that_cannot_be_written_sends_the_events_to_the_table(sqlite_u
     Path(sqlite_url.removeprefix("sqlite:///") + "-audit").mkdir()   # open(2) fails: EISDIR
     db = Database(sqlite_url, clock=clock)
     try:
-        db.append_audit([_row("a", clock.now())])
+        db.append_audit([_audit_row("a", clock.now())])
         assert _ids(sqlite_url) == ["a"]
         assert db.settle_audit() == 0
     finally:
@@ -288,7 +283,7 @@ def test_a_snapshot_for_export_sees_the_journals_events(sqlite_url: str, clock: 
     from service.store.bulk import audit_contents
     db = Database(sqlite_url, clock=clock)
     try:
-        db.append_audit([_row("a", clock.now())])
+        db.append_audit([_audit_row("a", clock.now())])
         with db.snapshot() as conn:
             assert [json.loads(c)["id"] for c in audit_contents(conn)] == ["a"]
     finally:
